@@ -1,0 +1,1 @@
+"""Pure detection logic: functions over immutable window snapshots. No I/O here."""

@@ -1,0 +1,1 @@
+"""dialwatch I/O: Kafka, Redis, files, HTTP, the command line."""

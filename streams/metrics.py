@@ -1,0 +1,57 @@
+"""Prometheus metrics. Labels are closed sets (reasons, detectors, severities): never numbers."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from detectors.alerts import Alert
+from streams.engine import Outcome
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.cdrs = Counter(
+            "dialwatch_cdrs", "CDRs seen, by result", ["result"], registry=r
+        )
+        self.rejects = Counter(
+            "dialwatch_rejected_cdrs", "Rejected CDRs, by reason", ["reason"], registry=r
+        )
+        self.alerts = Counter(
+            "dialwatch_alerts", "Alerts published", ["detector", "severity", "state"], registry=r
+        )
+        self.batches = Counter("dialwatch_batches", "Partition batches applied", registry=r)
+        self.batch_seconds = Histogram(
+            "dialwatch_batch_seconds",
+            "Time to apply one partition batch (store read, detectors, store write)",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "dialwatch_store_errors", "Store calls that failed and were retried", registry=r
+        )
+        self.watermark = Gauge(
+            "dialwatch_watermark_seconds",
+            "Newest partition watermark (event time, epoch seconds)",
+            registry=r,
+        )
+
+    def record(self, outcome: Outcome, seconds: float) -> None:
+        self.batches.inc()
+        self.batch_seconds.observe(seconds)
+        for result, n in (
+            ("accepted", outcome.accepted),
+            ("duplicate", outcome.duplicates),
+            ("replayed", outcome.replayed),
+            ("rejected", len(outcome.rejects)),
+        ):
+            if n:
+                self.cdrs.labels(result).inc(n)
+        for reason, n in outcome.reject_counts().items():
+            self.rejects.labels(reason).inc(n)
+        if outcome.watermark_ms:
+            self.watermark.set(outcome.watermark_ms / 1000)
+
+    def published(self, alert: Alert) -> None:
+        self.alerts.labels(alert.detector, alert.severity, alert.state).inc()

@@ -1,0 +1,55 @@
+"""In-process window store: the default for ``dialwatch scan`` and the demo without Redis.
+
+It keeps the same encoded blobs as the Redis store and applies a batch all or nothing.
+"""
+
+from __future__ import annotations
+
+from streams.state.base import Changes, PartitionMeta, ReadResult, StaleOffset
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._meta: dict[int, PartitionMeta] = {}
+        self._windows: dict[tuple[int, str], bytes] = {}
+        self._episodes: dict[tuple[int, str], bytes] = {}
+        self._due: dict[int, dict[str, int]] = {}
+
+    async def load_meta(self, partition: int) -> PartitionMeta:
+        return self._meta.get(partition, PartitionMeta(-1, 0))
+
+    async def read(self, partition: int, numbers: list[str], due_before_ms: int) -> ReadResult:
+        wanted = set(numbers)
+        return ReadResult(
+            windows={n: self._windows.get((partition, n)) for n in numbers},
+            episodes={n: self._episodes.get((partition, n)) for n in numbers},
+            due={
+                n: (self._episodes[(partition, n)], at)
+                for n, at in self._due.get(partition, {}).items()
+                if at <= due_before_ms and n not in wanted
+            },
+        )
+
+    async def write(self, partition: int, expected_offset: int, changes: Changes) -> None:
+        if self._meta.get(partition, PartitionMeta(-1, 0)).offset != expected_offset:
+            raise StaleOffset(f"partition {partition}")
+        self._meta[partition] = changes.meta
+        for number, blob in changes.windows.items():
+            if blob:
+                self._windows[(partition, number)] = blob
+            else:
+                self._windows.pop((partition, number), None)
+        due = self._due.setdefault(partition, {})
+        for number, (blob, close_at) in changes.episodes.items():
+            if blob and close_at is not None:
+                self._episodes[(partition, number)] = blob
+                due[number] = close_at
+            else:
+                self._episodes.pop((partition, number), None)
+                due.pop(number, None)
+
+    async def close(self) -> None:
+        return None
+
+    def number_count(self) -> int:
+        return len(self._windows)

@@ -1,0 +1,91 @@
+"""Redis window store. One partition's keys share a hash slot, so each script is atomic on a
+Redis Cluster too. Key layout (README "Redis keys")::
+
+    {prefix}:{p<N>}:n:<number>   string, the number's window blob, TTL = longest window + margin
+    {prefix}:{p<N>}:ep           hash, number -> open-episodes blob
+    {prefix}:{p<N>}:due          zset, number -> time its episodes close if it stays quiet
+    {prefix}:{p<N>}:meta         hash, off = last applied offset, newest = newest start_time
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import redis.asyncio as aioredis
+
+from streams.state.base import Changes, PartitionMeta, ReadResult, StaleOffset
+
+READ_CHUNK = 4000  # numbers per read call: keeps Lua's unpack() within its stack limit
+DUE_LIMIT = 1000
+
+
+def _lua(name: str) -> str:
+    return resources.files("streams").joinpath("lua", name).read_text(encoding="utf-8")
+
+
+class RedisStore:
+    def __init__(
+        self, client: aioredis.Redis, *, prefix: str, window_ttl_ms: int, partition_ttl_ms: int
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.window_ttl_ms = window_ttl_ms
+        self.partition_ttl_ms = partition_ttl_ms
+        self._read = client.register_script(_lua("read.lua"))
+        self._write = client.register_script(_lua("write.lua"))
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: object) -> RedisStore:
+        client = aioredis.Redis.from_url(url, decode_responses=False)
+        return cls(client, **kwargs)  # type: ignore[arg-type]
+
+    def key(self, partition: int, kind: str) -> str:
+        return f"{self.prefix}:{{p{partition}}}:{kind}"
+
+    def number_key(self, partition: int, number: str) -> str:
+        return f"{self.prefix}:{{p{partition}}}:n:{number}"
+
+    async def load_meta(self, partition: int) -> PartitionMeta:
+        off, newest = await self.client.hmget(self.key(partition, "meta"), ["off", "newest"])
+        return PartitionMeta(int(off) if off is not None else -1, int(newest or 0))
+
+    async def read(self, partition: int, numbers: list[str], due_before_ms: int) -> ReadResult:
+        result = ReadResult({}, {}, {})
+        ep, due = self.key(partition, "ep"), self.key(partition, "due")
+        chunks = [numbers[i : i + READ_CHUNK] for i in range(0, len(numbers), READ_CHUNK)] or [[]]
+        for i, chunk in enumerate(chunks):
+            windows, episodes, due_flat = await self._read(
+                keys=[ep, due, *(self.number_key(partition, n) for n in chunk)],
+                args=[due_before_ms if i == 0 else -1, DUE_LIMIT, *chunk],
+            )
+            result.windows.update(zip(chunk, windows, strict=True))
+            result.episodes.update(zip(chunk, episodes, strict=True))
+            it = iter(due_flat)
+            for number, close_at, blob in zip(it, it, it, strict=True):
+                result.due[number.decode()] = (blob, int(float(close_at)))
+        for number in numbers:
+            result.due.pop(number, None)
+        return result
+
+    async def write(self, partition: int, expected_offset: int, changes: Changes) -> None:
+        numbers = list(changes.windows)
+        args: list[object] = [
+            expected_offset,
+            changes.meta.offset,
+            changes.meta.newest_ms,
+            self.window_ttl_ms,
+            self.partition_ttl_ms,
+            len(numbers),
+            *(changes.windows[n] for n in numbers),
+            len(changes.episodes),
+        ]
+        for number, (blob, close_at) in changes.episodes.items():
+            args += (number, blob, "" if close_at is None or not blob else close_at)
+        keys = [self.key(partition, k) for k in ("meta", "ep", "due")]
+        keys += [self.number_key(partition, n) for n in numbers]
+        reply = await self._write(keys=keys, args=args)
+        if int(reply[0]) != 1:
+            raise StaleOffset(f"partition {partition}: stored offset {reply[1]!r}")
+
+    async def close(self) -> None:
+        await self.client.aclose()
