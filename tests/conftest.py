@@ -1,0 +1,47 @@
+"""Real services for the suite: a Kafka-protocol broker and a redis-server.
+
+``DIALWATCH_TEST_KAFKA`` (bootstrap servers) and ``DIALWATCH_TEST_REDIS`` (URL) point the suite
+at existing services, e.g. a real Apache Kafka. Otherwise the suite starts Tansu and
+redis-server itself on free loopback ports. A missing service fails the run; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from streams.services import Service, start_broker, start_redis
+
+
+@pytest.fixture(scope="session")
+def redis_service() -> Iterator[Service | None]:
+    if os.environ.get("DIALWATCH_TEST_REDIS"):
+        yield None
+        return
+    service = start_redis()
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_service: Service | None) -> str:
+    return os.environ.get("DIALWATCH_TEST_REDIS") or (redis_service.address if redis_service else "")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    external = os.environ.get("DIALWATCH_TEST_KAFKA")
+    if external:
+        yield external
+        return
+    service = start_broker()
+    yield service.address
+    service.stop()
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:10]
