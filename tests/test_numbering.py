@@ -308,14 +308,14 @@ prefixed = st.builds(
 )
 
 
-def spaced(draw: st.DrawFn, number: str) -> str:
+def spaced(data: st.DataObject, number: str) -> str:
     """``number`` with separators drawn between its characters (a leading '+' stays first)."""
     head, body = ("+", number[1:]) if number.startswith("+") else ("", number)
     parts = [head]
     for ch in body:
-        parts.append(draw(st.sampled_from(SEPARATORS)))
+        parts.append(data.draw(st.sampled_from(SEPARATORS)))
         parts.append(ch)
-    return " " + "".join(parts) + draw(st.sampled_from(SEPARATORS)) + "\n"
+    return " " + "".join(parts) + data.draw(st.sampled_from(SEPARATORS)) + "\n"
 
 
 @given(st.one_of(st.text(), st.text(alphabet=DIGITS + "+-(). \t"), prefixed))
@@ -343,12 +343,12 @@ def test_mobile_variants_normalise_to_the_mobile(mobile: str, prefix: str) -> No
 
 @given(st.data(), mobiles, st.sampled_from(("", *MOBILE_PREFIXES)))
 def test_separators_do_not_matter(data: st.DataObject, mobile: str, prefix: str) -> None:
-    assert normalise(spaced(data.draw, prefix + mobile)) == mobile
+    assert normalise(spaced(data, prefix + mobile)) == mobile
 
 
 @given(st.data(), st.one_of(st.text(DIGITS, max_size=MAX_NUMBER_DIGITS + 1), prefixed))
 def test_separators_never_change_the_result(data: st.DataObject, raw: str) -> None:
-    assert normalise(spaced(data.draw, raw)) == normalise(raw)
+    assert normalise(spaced(data, raw)) == normalise(raw)
 
 
 @given(
