@@ -14,7 +14,7 @@ SCHEMA_VERSION = 1
 
 
 def episode_id(number: str, detector: str, opened_ms: int) -> str:
-    """An episode is named by its subject, detector and the start_time of the call that opened it."""
+    """An episode is named by subject, detector and the start_time of the call that opened it."""
     return _digest(f"ep|{number}|{detector}|{opened_ms}")
 
 

@@ -6,6 +6,7 @@ free port and is stopped by pid.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -148,9 +149,7 @@ def create_topics(bootstrap: str, topics: dict[str, int], timeout_s: float = 30.
             if name not in existing
         ]
         if new:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
     finally:
         admin.close()

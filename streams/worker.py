@@ -142,7 +142,7 @@ def build_app(settings: Settings, runtime: Runtime) -> faust.App:
         }
         return web.json(body, status=200 if runtime.healthy else 503)
 
-    @app.on_partitions_revoked.connect
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
         for tp in revoked:
             runtime.engine.forget(tp.partition)

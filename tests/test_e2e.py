@@ -53,9 +53,7 @@ class Worker:
 
 
 @pytest.fixture
-def worker(
-    kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path
-) -> Iterator[Worker]:
+def worker(kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path) -> Iterator[Worker]:
     topics = {"cdr": f"cdrs-{unique}", "alert": f"alerts-{unique}", "dead": f"dead-{unique}"}
     create_topics(
         kafka_bootstrap, {topics["cdr"]: PARTITIONS, topics["alert"]: 1, topics["dead"]: 1}
@@ -79,7 +77,10 @@ def worker(
     log = tmp_path / "worker.log"
     with log.open("wb") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streams", "worker"], env=env, stdout=fh, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "streams", "worker"],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
         )
     yield Worker(proc, env, web_port, log)
     proc.terminate()

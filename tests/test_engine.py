@@ -188,9 +188,7 @@ async def test_allowlisted_number_is_never_intercepted() -> None:
     engine = make_engine()
     engine.allowlist = frozenset({"95588"})
     out = await run(engine, dial("95588", 400, 2400))
-    assert [(a.number, a.action, a.allowlisted) for a in out.alerts] == [
-        ("95588", "monitor", True)
-    ]
+    assert [(a.number, a.action, a.allowlisted) for a in out.alerts] == [("95588", "monitor", True)]
 
 
 async def test_daily_threshold_fires_for_a_steady_dialler() -> None:

@@ -69,7 +69,7 @@ class RedisStore:
 
     async def write(self, partition: int, expected_offset: int, changes: Changes) -> None:
         numbers = list(changes.windows)
-        args: list[object] = [
+        args: list[bytes | str | int] = [
             expected_offset,
             changes.meta.offset,
             changes.meta.newest_ms,
