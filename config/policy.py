@@ -55,7 +55,7 @@ def parse_policy(raw: Mapping[str, Any], source: str = "<policy>") -> Policy:
     if not isinstance(windows, Mapping) or not windows:
         raise fail("[windows] must name at least one window")
     for name, length in windows.items():
-        if not isinstance(length, int) or length <= 0:
+        if isinstance(length, bool) or not isinstance(length, int) or length <= 0:
             raise fail(f"window {name!r} must be a positive number of seconds")
     detectors: dict[str, DetectorPolicy] = {}
     for name, body in (raw.get("detectors") or {}).items():
@@ -70,7 +70,7 @@ def parse_policy(raw: Mapping[str, Any], source: str = "<policy>") -> Policy:
             for window, value in thresholds.items():
                 if window not in windows:
                     raise fail(f"{name}: threshold on unknown window {window!r}")
-                if not isinstance(value, int) or value <= 0:
+                if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                     raise fail(f"{name}: threshold {window!r} must be a positive integer")
             levels.append(Level(severity, action, MappingProxyType(thresholds)))
         levels.sort(key=lambda lv: lv.rank, reverse=True)

@@ -18,6 +18,6 @@ def bulk_dialling(snap: WindowSnapshot, policy: DetectorPolicy) -> Finding | Non
             if snap.counts.get(window, 0) >= limit
         )
         if reasons:
-            evidence = {f"calls_{w}": snap.counts[w] for w in level.thresholds}
+            evidence = {f"calls_{w}": snap.counts.get(w, 0) for w in level.thresholds}
             return Finding(NAME, level.severity, level.action, policy.category, evidence, reasons)
     return None

@@ -147,18 +147,19 @@ def _start_ms(value: object) -> int:
     if isinstance(value, bool):
         raise _Invalid("bad_time", "start_time must be ISO-8601 or epoch seconds")
     if isinstance(value, int | float):
-        ms = int(value * 1000)
+        seconds = float(value) if abs(value) < 1e15 else float("inf")
     elif isinstance(value, str) and len(value) <= 40:
         text = value.strip()
         try:
-            ms = int(float(text) * 1000)
+            seconds = float(text)
         except ValueError:
-            ms = _iso_ms(text)
+            seconds = _iso_ms(text) / 1000
     else:
         raise _Invalid("bad_time", "start_time must be ISO-8601 or epoch seconds")
-    if not MIN_START_MS <= ms < MAX_START_MS:
+    ms = seconds * 1000
+    if not MIN_START_MS <= ms < MAX_START_MS:  # also false for NaN and infinities
         raise _Invalid("bad_time", "start_time outside 2000..2100")
-    return ms
+    return int(ms)
 
 
 def _iso_ms(text: str) -> int:

@@ -19,26 +19,26 @@ def open_text(path: str) -> IO[str]:
     if path == "-":
         return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
     if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace", newline="")
-    return Path(path).open(encoding="utf-8", errors="replace", newline="")
+        return gzip.open(path, "rt", encoding="utf-8-sig", errors="replace", newline="")
+    return Path(path).open(encoding="utf-8-sig", errors="replace", newline="")
 
 
 def read_records(path: str) -> Iterator[CDR | Reject]:
-    """Yield every record of one file; the format is sniffed from the first character."""
+    """Yield every record of one file; the format is sniffed from the first non-blank character."""
     with open_text(path) as fh:
-        first = fh.read(1)
-        if not first:
-            return
-        rest = fh.read()
-    text = first + rest
-    if first in "[{":
+        text = fh.read()
+    stripped = text.lstrip()
+    if not stripped:
+        return
+    if stripped[0] in "[{":
         yield from _jsonl(text)
     else:
         yield from (parse_record(row) for row in csv.DictReader(io.StringIO(text)))
 
 
 def _jsonl(text: str) -> Iterator[CDR | Reject]:
-    for line in text.splitlines():
+    # Only "\n" ends a line: JSON strings may hold U+2028 and friends unescaped.
+    for line in text.split("\n"):
         if not line.strip():
             continue
         try:

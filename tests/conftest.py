@@ -28,7 +28,9 @@ def redis_service() -> Iterator[Service | None]:
 
 @pytest.fixture(scope="session")
 def redis_url(redis_service: Service | None) -> str:
-    return os.environ.get("DIALWATCH_TEST_REDIS") or (redis_service.address if redis_service else "")
+    return os.environ.get("DIALWATCH_TEST_REDIS") or (
+        redis_service.address if redis_service else ""
+    )
 
 
 @pytest.fixture(scope="session")
