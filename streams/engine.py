@@ -170,7 +170,9 @@ class Engine:
                 continue
             start = cdr.start_ms
             if state.episodes and start >= state.newest_ms + self.quiet_ms:
-                self._close(number, number_class, state, state.newest_ms + self.quiet_ms, now_ms, out)
+                self._close(
+                    number, number_class, state, state.newest_ms + self.quiet_ms, now_ms, out
+                )
             seen[h] = start
             b = start // self.short_ms
             short[b] = short.get(b, 0) + 1

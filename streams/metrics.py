@@ -12,9 +12,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.cdrs = Counter(
-            "dialwatch_cdrs", "CDRs seen, by result", ["result"], registry=r
-        )
+        self.cdrs = Counter("dialwatch_cdrs", "CDRs seen, by result", ["result"], registry=r)
         self.rejects = Counter(
             "dialwatch_rejected_cdrs", "Rejected CDRs, by reason", ["reason"], registry=r
         )

@@ -10,4 +10,12 @@ from streams.state.base import (
     Store,
 )
 
-__all__ = ["Changes", "Episode", "NumberState", "PartitionMeta", "ReadResult", "StaleOffset", "Store"]
+__all__ = [
+    "Changes",
+    "Episode",
+    "NumberState",
+    "PartitionMeta",
+    "ReadResult",
+    "StaleOffset",
+    "Store",
+]

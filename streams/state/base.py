@@ -31,9 +31,7 @@ class NumberState:
         """The window part, stored per number; empty means nothing left to keep."""
         if not self.short and not self.long and not self.seen:
             return b""
-        return orjson.dumps(
-            [self.newest_ms, _flat(self.short), _flat(self.long), _flat(self.seen)]
-        )
+        return orjson.dumps([self.newest_ms, _flat(self.short), _flat(self.long), _flat(self.seen)])
 
     def episodes_blob(self) -> bytes:
         if not self.episodes:
