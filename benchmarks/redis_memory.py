@@ -55,7 +55,8 @@ def main() -> int:
         heavy = [client.memory_usage(f"dw:{{p0}}:n:{n}") or 0 for n in diallers]
         callers = len({r["caller"] for r in records})
         print(f"CDRs {len(records):,}, callers {callers:,}, keys {keys:,}, number keys {numbers:,}")
-        print(f"used_memory growth {after - before:,} bytes = {(after - before) / numbers:.0f} B/number")
+        growth = after - before
+        print(f"used_memory growth {growth:,} bytes = {growth / numbers:.0f} B/number")
         if heavy:
             print(f"bulk dialler key: max {max(heavy):,} B (MEMORY USAGE, {len(heavy)} diallers)")
     finally:
