@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from detectors.alerts import Alert
 from streams.engine import Outcome
@@ -10,6 +10,7 @@ from streams.engine import Outcome
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        disable_created_metrics()  # the *_created series only double the scrape size
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.cdrs = Counter("dialwatch_cdrs", "CDRs seen, by result", ["result"], registry=r)
