@@ -88,7 +88,9 @@ def start_broker(port: int | None = None, timeout_s: float = 30.0) -> Service:
     ]
     log = (workdir / "broker.log").open("wb")
     env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env)
+    proc = subprocess.Popen(
+        argv, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env, start_new_session=True
+    )
     wait_for_port(port, timeout_s, proc)
     return Service("broker", f"127.0.0.1:{port}", port, proc, workdir, argv)
 
@@ -122,7 +124,9 @@ def start_redis(
         *(extra or []),
     ]
     log = (workdir / "redis.log").open("wb")
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    proc = subprocess.Popen(
+        argv, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True
+    )
     wait_for_port(port, timeout_s, proc)
     return Service("redis", f"redis://127.0.0.1:{port}/0", port, proc, workdir, argv)
 

@@ -207,3 +207,17 @@ def test_scan_cli_prints_the_dialler_intercept(tmp_path: Path, redis_url: str) -
         alerts = [orjson.loads(line) for line in done.stdout.splitlines()]
         assert intercepted(alerts) == diallers, done.stderr.decode()
         assert f"scanned {len(records):,} records" in done.stderr.decode()
+
+
+def test_demo_runs_and_intercepts_every_dialler(kafka_bootstrap: str, redis_url: str) -> None:
+    env = {**os.environ, "DIALWATCH_KAFKA": kafka_bootstrap, "DIALWATCH_REDIS": redis_url}
+    done = subprocess.run(
+        [sys.executable, "-m", "streams", "demo", "--subscribers", "500", "--hours", "1.5"],
+        capture_output=True,
+        env=env,
+        timeout=240,
+    )
+    output = done.stdout.decode() + done.stderr.decode()
+    assert done.returncode == 0, output[-3000:]
+    assert "false intercepts  none" in output and "PASS" in output
+    assert output.count("intercepted") >= 2

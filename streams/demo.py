@@ -1,0 +1,514 @@
+"""``dialwatch demo``: the embedded default, end to end on one machine.
+
+Starts the bundled broker (or uses ``DIALWATCH_KAFKA``), picks a window store (``DIALWATCH_REDIS``,
+else a bundled redis-server when one is installed, else the worker's in-process store), runs the
+worker as a subprocess, streams simulated traffic with two bulk diallers into it and shows the
+alerts live. It ends with a summary scored against the simulator's labels and exits 0 only when
+every bulk dialler was intercepted and nobody else was.
+
+Callee numbers are personal data and are never shown. The only numbers shown are alert
+subjects and the simulator's own bulk diallers.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any, Final
+
+import orjson
+from kafka import KafkaConsumer  # type: ignore[import-untyped, unused-ignore]
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from config.settings import Settings
+from detectors.numbering import normalise
+from streams import services
+from streams import simulate as sim
+
+STREAM_S: Final = 25.0  # wall time over which the simulated period is streamed
+CHUNK_S: Final = 2.5  # the producer reports progress after each chunk of this much wall time
+BATCH_SIZE: Final = 200
+QUIET_S: Final = 8.0  # stop once the producer is done and no alert came for this long
+CATCH_UP_GRACE_S: Final = 60.0  # ... and the worker caught up, or this long after the producer
+HARD_CAP_S: Final = 180.0
+WORKER_START_S: Final = 60.0
+WORKER_STOP_S: Final = 10.0
+LIVE_ROWS: Final = 15
+INTERRUPTED: Final = 130
+
+
+@dataclass(slots=True)
+class AlertRow:
+    alert_id: str
+    event_time: str
+    number: str
+    detector: str
+    state: str
+    severity: str
+    action: str
+    reasons: str
+
+    @classmethod
+    def from_message(cls, value: bytes) -> AlertRow:
+        a: dict[str, Any] = orjson.loads(value)
+        return cls(
+            alert_id=str(a.get("alert_id", "")),
+            event_time=str(a.get("event_time", ""))[:19].replace("T", " "),
+            number=str(a.get("number", "")),
+            detector=str(a.get("detector", "")),
+            state=str(a.get("state", "")),
+            severity=str(a.get("severity", "")),
+            action=str(a.get("action", "")),
+            reasons="; ".join(str(r) for r in a.get("reasons", ())),
+        )
+
+    def line(self) -> str:
+        return (
+            f"{self.event_time}  {self.number:<14} {self.detector} {self.state} "
+            f"{self.severity} {self.action}  {self.reasons}"
+        )
+
+
+@dataclass(slots=True)
+class Producer:
+    """Streams the records from a background thread and counts what the broker acknowledged."""
+
+    records: Sequence[dict[str, object]]
+    bootstrap: str
+    topic: str
+    partitions: int
+    rate_per_s: float
+    sent: int = 0
+    done: bool = False
+    error: BaseException | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="demo-producer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        # produce() flushes before it returns, so calling it per chunk gives an exact count of
+        # delivered CDRs after each chunk; batch_by_partition keeps each caller's order anyway.
+        chunk = max(BATCH_SIZE, round(self.rate_per_s * CHUNK_S))
+        try:
+            for i in range(0, len(self.records), chunk):
+                if self.stop.is_set():
+                    return
+                self.sent += sim.produce(
+                    self.records[i : i + chunk],
+                    self.bootstrap,
+                    self.topic,
+                    self.partitions,
+                    batch_size=BATCH_SIZE,
+                    rate_per_s=self.rate_per_s,
+                )
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.done = True
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop after the current chunk. A producer still blocked in its flush (the broker went
+        first, e.g. on Ctrl-C) is left to the daemon thread, and kafka-python's exit hook, which
+        would then time out on that flush and print a traceback, is kept quiet."""
+        self.stop.set()
+        if self.thread is None:
+            return
+        self.thread.join(timeout_s)
+        if self.thread.is_alive():
+            sys.unraisablehook = _quiet_kafka_exit_hook
+
+
+def _quiet_kafka_exit_hook(unraisable: sys.UnraisableHookArgs) -> None:
+    if type(unraisable.exc_value).__module__.startswith("kafka."):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+@dataclass(slots=True)
+class Store:
+    kind: str  # "redis" | "memory"
+    url: str | None
+    service: services.Service | None
+    note: str
+
+
+def _pick_store(settings: Settings) -> Store:
+    if settings.redis:
+        return Store("redis", settings.redis, None, "Redis from DIALWATCH_REDIS")
+    if services.redis_binary() is not None:
+        try:
+            svc = services.start_redis()
+        except services.ServiceError as exc:
+            return Store("memory", None, None, f"in-process memory (redis-server failed: {exc})")
+        return Store("redis", svc.address, svc, f"Redis (bundled redis-server on port {svc.port})")
+    return Store("memory", None, None, "in-process memory (no redis-server found)")
+
+
+def _external_kafka(settings: Settings) -> bool:
+    return bool(os.environ.get("DIALWATCH_KAFKA")) or settings.kafka != Settings().kafka
+
+
+def _worker_env(
+    settings: Settings, bootstrap: str, topics: Mapping[str, str], store: Store, web_port: int
+) -> dict[str, str]:
+    suffix = secrets.token_hex(3)
+    env = {
+        **os.environ,
+        "DIALWATCH_KAFKA": bootstrap,
+        "DIALWATCH_CDR_TOPIC": topics["cdr"],
+        "DIALWATCH_ALERT_TOPIC": topics["alert"],
+        "DIALWATCH_DEAD_LETTER_TOPIC": topics["dead"],
+        "DIALWATCH_TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "DIALWATCH_WEB_PORT": str(web_port),
+        # A group and key prefix of its own, so a shared broker or Redis keeps demos apart.
+        "DIALWATCH_APP_ID": f"dwdemo-{suffix}",
+        "DIALWATCH_KEY_PREFIX": f"dwdemo{suffix}",
+        "DIALWATCH_SESSION_TIMEOUT_S": "6",
+        "DIALWATCH_HEARTBEAT_INTERVAL_S": "1",
+        "DIALWATCH_REBALANCE_TIMEOUT_S": "6",
+        "DIALWATCH_LOG_LEVEL": "warning",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("DIALWATCH_REDIS", None)
+    if store.url:
+        env["DIALWATCH_REDIS"] = store.url
+    return env
+
+
+def _stop_worker(proc: subprocess.Popen[bytes], signalled_at: float) -> None:
+    """Wait for a worker sent SIGTERM at ``signalled_at``; SIGKILL it after WORKER_STOP_S."""
+    try:
+        proc.wait(timeout=max(0.0, signalled_at + WORKER_STOP_S - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _fetch_metrics(web_port: int) -> dict[str, float] | None:
+    """dialwatch_cdrs_total by result, or None if the worker does not answer."""
+    url = f"http://127.0.0.1:{web_port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as response:
+            body = response.read().decode()
+    except OSError:
+        return None
+    by_result: dict[str, float] = {}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == "dialwatch_cdrs_total":
+                by_result[sample.labels.get("result", "?")] = sample.value
+    return by_result
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """Cleanup is bounded (every wait has a timeout), so a second Ctrl-C must not cut it short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (e.g. from ``timeout``) takes the same cleanup path as Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass(slots=True)
+class Watch:
+    """What the live view shows and the summary scores."""
+
+    store_kind: str
+    total: int
+    started: float = field(default_factory=time.monotonic)
+    alerts: dict[str, AlertRow] = field(default_factory=dict)  # by alert_id: replays dedupe
+    processed: int | None = None
+
+    def header(self, sent: int) -> Text:
+        # The producer counts a chunk once it is flushed; what the worker processed was
+        # produced too, so the larger of the two is still a lower bound.
+        sent = max(sent, self.processed or 0)
+        processed = "-" if self.processed is None else f"{self.processed:,}"
+        return Text(
+            f"CDRs produced {sent:,}/{self.total:,}  processed {processed}  "
+            f"alerts {len(self.alerts)}  elapsed {time.monotonic() - self.started:5.1f} s  "
+            f"store {self.store_kind}",
+            style="bold",
+        )
+
+    def view(self, sent: int) -> Group:
+        table = Table(expand=True)
+        for name in ("event time", "number", "detector", "severity", "action", "reasons"):
+            table.add_column(name, overflow="fold")
+        styles = {"intercept": "bold red", "monitor": "yellow"}
+        for row in list(self.alerts.values())[-LIVE_ROWS:]:
+            table.add_row(
+                row.event_time,
+                row.number,
+                f"{row.detector} ({row.state})",
+                row.severity,
+                Text(row.action, style=styles.get(row.action, "")),
+                row.reasons,
+            )
+        return Group(self.header(sent), table)
+
+
+def _watch(
+    console: Console,
+    consumer: Any,
+    producer: Producer,
+    worker: subprocess.Popen[bytes],
+    web_port: int,
+    watch: Watch,
+    deadline: float,
+) -> str:
+    """Show alerts as they arrive; return why watching stopped."""
+    live: Live | None = None
+    if console.is_interactive:
+        live = Live(watch.view(0), console=console, refresh_per_second=4)
+    last_alert = time.monotonic()
+    produced_at: float | None = None
+    next_metrics = 0.0
+    with live if live is not None else nullcontext():
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                return f"hard cap of {HARD_CAP_S:.0f} s reached"
+            if worker.poll() is not None:
+                return f"worker exited with code {worker.returncode}"
+            for messages in consumer.poll(timeout_ms=250).values():
+                for message in messages:
+                    row = AlertRow.from_message(message.value)
+                    if row.alert_id in watch.alerts:
+                        continue
+                    watch.alerts[row.alert_id] = row
+                    last_alert = time.monotonic()
+                    if live is None:
+                        console.print(row.line(), markup=False, highlight=False)
+            if now >= next_metrics:
+                metrics = _fetch_metrics(web_port)
+                if metrics is not None:
+                    watch.processed = round(sum(metrics.values()))
+                next_metrics = now + 1.0
+            if live is not None:
+                live.update(watch.view(producer.sent))
+            if producer.done:
+                if producer.error is not None:
+                    return f"producer failed: {producer.error!r}"
+                produced_at = produced_at or now
+                caught_up = watch.processed is not None and watch.processed >= producer.sent
+                quiet = now - last_alert >= QUIET_S and now - produced_at >= QUIET_S
+                if quiet and (caught_up or now - produced_at >= CATCH_UP_GRACE_S):
+                    return "done" if caught_up else "worker did not catch up"
+
+
+def _summary(
+    console: Console,
+    watch: Watch,
+    sent: int,
+    labels: Sequence[sim.Label],
+    metrics: Mapping[str, float] | None,
+) -> bool:
+    def canon(number: str) -> str:
+        return normalise(number) or number
+
+    rows = list(watch.alerts.values())
+    intercepted = {canon(r.number) for r in rows if r.action == "intercept"}
+    alerted = {canon(r.number) for r in rows}
+    bulk = [canon(label.number) for label in labels if label.role == sim.BULK_DIALLER]
+    near = [canon(label.number) for label in labels if label.role == sim.NEAR_MISS]
+    false_intercepts = sorted(intercepted - set(bulk))
+
+    console.rule("summary")
+    console.print(f"CDRs produced     {sent:,}")
+    if metrics is None:
+        console.print("worker CDRs       (metrics unavailable)")
+    else:
+        counts = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(metrics.items())) or "none"
+        console.print(f"worker CDRs       {counts}  (dialwatch_cdrs_total by result)")
+    by_action = Counter(r.action for r in rows)
+    actions = ", ".join(f"{k} {v}" for k, v in sorted(by_action.items())) or "none"
+    console.print(f"alerts by action  {actions}")
+    for number in bulk:
+        ok = number in intercepted
+        mark = "[green]intercepted[/]" if ok else "[bold red]NOT intercepted[/]"
+        console.print(f"bulk dialler      {number:<14} {mark}", highlight=False)
+    # A near miss is an ordinary subscriber unless flagged, so its number is not shown.
+    for number in near:
+        mark = "[red]alerted[/]" if number in alerted else "[green]no alert[/]"
+        console.print(f"near miss         (249 calls in 39 min) {mark}")
+    if false_intercepts:
+        listed = ", ".join(false_intercepts)
+        console.print(f"[bold red]false intercepts  {len(false_intercepts)}: {listed}[/]")
+    else:
+        console.print("false intercepts  [green]none[/]")
+    passed = bool(bulk) and all(n in intercepted for n in bulk) and not false_intercepts
+    console.print("[bold green]PASS[/]" if passed else "[bold red]FAIL[/]")
+    return passed
+
+
+def run_demo(settings: Settings, *, subscribers: int, hours: float, seed: int) -> int:
+    from streams.cli import default_start
+
+    console = Console()
+    # Logs and pipes get one line per message, not lines wrapped at 80 columns.
+    console.soft_wrap = not console.is_interactive
+    deadline = time.monotonic() + HARD_CAP_S
+    workdir = Path(tempfile.mkdtemp(prefix="dialwatch-demo-"))
+    started: list[services.Service] = []
+    worker: subprocess.Popen[bytes] | None = None
+    log: IO[bytes] | None = None
+    producer: Producer | None = None
+    consumer: Any = None
+    try:
+        with _sigterm_as_interrupt():
+            if _external_kafka(settings):
+                bootstrap = settings.kafka
+                run_id = secrets.token_hex(3)
+                topics = {
+                    "cdr": f"{settings.cdr_topic}.{run_id}",
+                    "alert": f"{settings.alert_topic}.{run_id}",
+                    "dead": f"{settings.dead_letter_topic}.{run_id}",
+                }
+                console.print(f"broker: external {bootstrap} (topics suffixed .{run_id})")
+            else:
+                broker = services.start_broker()
+                started.append(broker)
+                bootstrap = broker.address
+                topics = {
+                    "cdr": settings.cdr_topic,
+                    "alert": settings.alert_topic,
+                    "dead": settings.dead_letter_topic,
+                }
+                console.print(f"broker: bundled Tansu on {bootstrap}")
+            store = _pick_store(settings)
+            if store.service is not None:
+                started.append(store.service)
+            console.print(f"store: {escape(store.note)}")
+            services.create_topics(
+                bootstrap,
+                {topics["cdr"]: settings.topic_partitions, topics["alert"]: 1, topics["dead"]: 1},
+            )
+
+            web_port = services.free_port()
+            log_path = workdir / "worker.log"
+            console.print(f"worker log: {log_path}")
+            log = log_path.open("wb")
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "streams", "worker"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+                env=_worker_env(settings, bootstrap, topics, store, web_port),
+                start_new_session=True,  # Ctrl-C reaches the demo, which stops the worker
+            )
+
+            spec = sim.SimSpec(
+                start=default_start(settings),
+                seed=seed,
+                hours=hours,
+                subscribers=subscribers,
+                bulk_diallers=2,
+                late_fraction=0.05,
+            )
+            records, labels = sim.generate(spec)
+            rate = max(1.0, len(records) / STREAM_S)
+            console.print(
+                f"traffic: {len(records):,} CDRs, {subscribers:,} subscribers, {hours:g} h "
+                f"from {spec.start:%Y-%m-%d %H:%M}, {spec.bulk_diallers} bulk diallers; "
+                f"streaming at {rate:,.0f} CDR/s"
+            )
+            try:
+                services.wait_for_port(web_port, WORKER_START_S, worker)
+            except services.ServiceError as exc:
+                console.print(f"[bold red]worker did not start: {escape(str(exc))}[/]")
+                console.print(_tail(log_path), markup=False, highlight=False)
+                return 1
+
+            consumer = KafkaConsumer(
+                topics["alert"],
+                bootstrap_servers=bootstrap,
+                group_id=None,
+                auto_offset_reset="earliest",
+                enable_auto_commit=False,
+                consumer_timeout_ms=250,
+                client_id="dialwatch-demo",
+            )
+            producer = Producer(records, bootstrap, topics["cdr"], settings.topic_partitions, rate)
+            watch = Watch(store.kind, len(records))
+            producer.start()
+            why = _watch(console, consumer, producer, worker, web_port, watch, deadline)
+            console.print(f"stopped watching: {escape(why)}", highlight=False)
+            if why.startswith(("worker exited", "producer failed")):
+                console.print(_tail(log_path), markup=False, highlight=False)
+            passed = _summary(console, watch, producer.sent, labels, _fetch_metrics(web_port))
+            return 0 if passed else 1
+    except services.ServiceError as exc:
+        console.print(f"[bold red]{escape(str(exc))}[/]")
+        return 1
+    except KeyboardInterrupt:
+        console.print("\ninterrupted; cleaning up")
+        return INTERRUPTED
+    finally:
+        with _signals_ignored():
+            # SIGTERM first, so the worker shuts down while the producer finishes its chunk.
+            signalled_at = time.monotonic()
+            if worker is not None and worker.poll() is None:
+                worker.terminate()
+            if producer is not None:
+                producer.close()
+            if consumer is not None:
+                with suppress(Exception):
+                    consumer.close()
+            if worker is not None:
+                _stop_worker(worker, signalled_at)
+            if log is not None:
+                log.close()
+            for service in reversed(started):
+                service.stop()
