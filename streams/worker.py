@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 import faust
@@ -62,10 +63,40 @@ class Runtime:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_max_backoff_s)
                 continue
+            except Exception as exc:  # a bug: stall visibly rather than drop the batch
+                log.exception("partition %d: batch failed (%s); retrying", partition, exc)
+                self.healthy, self.last_error = False, type(exc).__name__
+                self.engine.forget(partition)
+                await asyncio.sleep(self.settings.retry_max_backoff_s)
+                continue
             self.healthy, self.last_error = True, None
             self.last_batch_at = time.time()
             self.metrics.record(outcome, time.perf_counter() - started)
             return outcome
+
+    async def publish(
+        self, partition: int, outcome: Outcome, sends: Callable[[], Awaitable[list[Any]]]
+    ) -> None:
+        """Send alerts and dead letters and wait for the broker, retrying until it confirms.
+
+        The state is already written, so a failed send is repeated rather than skipped: a
+        duplicate alert (same alert_id) is better than a lost one.
+        """
+        if not outcome.alerts and not outcome.rejects:
+            return
+        delay = 0.05
+        while True:
+            try:
+                await asyncio.gather(*(await sends()))
+            except Exception as exc:
+                self.healthy, self.last_error = False, type(exc).__name__
+                log.warning("partition %d: publish failed (%s); retrying", partition, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.retry_max_backoff_s)
+                continue
+            for alert in outcome.alerts:
+                self.metrics.published(alert)
+            return
 
 
 def build_app(settings: Settings, runtime: Runtime) -> faust.App:
@@ -105,28 +136,25 @@ def build_app(settings: Settings, runtime: Runtime) -> faust.App:
                 raw[(message.partition, message.offset)] = message.value or b""
             for partition, items in by_partition.items():
                 outcome = await runtime.process(partition, items)
-                pending = [
-                    await alerts.send(
-                        key=alert.number.encode(), value=orjson.dumps(alert.to_dict(tz))
-                    )
-                    for alert in outcome.alerts
-                ]
-                for offset, reject in outcome.rejects:
-                    pending.append(
-                        await dead.send(
-                            key=None,
-                            value=raw[(partition, offset)],
-                            headers={
-                                "reason": reject.reason.encode(),
-                                "detail": reject.detail.encode(),
-                                "source": f"{settings.cdr_topic}/{partition}/{offset}".encode(),
-                            },
-                        )
-                    )
-                if pending:
-                    await asyncio.gather(*pending)
-                for alert in outcome.alerts:
-                    runtime.metrics.published(alert)
+                await runtime.publish(partition, outcome, partial(_sends, partition, outcome, raw))
+
+    async def _sends(
+        partition: int, outcome: Outcome, raw: dict[tuple[int, int], bytes]
+    ) -> list[Any]:
+        pending = [
+            await alerts.send(key=alert.number.encode(), value=orjson.dumps(alert.to_dict(tz)))
+            for alert in outcome.alerts
+        ]
+        for offset, reject in outcome.rejects:
+            headers = {
+                "reason": reject.reason.encode(),
+                "detail": reject.detail.encode(),
+                "source": f"{settings.cdr_topic}/{partition}/{offset}".encode(),
+            }
+            pending.append(
+                await dead.send(key=None, value=raw[(partition, offset)], headers=headers)
+            )
+        return pending
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
