@@ -13,22 +13,20 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
 from kafka import KafkaConsumer
 
+from config.settings import Settings
 from streams import simulate as sim
+from streams.cli import default_start
 from streams.services import create_topics, free_port
 
 pytestmark = pytest.mark.e2e
 PARTITIONS = 4
-START = (datetime.now(ZoneInfo("Asia/Shanghai")) - timedelta(days=1)).replace(
-    hour=9, minute=0, second=0, microsecond=0
-)
+START = default_start(Settings())
 SPEC = sim.SimSpec(start=START, seed=11, hours=3, subscribers=600, bulk_diallers=1, near_miss=1)
 
 
