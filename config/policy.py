@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -13,11 +13,27 @@ SEVERITIES = ("info", "warning", "critical")
 ACTIONS = ("monitor", "intercept", "protect")
 
 
+# Conditions a level may put on the tally of the window whose threshold was reached; all must
+# hold. Rates and shares are fractions; the min_* counts are absolute.
+CONDITIONS = (
+    "max_answer_rate",  # answered / calls <=
+    "min_answer_rate",  # answered / calls >=
+    "min_short_share",  # short / answered >=
+    "min_distinct_share",  # distinct / calls >=
+    "max_distinct_share",  # distinct / calls <=
+    "min_unallocated",  # calls to unallocated numbers >=
+    "min_sequential",  # calls a small step from the previous callee >=
+    "min_members",  # counterparts with at least the detector's member_min_calls (peers) >=
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Level:
     severity: str
     action: str
-    thresholds: Mapping[str, int]  # window name -> calls that make this level fire
+    thresholds: Mapping[str, int]  # window name -> calls that make this level fire (any of)
+    conditions: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    classes: frozenset[str] = frozenset()  # number classes it applies to; empty means all
 
     @property
     def rank(self) -> int:
@@ -29,6 +45,17 @@ class DetectorPolicy:
     name: str
     category: str
     levels: tuple[Level, ...]  # most severe first
+    params: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """How calls are turned into the per-bucket features the detectors read."""
+
+    short_call_s: int = 10  # an answered call at most this long counts as short
+    max_stride: int = 100  # a callee at most this far from the previous one is sequential
+    recent_counterparts: int = 16  # a call to one of the last N counterparts is a repeat
+    peer_windows: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +63,12 @@ class Policy:
     version: str
     windows: Mapping[str, int]  # window name -> length in seconds
     detectors: Mapping[str, DetectorPolicy]
+    features: Features = field(default_factory=Features)
+    # Number class -> factor on every call threshold (below 1 is tighter: hot-spot ranges).
+    class_factors: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+    def factor(self, number_class: str) -> float:
+        return self.class_factors.get(number_class, 1.0)
 
     def detector(self, name: str) -> DetectorPolicy | None:
         return self.detectors.get(name)
@@ -72,13 +105,77 @@ def parse_policy(raw: Mapping[str, Any], source: str = "<policy>") -> Policy:
                     raise fail(f"{name}: threshold on unknown window {window!r}")
                 if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                     raise fail(f"{name}: threshold {window!r} must be a positive integer")
-            levels.append(Level(severity, action, MappingProxyType(thresholds)))
+            conditions = dict(lv.get("conditions") or {})
+            for cond, value in conditions.items():
+                if cond not in CONDITIONS:
+                    raise fail(f"{name}: unknown condition {cond!r}; known: {CONDITIONS}")
+                if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                    raise fail(f"{name}: condition {cond!r} must be a non-negative number")
+            classes = lv.get("classes") or []
+            if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+                raise fail(f"{name}: classes must be a list of number classes")
+            levels.append(
+                Level(
+                    severity,
+                    action,
+                    MappingProxyType(thresholds),
+                    MappingProxyType({k: float(v) for k, v in conditions.items()}),
+                    frozenset(classes),
+                )
+            )
         levels.sort(key=lambda lv: lv.rank, reverse=True)
         if len({lv.rank for lv in levels}) != len(levels):
             raise fail(f"{name}: two levels with the same severity")
-        detectors[name] = DetectorPolicy(name, str(body.get("category", name)), tuple(levels))
+        params = {
+            k: _number(v, f"{name}.params.{k}", fail) for k, v in (body.get("params") or {}).items()
+        }
+        detectors[name] = DetectorPolicy(
+            name, str(body.get("category", name)), tuple(levels), MappingProxyType(params)
+        )
     return Policy(
         version=str(raw.get("policy_version", "unversioned")),
         windows=MappingProxyType(dict(windows)),
         detectors=MappingProxyType(detectors),
+        features=_features(raw.get("features") or {}, windows, fail),
+        class_factors=MappingProxyType(
+            {
+                k: _number(v, f"class_factors.{k}", fail)
+                for k, v in (raw.get("class_factors") or {}).items()
+            }
+        ),
+    )
+
+
+def _number(value: object, where: str, fail: Callable[[str], ValueError]) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise fail(f"{where} must be a non-negative number")
+    return float(value)
+
+
+def _features(
+    raw: Mapping[str, Any], windows: Mapping[str, int], fail: Callable[[str], ValueError]
+) -> Features:
+    defaults = Features()
+    values: dict[str, Any] = {}
+    for name in ("short_call_s", "max_stride", "recent_counterparts"):
+        if name in raw:
+            value = raw[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise fail(f"features.{name} must be a non-negative integer")
+            values[name] = value
+    peers = dict(raw.get("peer_windows") or {})
+    for kind, window in peers.items():
+        if kind not in ("callee", "block"):
+            raise fail(f"features.peer_windows: unknown subject kind {kind!r}")
+        if window not in windows:
+            raise fail(f"features.peer_windows.{kind}: unknown window {window!r}")
+    values["peer_windows"] = MappingProxyType(peers)
+    return Features(
+        **{
+            **{
+                f: getattr(defaults, f)
+                for f in ("short_call_s", "max_stride", "recent_counterparts")
+            },
+            **values,
+        }
     )

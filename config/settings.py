@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 DEFAULT_POLICY_FILE = Path(__file__).with_name("default_policy.toml")
@@ -19,6 +20,11 @@ class Settings:
     cdr_topic: str = "cdrs"
     alert_topic: str = "dialwatch.alerts"
     dead_letter_topic: str = "dialwatch.deadletter"
+    # Callee, block and trunk observations, re-keyed by subject (README "Derived stream").
+    derived_topic: str = "dialwatch.derived"
+    # Ingress trunks whose names start with one of these (comma-separated) are international:
+    # a domestic number presented on one is a spoofed identity.
+    international_trunk_prefixes: str = "intl-"
     app_id: str = "dialwatch"
     web_host: str = "127.0.0.1"
     web_port: int = 6066
@@ -43,6 +49,28 @@ class Settings:
     rebalance_timeout_s: float = 60.0
     topic_partitions: int = 8
     log_level: str = "info"
+    # Key of the pseudonyms that name callees in alerts (detectors.pseudonym). Set a secret one
+    # in production; this default only keeps demos and tests reproducible.
+    pseudonym_key: str = "dialwatch-demo-key"
+    # Security (docs/security.md). All off by default. A secret comes from its variable or from
+    # a file (the *_file field), never both; secrets never appear in repr() or messages.
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+    kafka_sasl_mechanism: str | None = None  # PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = field(default=None, repr=False)
+    kafka_sasl_password_file: Path | None = None
+    # SASL PLAIN sends the password as is: only over TLS (SASL_SSL) unless this says otherwise.
+    kafka_allow_plaintext_sasl: bool = False
+    kafka_ssl_cafile: Path | None = None  # CA bundle for the brokers; None: the system's
+    kafka_ssl_certfile: Path | None = None  # client certificate (mutual TLS)
+    kafka_ssl_keyfile: Path | None = None  # its key, when not in the certificate file
+    # Redis: the URL may name an ACL user (redis://user@host) and use TLS (rediss://); the
+    # password then comes from redis_password or redis_password_file rather than the URL.
+    redis_password: str | None = field(default=None, repr=False)
+    redis_password_file: Path | None = None
+    redis_ssl_cafile: Path | None = None
+    redis_ssl_certfile: Path | None = None
+    redis_ssl_keyfile: Path | None = None
 
     def __post_init__(self) -> None:
         for name in ("bucket_s", "long_bucket_s", "batch_max", "topic_partitions"):
@@ -50,6 +78,8 @@ class Settings:
                 raise ValueError(f"{name} must be positive")
         if self.long_bucket_s % self.bucket_s:
             raise ValueError("long_bucket_s must be a multiple of bucket_s")
+        self._check_kafka_security()
+        self._check_redis_security()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -64,8 +94,128 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 
+    @property
+    def international_trunks(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.international_trunk_prefixes.split(",") if p.strip())
+
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        """Like the dataclass repr, but secrets show as <redacted> and URLs lose passwords."""
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None and (not f.repr or f.name in _SECRET_FIELDS):
+                shown = "<redacted>"
+            elif f.name in _URL_FIELDS and isinstance(value, str):
+                shown = repr(redact_url(value))
+            else:
+                shown = repr(value)
+            parts.append(f"{f.name}={shown}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    def _check_kafka_security(self) -> None:
+        protocol = self.kafka_security_protocol
+        if protocol not in KAFKA_SECURITY_PROTOCOLS:
+            raise ValueError(
+                f"kafka_security_protocol must be one of {', '.join(KAFKA_SECURITY_PROTOCOLS)},"
+                f" not {protocol!r}"
+            )
+        tls = protocol in ("SSL", "SASL_SSL")
+        sasl_fields = (
+            "kafka_sasl_mechanism",
+            "kafka_sasl_username",
+            "kafka_sasl_password",
+            "kafka_sasl_password_file",
+        )
+        if not protocol.startswith("SASL_"):
+            for name in sasl_fields:
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"{name} is set but kafka_security_protocol is {protocol};"
+                        " SASL needs SASL_PLAINTEXT or SASL_SSL"
+                    )
+        else:
+            mechanism = self.kafka_sasl_mechanism
+            if mechanism is None:
+                raise ValueError(f"kafka_sasl_mechanism is required with {protocol}")
+            if mechanism not in KAFKA_SASL_MECHANISMS:
+                raise ValueError(
+                    f"kafka_sasl_mechanism must be one of {', '.join(KAFKA_SASL_MECHANISMS)},"
+                    f" not {mechanism!r}"
+                )
+            if not self.kafka_sasl_username:
+                raise ValueError(f"kafka_sasl_username is required with {protocol}")
+            _check_secret_source(
+                "kafka_sasl_password", self.kafka_sasl_password, self.kafka_sasl_password_file
+            )
+            if self.kafka_sasl_password is None and self.kafka_sasl_password_file is None:
+                raise ValueError(
+                    f"kafka_sasl_password or kafka_sasl_password_file is required with {protocol}"
+                )
+            if mechanism == "PLAIN" and not tls and not self.kafka_allow_plaintext_sasl:
+                raise ValueError(
+                    "SASL PLAIN over SASL_PLAINTEXT sends the password unencrypted: use SASL_SSL,"
+                    " a SCRAM mechanism, or set kafka_allow_plaintext_sasl=true"
+                )
+        if not tls:
+            for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"{name} is set but kafka_security_protocol is {protocol};"
+                        " TLS needs SSL or SASL_SSL"
+                    )
+        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
+            raise ValueError("kafka_ssl_keyfile needs kafka_ssl_certfile")
+
+    def _check_redis_security(self) -> None:
+        _check_secret_source("redis_password", self.redis_password, self.redis_password_file)
+        given = self.redis_password is not None or self.redis_password_file is not None
+        if self.redis is not None:
+            if given and redact_url(self.redis) != self.redis:
+                raise ValueError(
+                    "the redis URL already carries a password: remove it from the URL or unset"
+                    " redis_password and redis_password_file"
+                )
+            if not self.redis.lower().startswith("rediss://"):
+                for name in ("redis_ssl_cafile", "redis_ssl_certfile", "redis_ssl_keyfile"):
+                    if getattr(self, name) is not None:
+                        raise ValueError(f"{name} is set but the redis URL is not rediss:// (TLS)")
+        if self.redis_ssl_keyfile is not None and self.redis_ssl_certfile is None:
+            raise ValueError("redis_ssl_keyfile needs redis_ssl_certfile")
+
+
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+# Secret-bearing fields declared before field(repr=False) was the convention.
+_SECRET_FIELDS = frozenset({"pseudonym_key"})
+_URL_FIELDS = frozenset({"kafka", "redis"})
+
+# "user:password@" after "scheme://" or, in a bare "host:port" list, at the start of an entry.
+# The password runs to the last "@" before whitespace, "?" or "#", so an unescaped "@", "/" or
+# "," in it is still hidden (at worst more than the password is hidden, never less).
+_URL_USERINFO = re.compile(
+    r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^\s:/@,?#]*):(?P<password>[^\s?#]*)@"
+)
+_BARE_USERINFO = re.compile(r"(?P<head>^|(?<=[,\s]))(?P<user>[^\s:/@,?#]*):(?P<password>[^\s?#]*)@")
+_URL_SECRET_QUERY = re.compile(
+    r"(?i)(?P<key>[?&;](?:password|passwd|pwd|pass|secret|token|sasl_plain_password)=)[^&;#\s]*"
+)
+
+
+def redact_url(url: str) -> str:
+    """``url`` (or a comma-separated list of them) with every password replaced by ``***``."""
+    userinfo = _URL_USERINFO if "://" in url else _BARE_USERINFO
+    url = userinfo.sub(lambda m: f"{m['head']}{m['user']}:***@", url)
+    return _URL_SECRET_QUERY.sub(lambda m: f"{m['key']}***", url)
+
+
+def _check_secret_source(name: str, value: str | None, path: Path | None) -> None:
+    if value is not None and path is not None:
+        raise ValueError(f"set {name} or {name}_file, not both")
+    if value == "":
+        raise ValueError(f"{name} is empty")
 
 
 def _coerce(name: str, type_name: str, raw: str) -> object:
@@ -76,6 +226,21 @@ def _coerce(name: str, type_name: str, raw: str) -> object:
             return float(raw)
         if "Path" in type_name:
             return Path(raw)
+        if type_name == "bool":
+            return _parse_bool(raw)
     except ValueError as exc:
         raise ValueError(f"DIALWATCH_{name.upper()}: cannot read {raw!r}: {exc}") from None
     return raw
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _parse_bool(raw: str) -> bool:
+    word = raw.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValueError("expected true or false")

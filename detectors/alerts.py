@@ -37,7 +37,7 @@ class Alert:
     episode_id: str
     number: str
     number_class: str
-    subject: str  # "number" (later: "block", "trunk")
+    subject: str  # what ``number`` names: detectors.snapshot.KINDS
     detector: str
     state: str  # "raised" | "escalated" | "cleared"
     severity: str
@@ -45,7 +45,7 @@ class Alert:
     category: str
     event_ms: int
     detected_at_ms: int
-    evidence: Mapping[str, int]
+    evidence: Mapping[str, int | float]
     reasons: tuple[str, ...]
     policy_version: str
     allowlisted: bool = False
@@ -83,8 +83,13 @@ def raise_alert(
     detected_at_ms: int,
     policy_version: str,
     allowlisted: bool,
+    subject: str = "number",
+    action: str | None = None,
+    evidence: Mapping[str, int | float] | None = None,
 ) -> Alert:
-    action, reasons = finding.action, finding.reasons
+    """The alert for ``finding`` about ``number``; ``action`` overrides the finding's (members)."""
+    action = finding.action if action is None else action
+    reasons = finding.reasons
     if allowlisted and action == "intercept":
         action = "monitor"
         reasons = (*reasons, "allowlisted: intercept withheld")
@@ -93,7 +98,7 @@ def raise_alert(
         episode_id=episode,
         number=number,
         number_class=number_class,
-        subject="number",
+        subject=subject,
         detector=finding.detector,
         state="escalated" if escalated else "raised",
         severity=finding.severity,
@@ -101,7 +106,7 @@ def raise_alert(
         category=finding.category,
         event_ms=event_ms,
         detected_at_ms=detected_at_ms,
-        evidence=finding.evidence,
+        evidence=finding.evidence if evidence is None else evidence,
         reasons=reasons,
         policy_version=policy_version,
         allowlisted=allowlisted,
@@ -119,13 +124,14 @@ def clear_alert(
     event_ms: int,
     detected_at_ms: int,
     policy_version: str,
+    subject: str = "number",
 ) -> Alert:
     return Alert(
         alert_id=alert_id(number, detector, episode, "cleared"),
         episode_id=episode,
         number=number,
         number_class=number_class,
-        subject="number",
+        subject=subject,
         detector=detector,
         state="cleared",
         severity="info",

@@ -1,23 +1,19 @@
-"""Bulk dialling: too many call attempts from one number in any configured window."""
+"""Bulk dialling: call velocity at several time scales, read early from short windows.
+
+A 250-calls-per-40-minutes dialler makes about 31 calls in 5 minutes, so a short window with a
+proportional threshold (and a robocall-like answer rate) flags it within minutes, while the
+40-minute and 24-hour thresholds catch slower and steadier dialling."""
 
 from __future__ import annotations
 
 from config.policy import DetectorPolicy
+from detectors.levels import match
 from detectors.registry import register
 from detectors.snapshot import Finding, WindowSnapshot
 
 NAME = "bulk_dialling"
 
 
-@register(NAME, monotone=True)
+@register(NAME, kind="number")
 def bulk_dialling(snap: WindowSnapshot, policy: DetectorPolicy) -> Finding | None:
-    for level in policy.levels:  # most severe first
-        reasons = tuple(
-            f"{snap.counts[window]} calls in {window} >= {limit}"
-            for window, limit in level.thresholds.items()
-            if snap.counts.get(window, 0) >= limit
-        )
-        if reasons:
-            evidence = {f"calls_{w}": snap.counts.get(w, 0) for w in level.thresholds}
-            return Finding(NAME, level.severity, level.action, policy.category, evidence, reasons)
-    return None
+    return match(NAME, snap, policy)

@@ -13,7 +13,7 @@ the current minute. Windows of at least ``long_window_from_s`` use the coarser l
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -52,3 +52,43 @@ def count_in_window(buckets: Mapping[int, int], at_bucket: int, n_buckets: int) 
     if len(buckets) <= n_buckets:
         return sum(c for b, c in buckets.items() if low < b <= at_bucket)
     return sum(buckets.get(b, 0) for b in range(low + 1, at_bucket + 1))
+
+
+def sum_in_window(
+    buckets: Mapping[int, Sequence[int]], at_bucket: int, n_buckets: int, width: int
+) -> list[int]:
+    """Element-wise sum of the feature vectors in the ``n_buckets`` buckets ending at
+    ``at_bucket``; vectors shorter than ``width`` count as zero-padded."""
+    low = at_bucket - n_buckets
+    total = [0] * width
+    if len(buckets) <= n_buckets:
+        picked = [v for b, v in buckets.items() if low < b <= at_bucket]
+    else:
+        got = (buckets.get(b) for b in range(low + 1, at_bucket + 1))
+        picked = [v for v in got if v is not None]
+    for vector in picked:
+        for i, v in enumerate(vector):
+            total[i] += v
+    return total
+
+
+def busiest_window_end(
+    buckets: Mapping[int, Sequence[int]], at_bucket: int, last_bucket: int, n_buckets: int
+) -> int:
+    """Of the windows that contain ``at_bucket`` and end no later than ``last_bucket``, the end
+    of the one with the most calls (the earliest on ties).
+
+    Reading a window at a late record's own time, not only at the subject's newest, keeps the
+    result independent of arrival order: a burst that arrives after later calls is still seen.
+    """
+    last_end = min(at_bucket + n_buckets - 1, max(last_bucket, at_bucket))
+    if last_end == at_bucket:
+        return at_bucket
+    calls = {b: v[0] for b, v in buckets.items() if at_bucket - n_buckets < b <= last_end}
+    running = sum(c for b, c in calls.items() if b <= at_bucket)
+    best, best_end = running, at_bucket
+    for end in range(at_bucket + 1, last_end + 1):
+        running += calls.get(end, 0) - calls.get(end - n_buckets, 0)
+        if running > best:
+            best, best_end = running, end
+    return best_end

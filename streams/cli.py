@@ -30,12 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("simulate", help="write synthetic CDR traffic to a file or a topic")
     p.add_argument("--out", help="output file (.jsonl, .csv, .gz) or - for stdout")
     p.add_argument("--topic", help="produce to this Kafka topic instead (DIALWATCH_KAFKA)")
-    p.add_argument("--labels", type=Path, help="write number,role labels here")
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--subscribers", type=int, default=2000)
-    p.add_argument("--hours", type=float, default=8.0)
+    p.add_argument("--labels", type=Path, help="write labels here (scenario: subject,role,expect)")
+    p.add_argument("--scenario", action="store_true", help="the labelled benchmark day instead")
+    p.add_argument("--scale", type=float, default=1.0, help="scenario: non-normal class sizes")
+    p.add_argument("--allowlist", type=Path, help="scenario: write its allowlist here")
+    p.add_argument("--seed", type=int, help="default 7 (scenario: 1)")
+    p.add_argument("--subscribers", type=int, help="default 2000 (scenario: 20000)")
+    p.add_argument("--hours", type=float, help="default 8 (scenario: 12)")
     p.add_argument("--bulk-diallers", type=int, default=2)
-    p.add_argument("--late-fraction", type=float, default=0.0)
+    p.add_argument("--late-fraction", type=float, help="default 0 (scenario: 0.05)")
     p.add_argument("--start", help="ISO-8601 start (default: 09:00 yesterday, local time)")
     p.add_argument("--batch", type=int, default=500, help="CDRs per Kafka message (1 = single)")
     p.add_argument("--partitions", type=int, help="topic partitions (default: settings)")
@@ -44,6 +47,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subscribers", type=int, default=3000)
     p.add_argument("--hours", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=7)
+
+    p = sub.add_parser("evaluate", help="detection-quality benchmark on a labelled scenario")
+    p.add_argument("--seed", type=int, action="append", help="repeatable; default: 1")
+    p.add_argument("--subscribers", type=int, default=20_000)
+    p.add_argument("--hours", type=float, default=12.0)
+    p.add_argument("--scale", type=float, default=1.0, help="multiplies every non-normal class")
+    p.add_argument("--json", type=Path, help="write all reports here as JSON")
+    p.add_argument("--config", type=Path, help="policy file (TOML), default: the bundled one")
+    p.add_argument("--cdrs", help="score an existing run: its CDR file (with --labels, --alerts)")
+    p.add_argument("--labels", type=Path, help="scenario labels of --cdrs")
+    p.add_argument("--alerts", help="alerts of --cdrs as written by dialwatch scan")
+    p.add_argument("--allowlist", type=Path, help="with --cdrs: the run's allowlist file")
 
     args = parser.parse_args(argv)
     settings = Settings.from_env()
@@ -59,28 +74,56 @@ def main(argv: list[str] | None = None) -> int:
         from streams.demo import run_demo
 
         return run_demo(settings, subscribers=args.subscribers, hours=args.hours, seed=args.seed)
+    if args.command == "evaluate":
+        return _evaluate(parser, args, settings)
     parser.error(f"unknown command {args.command}")
     return 2
 
 
 def _scan(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.factory import build_engine
+    from streams.factory import build_engines
     from streams.scan import scan
 
     settings = settings.with_(
         allowlist_file=args.allowlist or settings.allowlist_file,
         policy_file=args.config or settings.policy_file,
     )
-    engine = build_engine(settings, args.redis)
+    engine, derived = build_engines(settings, args.redis)
 
     async def run() -> None:
         try:
-            await scan(engine, args.files, sys.stdout)
+            await scan(engine, args.files, sys.stdout, derived=derived)
         finally:
             await engine.store.close()
+            await derived.store.close()
 
     asyncio.run(run())
     return 0
+
+
+def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Settings) -> int:
+    from streams import evaluate as ev
+
+    settings = settings.with_(policy_file=args.config or settings.policy_file)
+    existing = (args.cdrs, args.labels, args.alerts)
+    if any(existing):
+        if not all(existing):
+            parser.error("evaluate: --cdrs, --labels and --alerts go together")
+        return ev.score_files(
+            settings,
+            args.cdrs,
+            args.labels,
+            args.alerts,
+            allowlist=args.allowlist,
+            json_path=args.json,
+        )
+    spec = ev.BenchmarkSpec(
+        seeds=tuple(args.seed or (1,)),
+        subscribers=args.subscribers,
+        hours=args.hours,
+        scale=args.scale,
+    )
+    return ev.run_benchmark(settings, spec, default_start(settings), json_path=args.json)
 
 
 def default_start(settings: Settings) -> datetime:
@@ -91,26 +134,64 @@ def default_start(settings: Settings) -> datetime:
 
 def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     from streams import simulate as sim
+    from streams.scenario import write_scenario_csv as scenario_csv
 
     start = datetime.fromisoformat(args.start) if args.start else default_start(settings)
-    spec = sim.SimSpec(
-        start=start,
-        seed=args.seed,
-        hours=args.hours,
-        subscribers=args.subscribers,
-        bulk_diallers=args.bulk_diallers,
-        late_fraction=args.late_fraction,
-    )
-    records, labels = sim.generate(spec)
-    if args.labels:
-        sim.write_labels(args.labels, labels)
+    if args.scenario:
+        records = _scenario(args, start)
+    elif args.allowlist:
+        print("simulate: --allowlist needs --scenario", file=sys.stderr)
+        return 2
+    else:
+        _fill_defaults(args, {"seed": 7, "subscribers": 2000, "hours": 8.0, "late_fraction": 0.0})
+        spec = sim.SimSpec(
+            start=start,
+            seed=args.seed,
+            hours=args.hours,
+            subscribers=args.subscribers,
+            bulk_diallers=args.bulk_diallers,
+            late_fraction=args.late_fraction,
+        )
+        records, labels = sim.generate(spec)
+        if args.labels:
+            sim.write_labels(args.labels, labels)
     if args.topic:
         partitions = args.partitions or settings.topic_partitions
         n = sim.produce(records, settings.kafka, args.topic, partitions, batch_size=args.batch)
         print(f"produced {n:,} CDRs to {args.topic}", file=sys.stderr)
         return 0
     out = args.out or "-"
-    write = sim.write_csv if out.removesuffix(".gz").endswith(".csv") else sim.write_jsonl
+    csv_writer = scenario_csv if args.scenario else sim.write_csv
+    write = csv_writer if out.removesuffix(".gz").endswith(".csv") else sim.write_jsonl
     n = write(out, records)
     print(f"wrote {n:,} CDRs", file=sys.stderr)
     return 0
+
+
+def _fill_defaults(args: argparse.Namespace, defaults: dict[str, object]) -> None:
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
+def _scenario(args: argparse.Namespace, start: datetime) -> list[dict[str, object]]:
+    """The labelled benchmark day; options not given keep the ScenarioSpec defaults."""
+    from streams import scenario as sc
+
+    base = sc.ScenarioSpec(start=start)
+    names = ("seed", "subscribers", "hours", "late_fraction")
+    _fill_defaults(args, {name: getattr(base, name) for name in names})
+    spec = sc.ScenarioSpec(
+        start=start,
+        seed=args.seed,
+        subscribers=args.subscribers,
+        hours=args.hours,
+        scale=args.scale,
+        late_fraction=args.late_fraction,
+    )
+    scenario = sc.generate_scenario(spec)
+    if args.labels:
+        sc.write_scenario_labels(args.labels, scenario.labels)
+    if args.allowlist:
+        sc.write_allowlist(args.allowlist, scenario.allowlist)
+    return scenario.records

@@ -1,32 +1,55 @@
 """The batch engine shared by the Faust worker and ``dialwatch scan``.
 
-One call to :meth:`Engine.process` takes the records of one partition's batch, in partition
-order, and does: admission (replayed offsets, future and too-late records) -> one store read
--> per-number window updates and detectors -> one fenced store write. It returns the alerts
-to publish. Everything it decides depends only on the order of records within the partition,
-never on how they were cut into batches (README "Determinism").
+One call to :meth:`Engine.process` takes one partition's batch of observations (see
+``streams.observe``), in partition order, and does: admission (replayed offsets, future and
+too-late records) -> one store read -> per-subject feature updates and detectors -> one fenced
+store write. It returns the alerts to publish. Everything it decides depends only on the order
+of records within the partition, never on how they were cut into batches (README
+"Determinism").
+
+Two engines run: stage 1 watches callers (kind "number") on the input partitions; stage 2
+watches callees, blocks and trunks on the derived stream's partitions.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+import zlib
+from bisect import bisect_left, insort
 from collections import Counter
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Collection, Container, Sequence
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from config.policy import SEVERITIES, DetectorPolicy, Policy
 from config.settings import Settings
 from detectors.alerts import Alert, clear_alert, episode_id, raise_alert
+from detectors.levels import scaled
 from detectors.numbering import classify
+from detectors.pseudonym import pseudonym
 from detectors.registry import Detector, load_all
-from detectors.snapshot import WindowSnapshot
-from detectors.windows import WindowSpec, bucket_of, count_in_window, window_specs
+from detectors.snapshot import N_FEATURES, Finding, Tally, WindowSnapshot
+from detectors.windows import (
+    WindowSpec,
+    bucket_of,
+    busiest_window_end,
+    sum_in_window,
+    window_specs,
+)
 from streams.cdr import CDR, Reject
+from streams.observe import Obs, caller_obs
 from streams.state.base import Changes, Episode, NumberState, PartitionMeta, Store
 
-Item = tuple[int, CDR | Reject]  # (message offset, record)
+# (message offset, record). A CDR is read as its caller's observation (streams.observe);
+# None advances the offset with nothing for this stage (a spoofed call seen by stage 1).
+Item = tuple[int, CDR | Obs | Reject | None]
+
+CALLER_KINDS = frozenset({"number"})
+DERIVED_KINDS = frozenset({"callee", "block", "trunk"})
+UNALLOCATED = 1  # Q.850 cause 1
+MAX_PEERS = 512  # counterparts remembered per subject, newest kept
+_MEMBER = ">"  # episode key "detector>member" for a member's own episode
 
 
 @dataclass(slots=True)
@@ -35,6 +58,7 @@ class Outcome:
     accepted: int = 0
     duplicates: int = 0
     replayed: int = 0
+    to_trunk: int = 0  # CDRs with an unasserted identity: counted for their trunk, in stage 2
     rejects: list[tuple[int, Reject]] = field(default_factory=list)
     numbers: int = 0
     watermark_ms: int = 0
@@ -47,6 +71,48 @@ def id_hash(cdr_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(cdr_id.encode(), digest_size=8).digest()) >> 1
 
 
+def store_key(kind: str, subject: str) -> str:
+    return subject if kind == "number" else f"{kind}:{subject}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    kind, sep, subject = key.partition(":")
+    return (kind, subject) if sep else ("number", key)
+
+
+@dataclass(frozen=True, slots=True)
+class _KindPlan:
+    """What the engine needs per subject kind: its detectors, windows and lowest thresholds."""
+
+    detectors: tuple[tuple[Detector, DetectorPolicy], ...]
+    specs: tuple[WindowSpec, ...]
+    peer_spec: WindowSpec | None
+    min_short: float
+    min_long: float
+    always: bool  # a non-monotone detector: evaluate every record
+    # detector -> its most severe level, for detectors without members: once an episode is
+    # open at that severity, nothing more can be raised by it until the episode closes.
+    top: dict[str, str]
+    classes: dict[str, frozenset[str]]  # detector -> number classes it applies to (empty: all)
+    needs: dict[str, frozenset[str]]  # detector -> window names its levels read
+
+    def active(
+        self, number_class: str, episodes: dict[str, Episode]
+    ) -> list[tuple[Detector, DetectorPolicy]]:
+        """The detectors that could still raise something for this subject."""
+        out = []
+        for detector, dp in self.detectors:
+            classes = self.classes[detector.name]
+            if classes and number_class not in classes:
+                continue
+            top = self.top.get(detector.name)
+            ep = episodes.get(detector.name)
+            if top is not None and ep is not None and ep.severity == top:
+                continue
+            out.append((detector, dp))
+        return out
+
+
 class Engine:
     def __init__(
         self,
@@ -55,47 +121,89 @@ class Engine:
         store: Store,
         allowlist: Container[str] = frozenset(),
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        kinds: Collection[str] = CALLER_KINDS,
     ) -> None:
         self.settings = settings
         self.policy = policy
         self.store = store
         self.allowlist = allowlist
         self.clock_ms = clock_ms
+        self.kinds = frozenset(kinds)
         self.tz = ZoneInfo(settings.timezone)
-        self.specs = window_specs(
-            policy.windows, settings.bucket_s, settings.long_bucket_s, settings.long_window_from_s
-        )
+        self.pseudonym_key = settings.pseudonym_key.encode()
+        self.trunks = settings.international_trunks
+        self.specs = {
+            s.name: s
+            for s in window_specs(
+                policy.windows,
+                settings.bucket_s,
+                settings.long_bucket_s,
+                settings.long_window_from_s,
+            )
+        }
         registry = load_all()
         unknown = set(policy.detectors) - set(registry)
         if unknown:
             raise ValueError(f"policy names unknown detectors: {sorted(unknown)}")
-        self.detectors: list[tuple[Detector, DetectorPolicy]] = [
-            (registry[name], dp) for name, dp in policy.detectors.items()
-        ]
+        self.plans = {kind: self._plan(kind, registry) for kind in self.kinds}
+        used = [s for plan in self.plans.values() for s in plan.specs]
         self.short_ms = settings.bucket_s * 1000
         self.long_ms = settings.long_bucket_s * 1000
-        self.short_keep = max((s.n_buckets for s in self.specs if not s.long), default=1)
-        self.long_keep = max((s.n_buckets for s in self.specs if s.long), default=1)
+        self.short_keep = max((s.n_buckets for s in used if not s.long), default=0)
+        self.long_keep = max((s.n_buckets for s in used if s.long), default=0)
+        self.longest_s = max((s.length_s for s in used), default=settings.bucket_s)
         self.lateness_ms = settings.allowed_lateness_s * 1000
         self.quiet_ms = settings.episode_quiet_s * 1000
         self.skew_ms = settings.max_future_skew_s * 1000
-        self._min_short, self._min_long = self._lowest_thresholds()
-        self._always = any(not d.monotone for d, _ in self.detectors)
+        self.short_call_s = policy.features.short_call_s
+        self.max_stride = policy.features.max_stride
+        self.ring_size = policy.features.recent_counterparts
         self._meta: dict[int, PartitionMeta] = {}
 
-    def _lowest_thresholds(self) -> tuple[float, float]:
-        by_name = {s.name: s for s in self.specs}
+    def _plan(self, kind: str, registry: dict[str, Detector]) -> _KindPlan:
+        detectors = tuple(
+            (registry[name], dp)
+            for name, dp in self.policy.detectors.items()
+            if registry[name].kind == kind
+        )
+        names = {w for _, dp in detectors for lv in dp.levels for w in lv.thresholds}
+        peer = self.policy.features.peer_windows.get(kind)
+        if peer is not None:
+            names.add(peer)
         low = {False: float("inf"), True: float("inf")}
-        for _, dp in self.detectors:
+        for _, dp in detectors:
             for level in dp.levels:
                 for window, limit in level.thresholds.items():
-                    is_long = by_name[window].long
+                    is_long = self.specs[window].long
                     low[is_long] = min(low[is_long], limit)
-        return low[False], low[True]
+        return _KindPlan(
+            detectors=detectors,
+            specs=tuple(s for n, s in self.specs.items() if n in names),
+            peer_spec=self.specs[peer] if peer is not None else None,
+            min_short=low[False],
+            min_long=low[True],
+            always=any(not d.monotone for d, _ in detectors),
+            top={
+                d.name: dp.levels[0].severity
+                for d, dp in detectors
+                if dp.levels and "member_min_calls" not in dp.params
+            },
+            classes={
+                d.name: frozenset()
+                if any(not lv.classes for lv in dp.levels)
+                else frozenset(c for lv in dp.levels for c in lv.classes)
+                for d, dp in detectors
+            },
+            needs={
+                d.name: frozenset(w for lv in dp.levels for w in lv.thresholds)
+                for d, dp in detectors
+            },
+        )
 
     def window_ttl_ms(self) -> int:
-        longest = max(s.length_s for s in self.specs)
-        return (longest + self.settings.allowed_lateness_s + self.settings.long_bucket_s) * 1000
+        return (
+            self.longest_s + self.settings.allowed_lateness_s + self.settings.long_bucket_s
+        ) * 1000
 
     def forget(self, partition: int) -> None:
         """Drop what is cached about a partition (on revocation or after a failed write)."""
@@ -112,152 +220,325 @@ class Engine:
         meta = await self.meta(partition)
         now_ms = self.clock_ms()
         newest = meta.newest_ms
-        by_number: dict[str, list[CDR]] = {}
+        # Stage 2 admits each observation against its own source's progress, as stage 1 did.
+        sources = dict(meta.sources)
+        by_key: dict[str, list[Obs]] = {}
         last_offset = meta.offset
         for offset, rec in items:
             if offset <= meta.offset:
                 out.replayed += 1
                 continue
             last_offset = max(last_offset, offset)
+            if isinstance(rec, CDR):
+                rec = caller_obs(rec, self.trunks)
+                if rec is None:
+                    out.to_trunk += 1
+                    continue
+            if rec is None:
+                continue
             if isinstance(rec, Reject):
                 out.rejects.append((offset, rec))
-            elif rec.start_ms > now_ms + self.skew_ms:
+                continue
+            src = rec.source
+            front = newest if src < 0 else sources.get(src, 0)
+            if rec.start_ms > now_ms + self.skew_ms:
                 out.rejects.append((offset, Reject("future", "start_time is in the future")))
-            elif rec.start_ms < newest - self.lateness_ms:
+            elif rec.start_ms < front - self.lateness_ms:
                 out.rejects.append((offset, Reject("too_late", "older than allowed lateness")))
-            else:
+            elif rec.kind in self.kinds:
                 if rec.start_ms > newest:
                     newest = rec.start_ms
-                by_number.setdefault(rec.caller, []).append(rec)
+                if src >= 0 and rec.start_ms > front:
+                    sources[src] = rec.start_ms
+                by_key.setdefault(store_key(rec.kind, rec.subject), []).append(rec)
         if last_offset == meta.offset:
             return out
-        watermark = newest - self.lateness_ms
-        out.watermark_ms, out.numbers = watermark, len(by_number)
-        read = await self.store.read(partition, list(by_number), watermark)
-        changes = Changes(PartitionMeta(last_offset, newest), {}, {})
-        for number, records in by_number.items():
-            state = NumberState.from_blobs(read.windows.get(number), read.episodes.get(number))
+        # A derived partition has seen everything up to its slowest source's progress.
+        front = min(sources.values()) if sources else newest
+        watermark = front - self.lateness_ms
+        out.watermark_ms, out.numbers = watermark, len(by_key)
+        read = await self.store.read(partition, list(by_key), watermark)
+        changes = Changes(
+            PartitionMeta(last_offset, newest, tuple(sorted(sources.items()))), {}, {}
+        )
+        for key, records in by_key.items():
+            state = NumberState.from_blobs(read.windows.get(key), read.episodes.get(key))
             had_episodes = bool(state.episodes)
-            self._apply(number, state, records, now_ms, out)
-            self._close_if_quiet(number, state, watermark, now_ms, out)
+            self._apply(key, state, records, now_ms, out)
+            self._close_if_quiet(key, state, watermark, now_ms, out)
             self._prune(state, watermark)
-            changes.windows[number] = state.windows_blob()
+            changes.windows[key] = state.windows_blob()
             if had_episodes or state.episodes:
                 close_at = state.newest_ms + self.quiet_ms if state.episodes else None
-                changes.episodes[number] = (state.episodes_blob(), close_at)
-        for number, (blob, close_at) in read.due.items():
+                changes.episodes[key] = (state.episodes_blob(), close_at)
+        for key, (blob, close_at) in read.due.items():
             state = NumberState.from_blobs(None, blob)
             state.newest_ms = close_at - self.quiet_ms
-            self._close_if_quiet(number, state, watermark, now_ms, out)
-            changes.episodes[number] = (state.episodes_blob(), close_at if state.episodes else None)
+            self._close_if_quiet(key, state, watermark, now_ms, out)
+            changes.episodes[key] = (state.episodes_blob(), close_at if state.episodes else None)
         await self.store.write(partition, meta.offset, changes)
         self._meta[partition] = changes.meta
         return out
 
+    def number_class(self, kind: str, subject: str) -> str:
+        if kind == "trunk":
+            return "trunk"
+        if kind == "block":
+            return str(classify(subject + "00"))
+        return str(classify(subject))
+
+    def display(self, kind: str, subject: str) -> str:
+        """How an alert names the subject: callees only by pseudonym."""
+        if kind == "callee":
+            return pseudonym(subject, self.pseudonym_key)
+        if kind == "block":
+            return subject + "x" * 2
+        return subject
+
     def _apply(
-        self, number: str, state: NumberState, records: list[CDR], now_ms: int, out: Outcome
+        self, key: str, state: NumberState, records: list[Obs], now_ms: int, out: Outcome
     ) -> None:
-        could_fire = self._always or (
-            sum(state.short.values()) + len(records) >= self._min_short
-            or sum(state.long.values()) + len(records) >= self._min_long
+        kind, subject = split_key(key)
+        plan = self.plans[kind]
+        number_class = self.number_class(kind, subject)
+        factor = self.policy.factor(number_class)
+        could_fire = plan.always or (
+            sum(v[0] for v in state.short.values()) + len(records)
+            >= scaled(int(min(plan.min_short, 1e9)), factor)
+            or sum(v[0] for v in state.long.values()) + len(records)
+            >= scaled(int(min(plan.min_long, 1e9)), factor)
         )
-        number_class = classify(number)
-        seen, short, long = state.seen, state.short, state.long
-        for cdr in records:
-            h = id_hash(cdr.cdr_id)
+        seen, short, long, ring = state.seen, state.short, state.long, state.ring
+        keep_peers = plan.peer_spec is not None
+        for obs in records:
+            h = id_hash(obs.cdr_id)
             if h in seen:
                 out.duplicates += 1
                 continue
-            start = cdr.start_ms
+            start = obs.start_ms
             if state.episodes and start >= state.newest_ms + self.quiet_ms:
-                self._close(
-                    number, number_class, state, state.newest_ms + self.quiet_ms, now_ms, out
-                )
+                self._close(key, state, state.newest_ms + self.quiet_ms, now_ms, out)
             seen[h] = start
-            b = start // self.short_ms
-            short[b] = short.get(b, 0) + 1
-            b = start // self.long_ms
-            long[b] = long.get(b, 0) + 1
+            inc = self._features(state, obs, ring)
+            for buckets, width in ((short, self.short_ms), (long, self.long_ms)):
+                vector = buckets.get(start // width)
+                if vector is None:
+                    buckets[start // width] = list(inc)
+                else:
+                    for i, v in enumerate(inc):
+                        vector[i] += v
+            if keep_peers and obs.other:
+                insort(state.peers.setdefault(obs.other, []), start // 1000)
             if start > state.newest_ms:
                 state.newest_ms = start
             out.accepted += 1
             if could_fire:
-                self._evaluate(number, number_class, state, start, now_ms, out)
+                active = plan.active(number_class, state.episodes)
+                if active:
+                    self._evaluate(
+                        kind, subject, number_class, factor, state, active, start, now_ms, out
+                    )
 
-    def snapshot(self, number: str, number_class: str, state: NumberState) -> WindowSnapshot:
-        counts = {spec.name: self._count(state, spec) for spec in self.specs}
-        return WindowSnapshot(number, number_class, state.newest_ms, counts)
+    def _features(self, state: NumberState, obs: Obs, ring: list[int]) -> list[int]:
+        answered = obs.answered
+        inc = [
+            1,
+            1 if answered else 0,
+            1 if answered and obs.duration_s <= self.short_call_s else 0,
+            1 if obs.cause == UNALLOCATED else 0,
+            0,
+            0,
+        ]
+        other = obs.other
+        if other:
+            h = zlib.crc32(other.encode()) & 0xFFFF
+            if h in ring:
+                inc[4] = 1
+            ring.append(h)
+            if len(ring) > self.ring_size:
+                del ring[0]
+            last = state.last_other
+            if (
+                last
+                and len(last) == len(other)
+                and last.isdigit()
+                and other.isdigit()
+                and 0 < abs(int(other) - int(last)) <= self.max_stride
+            ):
+                inc[5] = 1
+            state.last_other = other
+        return inc
 
-    def _count(self, state: NumberState, spec: WindowSpec) -> int:
+    def snapshot(
+        self,
+        kind: str,
+        subject: str,
+        number_class: str,
+        factor: float,
+        state: NumberState,
+        needs: Collection[str] | None = None,
+        at_ms: int | None = None,
+    ) -> WindowSnapshot:
+        """The subject's windows that contain ``at_ms`` (default: its newest call), each the
+        busiest such window (detectors.windows.busiest_window_end)."""
+        plan = self.plans[kind]
+        at_ms = state.newest_ms if at_ms is None else at_ms
+        windows = {}
+        for spec in plan.specs:
+            if needs is not None and spec.name not in needs:
+                continue
+            windows[spec.name] = Tally.of(self._window(state, spec, at_ms))
+        peers: dict[str, int] = {}
+        if plan.peer_spec is not None:
+            spec = plan.peer_spec
+            end = busiest_window_end(
+                state.long if spec.long else state.short,
+                bucket_of(at_ms, spec.bucket_s),
+                bucket_of(state.newest_ms, spec.bucket_s),
+                spec.n_buckets,
+            )
+            since_s = (end - spec.n_buckets + 1) * spec.bucket_s
+            until_s = (end + 1) * spec.bucket_s
+            for other, times in state.peers.items():
+                n = bisect_left(times, until_s) - bisect_left(times, since_s)
+                if n:
+                    peers[other] = n
+        return WindowSnapshot(subject, kind, number_class, at_ms, windows, peers, factor)
+
+    def _window(self, state: NumberState, spec: WindowSpec, at_ms: int) -> list[int]:
         buckets = state.long if spec.long else state.short
-        return count_in_window(buckets, bucket_of(state.newest_ms, spec.bucket_s), spec.n_buckets)
+        at = bucket_of(at_ms, spec.bucket_s)
+        end = busiest_window_end(
+            buckets, at, bucket_of(state.newest_ms, spec.bucket_s), spec.n_buckets
+        )
+        return sum_in_window(buckets, end, spec.n_buckets, N_FEATURES)
 
     def _evaluate(
         self,
-        number: str,
+        kind: str,
+        subject: str,
         number_class: str,
+        factor: float,
+        state: NumberState,
+        active: list[tuple[Detector, DetectorPolicy]],
+        event_ms: int,
+        now_ms: int,
+        out: Outcome,
+    ) -> None:
+        plan = self.plans[kind]
+        needs = {w for d, _ in active for w in plan.needs[d.name]}
+        snap = self.snapshot(kind, subject, number_class, factor, state, needs, event_ms)
+        for detector, dpolicy in active:
+            finding = detector.fn(snap, dpolicy)
+            if finding is None:
+                continue
+            self._raise(
+                kind, subject, number_class, detector.name, finding, state, event_ms, now_ms, out
+            )
+            for member in finding.members:
+                self._raise_member(
+                    member, detector.name, finding, snap, state, event_ms, now_ms, out
+                )
+
+    def _raise(
+        self,
+        kind: str,
+        subject: str,
+        number_class: str,
+        name: str,
+        finding: Finding,
         state: NumberState,
         event_ms: int,
         now_ms: int,
         out: Outcome,
     ) -> None:
-        snap = self.snapshot(number, number_class, state)
-        for detector, dpolicy in self.detectors:
-            finding = detector.fn(snap, dpolicy)
-            if finding is None:
-                continue
-            episode = state.episodes.get(detector.name)
-            if episode is None:
-                episode = state.episodes[detector.name] = Episode(finding.severity, event_ms)
-                escalated = False
-            elif SEVERITIES.index(finding.severity) > SEVERITIES.index(episode.severity):
-                episode.severity = finding.severity
-                escalated = True
-            else:
-                continue
-            out.alerts.append(
-                raise_alert(
-                    finding,
-                    number=number,
-                    number_class=number_class,
-                    episode=episode_id(number, detector.name, episode.opened_ms),
-                    escalated=escalated,
-                    event_ms=event_ms,
-                    detected_at_ms=now_ms,
-                    policy_version=self.policy.version,
-                    allowlisted=number in self.allowlist,
-                )
+        episode = state.episodes.get(name)
+        if episode is None:
+            episode = state.episodes[name] = Episode(finding.severity, event_ms)
+            escalated = False
+        elif SEVERITIES.index(finding.severity) > SEVERITIES.index(episode.severity):
+            episode.severity = finding.severity
+            escalated = True
+        else:
+            return
+        shown = self.display(kind, subject)
+        out.alerts.append(
+            raise_alert(
+                finding,
+                number=shown,
+                number_class=number_class,
+                episode=episode_id(shown, name, episode.opened_ms),
+                escalated=escalated,
+                event_ms=event_ms,
+                detected_at_ms=now_ms,
+                policy_version=self.policy.version,
+                allowlisted=kind == "number" and subject in self.allowlist,
+                subject=kind,
             )
+        )
 
-    def _close_if_quiet(
-        self, number: str, state: NumberState, watermark: int, now_ms: int, out: Outcome
-    ) -> None:
-        close_at = state.newest_ms + self.quiet_ms
-        if state.episodes and close_at <= watermark:
-            self._close(number, classify(number), state, close_at, now_ms, out)
-
-    def _close(
+    def _raise_member(
         self,
-        number: str,
-        number_class: str,
+        member: str,
+        name: str,
+        finding: Finding,
+        snap: WindowSnapshot,
         state: NumberState,
-        close_at: int,
+        event_ms: int,
         now_ms: int,
         out: Outcome,
     ) -> None:
-        for name, episode in sorted(state.episodes.items()):
+        ep_key = f"{name}{_MEMBER}{member}"
+        if ep_key in state.episodes:
+            return
+        state.episodes[ep_key] = Episode(finding.severity, event_ms)
+        out.alerts.append(
+            raise_alert(
+                finding,
+                number=member,
+                number_class=str(classify(member)),
+                episode=episode_id(member, name, event_ms),
+                escalated=False,
+                event_ms=event_ms,
+                detected_at_ms=now_ms,
+                policy_version=self.policy.version,
+                allowlisted=member in self.allowlist,
+                action=finding.member_action,
+                evidence={**finding.evidence, "member_calls": snap.peers.get(member, 0)},
+            )
+        )
+
+    def _close_if_quiet(
+        self, key: str, state: NumberState, watermark: int, now_ms: int, out: Outcome
+    ) -> None:
+        close_at = state.newest_ms + self.quiet_ms
+        if state.episodes and close_at <= watermark:
+            self._close(key, state, close_at, now_ms, out)
+
+    def _close(
+        self, key: str, state: NumberState, close_at: int, now_ms: int, out: Outcome
+    ) -> None:
+        kind, subject = split_key(key)
+        for ep_key, episode in sorted(state.episodes.items()):
+            name, sep, member = ep_key.partition(_MEMBER)
+            if sep:
+                shown, shown_kind, number_class = member, "number", str(classify(member))
+            else:
+                shown, shown_kind = self.display(kind, subject), kind
+                number_class = self.number_class(kind, subject)
             dpolicy = self.policy.detectors.get(name)
             out.alerts.append(
                 clear_alert(
-                    number=number,
+                    number=shown,
                     number_class=number_class,
                     detector=name,
                     category=dpolicy.category if dpolicy else name,
-                    episode=episode_id(number, name, episode.opened_ms),
+                    episode=episode_id(shown, name, episode.opened_ms),
                     quiet_s=self.settings.episode_quiet_s,
                     event_ms=close_at,
                     detected_at_ms=now_ms,
                     policy_version=self.policy.version,
+                    subject=shown_kind,
                 )
             )
         state.episodes.clear()
@@ -269,3 +550,13 @@ class Engine:
         state.short = {b: c for b, c in state.short.items() if b > low}
         low = state.newest_ms // self.long_ms - self.long_keep
         state.long = {b: c for b, c in state.long.items() if b > low}
+        if state.peers:
+            oldest = min(watermark, state.newest_ms - self.longest_s * 1000) // 1000
+            peers = {o: t[bisect_left(t, oldest) :] for o, t in state.peers.items()}
+            peers = {o: t for o, t in peers.items() if t}
+            if len(peers) > MAX_PEERS:
+                newest_first = sorted(peers, key=lambda o: peers[o][-1], reverse=True)
+                peers = {o: peers[o] for o in newest_first[:MAX_PEERS]}
+            state.peers = peers
+        if not state.short and not state.long:
+            state.ring, state.last_other, state.peers = [], "", {}

@@ -1,11 +1,13 @@
-"""Builds the engine and its store from settings: the one place that wiring lives."""
+"""Builds the engines and their stores from settings: the one place that wiring lives."""
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 from config.policy import load_policy
 from config.settings import Settings
 from streams.allowlist import Allowlist
-from streams.engine import Engine
+from streams.engine import CALLER_KINDS, DERIVED_KINDS, Engine
 from streams.state.base import Store
 from streams.state.memory import MemoryStore
 from streams.state.redis import RedisStore
@@ -13,18 +15,38 @@ from streams.state.redis import RedisStore
 PARTITION_KEYS_TTL_MS = 7 * 86_400_000
 
 
-def build_engine(settings: Settings, redis_url: str | None = None) -> Engine:
+def key_prefix(settings: Settings, kinds: Collection[str]) -> str:
+    """Stage 2 (callee, block, trunk) keeps its partitions under their own prefix."""
+    return settings.key_prefix if set(kinds) == CALLER_KINDS else f"{settings.key_prefix}:x"
+
+
+def build_engine(
+    settings: Settings,
+    redis_url: str | None = None,
+    kinds: Collection[str] = CALLER_KINDS,
+    allowlist: Allowlist | None = None,
+) -> Engine:
     """An engine over Redis when a URL is given (or configured), else over memory."""
     policy = load_policy(settings.policy_file)
-    allowlist = Allowlist(settings.allowlist_file)
+    if allowlist is None:
+        allowlist = Allowlist(settings.allowlist_file)
     url = redis_url or settings.redis
     store: Store = MemoryStore()
-    engine = Engine(settings, policy, store, allowlist)
+    engine = Engine(settings, policy, store, allowlist, kinds=kinds)
     if url:
         engine.store = RedisStore.from_url(
             url,
-            prefix=settings.key_prefix,
+            prefix=key_prefix(settings, kinds),
             window_ttl_ms=engine.window_ttl_ms(),
             partition_ttl_ms=PARTITION_KEYS_TTL_MS,
         )
     return engine
+
+
+def build_engines(settings: Settings, redis_url: str | None = None) -> tuple[Engine, Engine]:
+    """Stage 1 (callers) and stage 2 (callees, blocks, trunks), sharing one allowlist."""
+    allowlist = Allowlist(settings.allowlist_file)
+    return (
+        build_engine(settings, redis_url, CALLER_KINDS, allowlist),
+        build_engine(settings, redis_url, DERIVED_KINDS, allowlist),
+    )

@@ -7,6 +7,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from detectors.alerts import Alert
 from streams.engine import Outcome
 
+STAGE_CALLERS = "callers"
+STAGE_SUBJECTS = "subjects"
+
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -14,16 +17,25 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.cdrs = Counter("dialwatch_cdrs", "CDRs seen, by result", ["result"], registry=r)
+        self.observations = Counter(
+            "dialwatch_derived_observations",
+            "Callee, block and trunk observations applied by stage 2, by result",
+            ["result"],
+            registry=r,
+        )
         self.rejects = Counter(
             "dialwatch_rejected_cdrs", "Rejected CDRs, by reason", ["reason"], registry=r
         )
         self.alerts = Counter(
             "dialwatch_alerts", "Alerts published", ["detector", "severity", "state"], registry=r
         )
-        self.batches = Counter("dialwatch_batches", "Partition batches applied", registry=r)
+        self.batches = Counter(
+            "dialwatch_batches", "Partition batches applied, by stage", ["stage"], registry=r
+        )
         self.batch_seconds = Histogram(
             "dialwatch_batch_seconds",
-            "Time to apply one partition batch (store read, detectors, store write)",
+            "Time to apply one partition batch (store read, detectors, store write), by stage",
+            ["stage"],
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )
@@ -36,20 +48,23 @@ class Metrics:
             registry=r,
         )
 
-    def record(self, outcome: Outcome, seconds: float) -> None:
-        self.batches.inc()
-        self.batch_seconds.observe(seconds)
+    def record(self, outcome: Outcome, seconds: float, stage: str = STAGE_CALLERS) -> None:
+        """Count one applied batch; stage 1 counts CDRs, stage 2 derived observations."""
+        self.batches.labels(stage).inc()
+        self.batch_seconds.labels(stage).observe(seconds)
+        counter = self.cdrs if stage == STAGE_CALLERS else self.observations
         for result, n in (
             ("accepted", outcome.accepted),
             ("duplicate", outcome.duplicates),
             ("replayed", outcome.replayed),
+            ("to_trunk", outcome.to_trunk),
             ("rejected", len(outcome.rejects)),
         ):
             if n:
-                self.cdrs.labels(result).inc(n)
+                counter.labels(result).inc(n)
         for reason, n in outcome.reject_counts().items():
             self.rejects.labels(reason).inc(n)
-        if outcome.watermark_ms:
+        if outcome.watermark_ms and stage == STAGE_CALLERS:
             self.watermark.set(outcome.watermark_ms / 1000)
 
     def published(self, alert: Alert) -> None:

@@ -1,4 +1,8 @@
-"""``dialwatch scan``: replay CDR files in event-time order through the worker's engine."""
+"""``dialwatch scan``: replay CDR files in event-time order through the worker's engines.
+
+Stage 1 (callers) and stage 2 (callees, blocks, trunks) run one after the other on each batch,
+each on its own single partition, exactly as the worker's two agents would on one partition.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +15,19 @@ from typing import TextIO
 import orjson
 
 from streams.cdr import CDR, Reject
-from streams.engine import Engine, Item
+from streams.engine import Engine, Item, Outcome
 from streams.files import read_records
+from streams.observe import derived_obs
 
 SCAN_PARTITION = 0
 
 
 async def scan(
-    engine: Engine, paths: Iterable[str], out: TextIO, err: TextIO = sys.stderr
+    engine: Engine,
+    paths: Iterable[str],
+    out: TextIO,
+    err: TextIO = sys.stderr,
+    derived: Engine | None = None,
 ) -> Counter[str]:
     """Write every alert as one JSON line to ``out``; return the summary counts."""
     started = time.perf_counter()
@@ -32,19 +41,20 @@ async def scan(
                 records.append(rec)
     totals["read"] = len(records) + sum(v for k, v in totals.items() if k.startswith("rejected"))
     records.sort(key=lambda r: r.start_ms)  # stable: ties keep file order
-    meta = await engine.meta(SCAN_PARTITION)
-    first = meta.offset + 1
+    trunks = engine.settings.international_trunks
+    first = (await engine.meta(SCAN_PARTITION)).offset + 1
+    second = (await derived.meta(SCAN_PARTITION)).offset + 1 if derived else 0
     batch = engine.settings.batch_max
     for i in range(0, len(records), batch):
-        items: list[Item] = [(first + i + j, r) for j, r in enumerate(records[i : i + batch])]
+        chunk = records[i : i + batch]
+        items: list[Item] = [(first + i + j, r) for j, r in enumerate(chunk)]
         outcome = await engine.process(SCAN_PARTITION, items)
-        totals["accepted"] += outcome.accepted
-        totals["duplicates"] += outcome.duplicates
-        for _, rej in outcome.rejects:
-            totals[f"rejected:{rej.reason}"] += 1
-        for alert in outcome.alerts:
-            out.write(orjson.dumps(alert.to_dict(engine.tz)).decode() + "\n")
-            totals[f"alerts:{alert.action}"] += 1
+        _count(outcome, totals, out, engine)
+        if derived is not None:
+            observed = derived_obs(chunk, trunks)
+            items = [(second + j, o) for j, o in enumerate(observed)]
+            second += len(observed)
+            _count(await derived.process(SCAN_PARTITION, items), totals, out, engine, stage=2)
         if err.isatty() and i % (batch * 50) == 0:
             err.write(f"\r{i + len(items):,} records")
     out.flush()
@@ -54,11 +64,26 @@ async def scan(
     return totals
 
 
+def _count(
+    outcome: Outcome, totals: Counter[str], out: TextIO, engine: Engine, stage: int = 1
+) -> None:
+    if stage == 1:
+        totals["accepted"] += outcome.accepted
+        totals["duplicates"] += outcome.duplicates
+        totals["to_trunk"] += outcome.to_trunk
+        for _, rej in outcome.rejects:
+            totals[f"rejected:{rej.reason}"] += 1
+    for alert in outcome.alerts:
+        out.write(orjson.dumps(alert.to_dict(engine.tz)).decode() + "\n")
+        totals[f"alerts:{alert.action}"] += 1
+
+
 def _summary(totals: Counter[str], seconds: float, err: TextIO) -> None:
     rate = totals["read"] / seconds if seconds > 0 else 0.0
     err.write(
         f"\nscanned {totals['read']:,} records in {seconds:.2f} s ({rate:,.0f}/s): "
-        f"{totals['accepted']:,} accepted, {totals['duplicates']:,} duplicates\n"
+        f"{totals['accepted']:,} accepted, {totals['duplicates']:,} duplicates, "
+        f"{totals['to_trunk']:,} unasserted identities counted for their trunk\n"
     )
     for key in sorted(totals):
         if key.startswith(("rejected:", "alerts:")):

@@ -1,10 +1,13 @@
-"""``dialwatch worker``: the Faust app, its agent and its web endpoints.
+"""``dialwatch worker``: the Faust app, its two agents and its web endpoints.
 
-The agent takes a batch of events, splits it by partition, and for each partition runs the
-engine (one store read, one fenced store write), publishes the alerts and dead letters, and only
-then lets Faust acknowledge the batch. A store or broker failure is retried in place with
-backoff: an exception never escapes the loop with an unapplied batch, because faust-streaming
-0.15 acknowledges what an abandoned ``take`` generator held.
+``by_caller`` reads the CDR topic (keyed by caller). For each partition of a batch it first
+publishes the batch's callee, block and trunk observations to the derived topic, one message
+per target partition (README "Derived stream"), then runs the caller engine (one store read,
+one fenced store write), publishes the alerts and dead letters, and only then lets Faust
+acknowledge the batch. ``by_subject`` reads the derived topic and runs the subject engine the
+same way. A store or broker failure is retried in place with backoff: an exception never
+escapes the loop with an unapplied batch, because faust-streaming 0.15 acknowledges what an
+abandoned ``take`` generator held.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
@@ -22,10 +26,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from config.settings import Settings
-from streams.cdr import decode_message
+from streams.cdr import CDR, Reject, decode_message
 from streams.engine import Engine, Item, Outcome
-from streams.factory import build_engine
-from streams.metrics import Metrics
+from streams.factory import build_engines
+from streams.metrics import STAGE_CALLERS, STAGE_SUBJECTS, Metrics
+from streams.observe import Obs, derived_obs
+from streams.services import create_topics
 from streams.state.base import StaleOffset
 
 log = logging.getLogger("dialwatch.worker")
@@ -34,10 +40,13 @@ log = logging.getLogger("dialwatch.worker")
 class Runtime:
     """What the agent needs between batches: the engine, metrics, health."""
 
-    def __init__(self, settings: Settings, engine: Engine, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, engine: Engine, metrics: Metrics, stage: str = STAGE_CALLERS
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.metrics = metrics
+        self.stage = stage
         self.healthy = True
         self.last_error: str | None = None
         self.last_batch_at: float | None = None
@@ -71,7 +80,7 @@ class Runtime:
                 continue
             self.healthy, self.last_error = True, None
             self.last_batch_at = time.time()
-            self.metrics.record(outcome, time.perf_counter() - started)
+            self.metrics.record(outcome, time.perf_counter() - started, self.stage)
             return outcome
 
     async def publish(
@@ -84,6 +93,14 @@ class Runtime:
         """
         if not outcome.alerts and not outcome.rejects:
             return
+        await self.send_confirmed(partition, sends)
+        for alert in outcome.alerts:
+            self.metrics.published(alert)
+
+    async def send_confirmed(
+        self, partition: int, sends: Callable[[], Awaitable[list[Any]]]
+    ) -> None:
+        """Run ``sends`` and wait for every delivery, retrying the lot until all are confirmed."""
         delay = 0.05
         while True:
             try:
@@ -94,12 +111,36 @@ class Runtime:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_max_backoff_s)
                 continue
-            for alert in outcome.alerts:
-                self.metrics.published(alert)
             return
 
 
-def build_app(settings: Settings, runtime: Runtime) -> faust.App:
+def derived_partition(subject: str, partitions: int) -> int:
+    """The derived-topic partition of a subject: stable across processes and restarts."""
+    return zlib.crc32(subject.encode()) % partitions
+
+
+def derived_messages(observed: list[Obs], source: int, partitions: int) -> dict[int, bytes]:
+    """One message per target partition (never one per observation): ``[source, [obs...]]``."""
+    by_target: dict[int, list[list[object]]] = {}
+    for obs in observed:
+        by_target.setdefault(derived_partition(obs.subject, partitions), []).append(obs.to_wire())
+    return {target: orjson.dumps([source, items]) for target, items in by_target.items()}
+
+
+def decode_derived(value: bytes | None) -> list[Obs | Reject]:
+    try:
+        doc = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return [Reject("malformed_json", "derived message is not JSON")]
+    if not (isinstance(doc, list) and len(doc) == 2 and type(doc[0]) is int and doc[0] >= 0):
+        return [Reject("not_an_object", "derived message is not [source, [observations]]")]
+    source, items = doc
+    if not isinstance(items, list):
+        return [Reject("not_an_object", "derived observations are not an array")]
+    return [Obs.from_wire(item, source) for item in items]
+
+
+def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.kafka.split(",")],
@@ -119,27 +160,62 @@ def build_app(settings: Settings, runtime: Runtime) -> faust.App:
         stream_wait_empty=False,
     )
     cdrs = app.topic(settings.cdr_topic, key_type=bytes, value_type=bytes)
+    derived = app.topic(settings.derived_topic, key_type=bytes, value_type=bytes)
     alerts = app.topic(settings.alert_topic, key_type=bytes, value_type=bytes)
     dead = app.topic(settings.dead_letter_topic, key_type=bytes, value_type=bytes)
-    tz = runtime.engine.tz
+    tz = callers.engine.tz
+    trunks = settings.international_trunks
+    partitions = settings.topic_partitions
+
+    def split(
+        events: list[Any], decode: Callable[[bytes | None], list[Any]]
+    ) -> tuple[dict[int, list[Item]], dict[tuple[int, int], bytes]]:
+        by_partition: dict[int, list[Item]] = {}
+        raw: dict[tuple[int, int], bytes] = {}
+        for event in events:
+            message = event.message
+            part = by_partition.setdefault(message.partition, [])
+            for rec in decode(message.value):
+                part.append((message.offset, rec))
+            raw[(message.partition, message.offset)] = message.value or b""
+        return by_partition, raw
 
     @app.agent(cdrs, name="by_caller")
     async def by_caller(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
-            by_partition: dict[int, list[Item]] = {}
-            raw: dict[tuple[int, int], bytes] = {}
-            for event in events:
-                message = event.message
-                part = by_partition.setdefault(message.partition, [])
-                for rec in decode_message(message.value):
-                    part.append((message.offset, rec))
-                raw[(message.partition, message.offset)] = message.value or b""
+            by_partition, raw = split(events, decode_message)
             for partition, items in by_partition.items():
-                outcome = await runtime.process(partition, items)
-                await runtime.publish(partition, outcome, partial(_sends, partition, outcome, raw))
+                # Derived observations go out before the state write: a crash in between
+                # replays them, and stage 2 drops the repeats by cdr_id.
+                cdrs = (r for _, r in items if isinstance(r, CDR))
+                observed = derived_obs(cdrs, trunks, partition)
+                if observed:
+                    messages = derived_messages(observed, partition, partitions)
+                    await callers.send_confirmed(partition, partial(_forward, messages))
+                outcome = await callers.process(partition, items)
+                await callers.publish(
+                    partition, outcome, partial(_sends, settings.cdr_topic, partition, outcome, raw)
+                )
+
+    @app.agent(derived, name="by_subject")
+    async def by_subject(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
+            by_partition, raw = split(events, decode_derived)
+            for partition, items in by_partition.items():
+                outcome = await subjects.process(partition, items)
+                await subjects.publish(
+                    partition,
+                    outcome,
+                    partial(_sends, settings.derived_topic, partition, outcome, raw),
+                )
+
+    async def _forward(messages: dict[int, bytes]) -> list[Any]:
+        return [
+            await derived.send(value=value, partition=target) for target, value in messages.items()
+        ]
 
     async def _sends(
-        partition: int, outcome: Outcome, raw: dict[tuple[int, int], bytes]
+        source: str, partition: int, outcome: Outcome, raw: dict[tuple[int, int], bytes]
     ) -> list[Any]:
         pending = [
             await alerts.send(key=alert.number.encode(), value=orjson.dumps(alert.to_dict(tz)))
@@ -149,7 +225,7 @@ def build_app(settings: Settings, runtime: Runtime) -> faust.App:
             headers = {
                 "reason": reject.reason.encode(),
                 "detail": reject.detail.encode(),
-                "source": f"{settings.cdr_topic}/{partition}/{offset}".encode(),
+                "source": f"{source}/{partition}/{offset}".encode(),
             }
             pending.append(
                 await dead.send(key=None, value=raw[(partition, offset)], headers=headers)
@@ -158,22 +234,24 @@ def build_app(settings: Settings, runtime: Runtime) -> faust.App:
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
-        body = generate_latest(runtime.metrics.registry)
+        body = generate_latest(callers.metrics.registry)
         return web.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     @app.page("/health")
     async def health_page(web: Any, request: Any) -> Any:
+        healthy = callers.healthy and subjects.healthy
         body = {
-            "status": "ok" if runtime.healthy else "degraded",
-            "store": "ok" if runtime.healthy else runtime.last_error,
-            "last_batch_at": runtime.last_batch_at,
+            "status": "ok" if healthy else "degraded",
+            "store": "ok" if healthy else (callers.last_error or subjects.last_error),
+            "last_batch_at": callers.last_batch_at,
         }
-        return web.json(body, status=200 if runtime.healthy else 503)
+        return web.json(body, status=200 if healthy else 503)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
         for tp in revoked:
-            runtime.engine.forget(tp.partition)
+            engine = subjects.engine if tp.topic == settings.derived_topic else callers.engine
+            engine.forget(tp.partition)
 
     return app
 
@@ -182,9 +260,12 @@ def run_worker(settings: Settings) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    engine = build_engine(settings)
-    runtime = Runtime(settings, engine, Metrics())
-    app = build_app(settings, runtime)
+    create_topics(settings.kafka, {settings.derived_topic: settings.topic_partitions})
+    caller_engine, subject_engine = build_engines(settings)
+    metrics = Metrics()
+    callers = Runtime(settings, caller_engine, metrics, STAGE_CALLERS)
+    subjects = Runtime(settings, subject_engine, metrics, STAGE_SUBJECTS)
+    app = build_app(settings, callers, subjects)
     worker = faust.Worker(app, loglevel=settings.log_level, redirect_stdouts=False)
     worker.execute_from_commandline()
     return 0

@@ -16,16 +16,66 @@ from config.settings import DEFAULT_POLICY_FILE, Settings
 
 def test_bundled_default_policy_loads() -> None:
     policy = load_policy(DEFAULT_POLICY_FILE)
-    assert policy.version == "2026.11.1"
-    assert dict(policy.windows) == {"10m": 600, "40m": 2400, "24h": 86_400}
-    assert list(policy.detectors) == ["bulk_dialling"]
+    assert policy.version == "2026.11.2"
+    assert dict(policy.windows) == {
+        "5m": 300,
+        "10m": 600,
+        "40m": 2400,
+        "1h": 3600,
+        "24h": 86_400,
+    }
+    assert set(policy.detectors) == {
+        "bulk_dialling",
+        "robocall",
+        "quota_dialling",
+        "sequential_dialling",
+        "one_ring",
+        "call_bombing",
+        "coordinated_block",
+        "spoofed_identity",
+    }
     bulk = policy.detector("bulk_dialling")
     assert bulk is not None
     assert (bulk.name, bulk.category) == ("bulk_dialling", "telemarketing")
-    assert len(bulk.levels) == 1
-    (level,) = bulk.levels
-    assert (level.severity, level.action) == ("critical", "intercept")
-    assert dict(level.thresholds) == {"40m": 250, "24h": 2000}
+    critical, warning = bulk.levels
+    assert (critical.severity, critical.action) == ("critical", "intercept")
+    assert dict(critical.thresholds) == {"5m": 22, "40m": 250, "24h": 2000}
+    assert dict(critical.conditions) == {"max_answer_rate": 0.45}
+    assert (warning.severity, warning.action) == ("warning", "monitor")
+    assert dict(warning.conditions) == {}
+    assert policy.factor("mvno") == 0.8 and policy.factor("mobile") == 1.0
+    assert dict(policy.features.peer_windows) == {"callee": "10m", "block": "1h"}
+    assert policy.detectors["one_ring"].levels[0].classes == frozenset({"international"})
+    assert policy.detectors["call_bombing"].params["member_min_calls"] == 3
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"conditions": {"max_fun": 1}}, "unknown condition"),
+        ({"conditions": {"max_answer_rate": -1}}, "non-negative"),
+        ({"conditions": {"max_answer_rate": True}}, "non-negative"),
+        ({"classes": "mobile"}, "classes must be a list"),
+    ],
+)
+def test_level_conditions_and_classes_are_validated(extra: dict[str, object], message: str) -> None:
+    raw = with_level(**extra)
+    with pytest.raises(ValueError, match=message):
+        parse_policy(raw)
+
+
+@pytest.mark.parametrize(
+    ("features", "message"),
+    [
+        ({"short_call_s": -1}, "non-negative integer"),
+        ({"peer_windows": {"galaxy": "40m"}}, "unknown subject kind"),
+        ({"peer_windows": {"callee": "3m"}}, "unknown window"),
+    ],
+)
+def test_features_are_validated(features: dict[str, object], message: str) -> None:
+    raw = {**with_level(), "features": features}
+    with pytest.raises(ValueError, match=message):
+        parse_policy(raw)
 
 
 def test_bundled_default_policy_is_the_settings_default() -> None:

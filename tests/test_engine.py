@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from config.policy import load_policy, parse_policy
+from config.policy import parse_policy
 from config.settings import Settings
 from detectors.alerts import Alert
 from streams.cdr import CDR, Reject
@@ -17,10 +17,28 @@ from tests.factories import T0, cdr, dial
 
 NOW_MS = (T0 + 30 * 86_400) * 1000
 SETTINGS = Settings()
+# The engine's mechanics are tested on the plain velocity rule; tests/test_scenario_quality.py
+# and tests/test_detectors.py cover the bundled policy.
+VELOCITY = {
+    "policy_version": "test",
+    "windows": {"10m": 600, "40m": 2400, "24h": 86_400},
+    "detectors": {
+        "bulk_dialling": {
+            "category": "telemarketing",
+            "levels": [
+                {
+                    "severity": "critical",
+                    "action": "intercept",
+                    "thresholds": {"40m": 250, "24h": 2000},
+                }
+            ],
+        }
+    },
+}
 
 
 def make_engine(policy_raw: dict[str, object] | None = None, **settings: object) -> Engine:
-    policy = parse_policy(policy_raw) if policy_raw else load_policy(SETTINGS.policy_file)
+    policy = parse_policy(policy_raw or VELOCITY)
     return Engine(SETTINGS.with_(**settings), policy, MemoryStore(), clock_ms=lambda: NOW_MS)
 
 
@@ -61,7 +79,7 @@ async def test_250_calls_in_40_minutes_raise_one_intercept() -> None:
     assert [(a.number, a.detector, a.severity, a.state) for a in hits] == [
         ("17012345678", "bulk_dialling", "critical", "raised")
     ]
-    assert hits[0].evidence["calls_40m"] == 250
+    assert hits[0].evidence["window_calls"] == 250
     assert hits[0].reasons == ("250 calls in 40m >= 250",)
     assert hits[0].event_ms == dialler[249].start_ms
 

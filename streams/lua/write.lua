@@ -3,7 +3,8 @@
 -- ARGV[1] = expected stored offset ('-1' when none), ARGV[2] = new offset, ARGV[3] = newest ms,
 -- ARGV[4] = window key TTL ms, ARGV[5] = partition keys TTL ms, ARGV[6] = k,
 -- ARGV[7..6+k] = window blobs ('' deletes), then m, then m triples of
--- (number, episodes blob or '', close time ms or '')
+-- (number, episodes blob or '', close time ms or ''), then q, then q pairs of
+-- (source field 's<M>', newest ms from that source) for the meta hash
 -- Returns {1} when applied, {0, stored offset} when the fence failed.
 local stored = redis.call('HGET', KEYS[1], 'off') or '-1'
 if stored ~= ARGV[1] then
@@ -32,6 +33,11 @@ for j = 0, m - 1 do
   end
 end
 redis.call('HSET', KEYS[1], 'off', ARGV[2], 'newest', ARGV[3])
+local sbase = base + 1 + 3 * m
+local q = tonumber(ARGV[sbase])
+for j = 1, q do
+  redis.call('HSET', KEYS[1], ARGV[sbase + 2 * j - 1], ARGV[sbase + 2 * j])
+end
 local keep = tonumber(ARGV[5])
 for i = 1, 3 do
   if redis.call('EXISTS', KEYS[i]) == 1 then

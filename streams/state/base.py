@@ -12,6 +12,8 @@ from typing import NamedTuple, Protocol
 
 import orjson
 
+from detectors.snapshot import N_FEATURES
+
 
 @dataclass(slots=True)
 class Episode:
@@ -21,17 +23,34 @@ class Episode:
 
 @dataclass(slots=True)
 class NumberState:
+    """One subject's state: bucketed feature vectors (detectors.snapshot.FEATURES), the ids
+    seen within the lateness horizon, its recent counterparts and its open episodes."""
+
     newest_ms: int = 0
-    short: dict[int, int] = field(default_factory=dict)  # short bucket index -> calls
-    long: dict[int, int] = field(default_factory=dict)  # long bucket index -> calls
+    short: dict[int, list[int]] = field(default_factory=dict)  # short bucket -> features
+    long: dict[int, list[int]] = field(default_factory=dict)  # long bucket -> features
     seen: dict[int, int] = field(default_factory=dict)  # cdr_id hash -> start_ms, for dedup
-    episodes: dict[str, Episode] = field(default_factory=dict)  # detector -> open episode
+    ring: list[int] = field(default_factory=list)  # crc32 of the last few counterparts
+    last_other: str = ""  # the previous counterpart, for sequential steps
+    peers: dict[str, list[int]] = field(default_factory=dict)  # counterpart -> sorted start s
+    # detector -> open episode; "detector>member" for a member's episode (callee, block)
+    episodes: dict[str, Episode] = field(default_factory=dict)
 
     def windows_blob(self) -> bytes:
-        """The window part, stored per number; empty means nothing left to keep."""
+        """The window part, stored per subject; empty means nothing left to keep."""
         if not self.short and not self.long and not self.seen:
             return b""
-        return orjson.dumps([self.newest_ms, _flat(self.short), _flat(self.long), _flat(self.seen)])
+        doc: list[object] = [
+            self.newest_ms,
+            _flat_vectors(self.short),
+            _flat_vectors(self.long),
+            _flat(self.seen),
+        ]
+        if self.ring or self.peers:
+            doc += [self.ring, self.last_other]
+        if self.peers:
+            doc.append(self.peers)
+        return orjson.dumps(doc)
 
     def episodes_blob(self) -> bytes:
         if not self.episodes:
@@ -42,16 +61,43 @@ class NumberState:
     def from_blobs(cls, windows: bytes | None, episodes: bytes | None) -> NumberState:
         state = cls()
         if windows:
-            newest, short, long, seen = orjson.loads(windows)
-            state.newest_ms = newest
-            state.short = _unflat(short)
-            state.long = _unflat(long)
-            state.seen = _unflat(seen)
+            doc = orjson.loads(windows)
+            state.newest_ms = doc[0]
+            state.short = _unflat_vectors(doc[1])
+            state.long = _unflat_vectors(doc[2])
+            state.seen = _unflat(doc[3])
+            if len(doc) > 4:
+                state.ring, state.last_other = doc[4], doc[5]
+            if len(doc) > 6:
+                state.peers = doc[6]
         if episodes:
             state.episodes = {
                 d: Episode(sev, opened) for d, (sev, opened) in orjson.loads(episodes).items()
             }
         return state
+
+
+def _flat_vectors(d: dict[int, list[int]]) -> list[object]:
+    out: list[object] = []
+    for k, v in d.items():
+        end = len(v)
+        while end > 1 and v[end - 1] == 0:
+            end -= 1
+        out.append(k)
+        out.append(v[0] if end == 1 else v[:end])
+    return out
+
+
+def _unflat_vectors(items: list[object]) -> dict[int, list[int]]:
+    """Inverse of _flat_vectors; a bare count (also the blob format before features) is a
+    bucket of calls only."""
+    out: dict[int, list[int]] = {}
+    it = iter(items)
+    for k, v in zip(it, it, strict=True):
+        vector = [v] if isinstance(v, int) else list(v)  # type: ignore[call-overload]
+        vector += [0] * (N_FEATURES - len(vector))
+        out[k] = vector  # type: ignore[index]
+    return out
 
 
 def _flat(d: dict[int, int]) -> list[int]:
@@ -70,6 +116,9 @@ def _unflat(items: list[int]) -> dict[int, int]:
 class PartitionMeta(NamedTuple):
     offset: int  # last applied message offset, -1 when nothing was applied
     newest_ms: int  # newest accepted start_time in the partition, 0 when none
+    # Stage 2 only: source (stage-1) partition -> newest start_time seen from it. Derived
+    # partitions merge several sources, each with its own event-time progress.
+    sources: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(slots=True)

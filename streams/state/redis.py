@@ -4,7 +4,8 @@ Redis Cluster too. Key layout (README "Redis keys")::
     {prefix}:{p<N>}:n:<number>   string, the number's window blob, TTL = longest window + margin
     {prefix}:{p<N>}:ep           hash, number -> open-episodes blob
     {prefix}:{p<N>}:due          zset, number -> time its episodes close if it stays quiet
-    {prefix}:{p<N>}:meta         hash, off = last applied offset, newest = newest start_time
+    {prefix}:{p<N>}:meta         hash, off = last applied offset, newest = newest start_time,
+                                 s<M> = newest start_time from source partition M (stage 2)
 """
 
 from __future__ import annotations
@@ -46,8 +47,15 @@ class RedisStore:
         return f"{self.prefix}:{{p{partition}}}:n:{number}"
 
     async def load_meta(self, partition: int) -> PartitionMeta:
-        off, newest = await self.client.hmget(self.key(partition, "meta"), ["off", "newest"])
-        return PartitionMeta(int(off) if off is not None else -1, int(newest or 0))
+        raw = await self.client.hgetall(self.key(partition, "meta"))
+        fields = {bytes(k): bytes(v) for k, v in raw.items()}  # type: ignore[arg-type]
+        off, newest = fields.get(b"off"), fields.get(b"newest")
+        sources = sorted(
+            (int(k[1:]), int(v))
+            for k, v in fields.items()
+            if k.startswith(b"s") and k[1:].isdigit()
+        )
+        return PartitionMeta(int(off) if off is not None else -1, int(newest or 0), tuple(sources))
 
     async def read(self, partition: int, numbers: list[str], due_before_ms: int) -> ReadResult:
         result = ReadResult({}, {}, {})
@@ -81,6 +89,9 @@ class RedisStore:
         ]
         for number, (blob, close_at) in changes.episodes.items():
             args += (number, blob, "" if close_at is None or not blob else close_at)
+        args.append(len(changes.meta.sources))
+        for source, newest in changes.meta.sources:
+            args += (f"s{source}", newest)
         keys = [self.key(partition, k) for k in ("meta", "ep", "due")]
         keys += [self.number_key(partition, n) for n in numbers]
         reply = await self._write(keys=keys, args=args)
