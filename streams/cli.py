@@ -157,7 +157,16 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
             sim.write_labels(args.labels, labels)
     if args.topic:
         partitions = args.partitions or settings.topic_partitions
-        n = sim.produce(records, settings.kafka, args.topic, partitions, batch_size=args.batch)
+        from streams.security import kafka_python_kwargs
+
+        n = sim.produce(
+            records,
+            settings.kafka,
+            args.topic,
+            partitions,
+            batch_size=args.batch,
+            kafka_options=kafka_python_kwargs(settings),
+        )
         print(f"produced {n:,} CDRs to {args.topic}", file=sys.stderr)
         return 0
     out = args.out or "-"

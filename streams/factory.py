@@ -8,6 +8,7 @@ from config.policy import load_policy
 from config.settings import Settings
 from streams.allowlist import Allowlist
 from streams.engine import CALLER_KINDS, DERIVED_KINDS, Engine
+from streams.security import redis_client
 from streams.state.base import Store
 from streams.state.memory import MemoryStore
 from streams.state.redis import RedisStore
@@ -34,8 +35,8 @@ def build_engine(
     store: Store = MemoryStore()
     engine = Engine(settings, policy, store, allowlist, kinds=kinds)
     if url:
-        engine.store = RedisStore.from_url(
-            url,
+        engine.store = RedisStore(
+            redis_client(settings, url),
             prefix=key_prefix(settings, kinds),
             window_ttl_ms=engine.window_ttl_ms(),
             partition_ttl_ms=PARTITION_KEYS_TTL_MS,

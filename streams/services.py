@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,15 +132,23 @@ def start_redis(
     return Service("redis", f"redis://127.0.0.1:{port}/0", port, proc, workdir, argv)
 
 
-def create_topics(bootstrap: str, topics: dict[str, int], timeout_s: float = 30.0) -> None:
-    """Create topics (name -> partitions) that do not exist yet."""
+def create_topics(
+    bootstrap: str,
+    topics: dict[str, int],
+    timeout_s: float = 30.0,
+    kafka_options: Mapping[str, object] | None = None,
+) -> None:
+    """Create topics (name -> partitions) that do not exist yet. ``kafka_options`` are extra
+    KafkaAdminClient settings (TLS, SASL: ``streams.security.kafka_python_kwargs``)."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="dialwatch-admin")
+            admin = KafkaAdminClient(
+                bootstrap_servers=bootstrap, client_id="dialwatch-admin", **(kafka_options or {})
+            )
             break
         except Exception:
             if time.monotonic() > deadline:

@@ -460,19 +460,23 @@ def produce(
     batch_size: int = 1,
     *,
     rate_per_s: float | None = None,
+    kafka_options: Mapping[str, object] | None = None,
 ) -> int:
     """Send records to Kafka and return how many were sent.
 
     With ``batch_size == 1`` each message is one JSON object keyed by its caller, on the partition
     Kafka's default partitioner would choose; otherwise each message is a JSON array from
     ``batch_by_partition``, sent without a key to that batch's partition. ``rate_per_s`` caps the
-    pace in records per second.
+    pace in records per second. ``kafka_options`` are extra KafkaProducer settings (TLS, SASL:
+    ``streams.security.kafka_python_kwargs``).
     """
     if partitions < 1 or batch_size < 1:
         raise ValueError("partitions and batch_size must be positive")
     if rate_per_s is not None and rate_per_s <= 0:
         raise ValueError("rate_per_s must be positive")
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, acks="all", **(kafka_options or {})
+    )
     errors: list[BaseException] = []
     sent = 0
     started = time.monotonic()

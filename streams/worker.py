@@ -31,6 +31,12 @@ from streams.engine import Engine, Item, Outcome
 from streams.factory import build_engines
 from streams.metrics import STAGE_CALLERS, STAGE_SUBJECTS, Metrics
 from streams.observe import Obs, derived_obs
+from streams.security import (
+    describe,
+    faust_broker_kwargs,
+    faust_web_kwargs,
+    kafka_python_kwargs,
+)
 from streams.services import create_topics
 from streams.state.base import StaleOffset
 
@@ -158,6 +164,8 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         stream_wait_empty=False,
+        **faust_broker_kwargs(settings),
+        **faust_web_kwargs(),
     )
     cdrs = app.topic(settings.cdr_topic, key_type=bytes, value_type=bytes)
     derived = app.topic(settings.derived_topic, key_type=bytes, value_type=bytes)
@@ -260,7 +268,12 @@ def run_worker(settings: Settings) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    create_topics(settings.kafka, {settings.derived_topic: settings.topic_partitions})
+    log.info("starting: %s", describe(settings))
+    create_topics(
+        settings.kafka,
+        {settings.derived_topic: settings.topic_partitions},
+        kafka_options=kafka_python_kwargs(settings),
+    )
     caller_engine, subject_engine = build_engines(settings)
     metrics = Metrics()
     callers = Runtime(settings, caller_engine, metrics, STAGE_CALLERS)
