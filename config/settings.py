@@ -71,6 +71,13 @@ class Settings:
     redis_ssl_cafile: Path | None = None
     redis_ssl_certfile: Path | None = None
     redis_ssl_keyfile: Path | None = None
+    # The worker's state-changing HTTP endpoints (POST /allowlist...) need this bearer token;
+    # without one they are disabled. From the variable or from the file, never both.
+    api_token: str | None = field(default=None, repr=False)
+    api_token_file: Path | None = None
+    # How often the worker re-reads the allowlist file (when changed) and the shared run-time
+    # entries in Redis.
+    allowlist_refresh_s: float = 10.0
 
     def __post_init__(self) -> None:
         for name in ("bucket_s", "long_bucket_s", "batch_max", "topic_partitions"):
@@ -78,6 +85,10 @@ class Settings:
                 raise ValueError(f"{name} must be positive")
         if self.long_bucket_s % self.bucket_s:
             raise ValueError("long_bucket_s must be a multiple of bucket_s")
+        if self.api_token is not None and self.api_token_file is not None:
+            raise ValueError("set api_token or api_token_file, not both")
+        if self.allowlist_refresh_s <= 0:
+            raise ValueError("allowlist_refresh_s must be positive")
         self._check_kafka_security()
         self._check_redis_security()
 

@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("worker", help="run the Faust worker (settings from DIALWATCH_* variables)")
 
+    p = sub.add_parser("allowlist", help="shared run-time allowlist entries in Redis")
+    p.add_argument("action", choices=["add", "remove", "count"])
+    p.add_argument("numbers", nargs="*", help="numbers to add or remove")
+
     p = sub.add_parser("simulate", help="write synthetic CDR traffic to a file or a topic")
     p.add_argument("--out", help="output file (.jsonl, .csv, .gz) or - for stdout")
     p.add_argument("--topic", help="produce to this Kafka topic instead (DIALWATCH_KAFKA)")
@@ -64,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     if args.command == "scan":
         return _scan(args, settings)
+    if args.command == "allowlist":
+        return _allowlist(args, settings)
     if args.command == "worker":
         from streams.worker import run_worker
 
@@ -124,6 +130,37 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, setting
         scale=args.scale,
     )
     return ev.run_benchmark(settings, spec, default_start(settings), json_path=args.json)
+
+
+def _allowlist(args: argparse.Namespace, settings: Settings) -> int:
+    """Edit the Redis set every worker merges into its allowlist within allowlist_refresh_s."""
+    from detectors.numbering import normalise
+    from streams.allowlist import shared_key
+    from streams.security import redis_client
+
+    if not settings.redis:
+        print("dialwatch allowlist: set DIALWATCH_REDIS", file=sys.stderr)
+        return 2
+    normalised = [normalise(n) for n in args.numbers]
+    numbers = [n for n in normalised if n is not None]
+    if len(numbers) != len(normalised):
+        print("dialwatch allowlist: not a phone number among the arguments", file=sys.stderr)
+        return 2
+    key = shared_key(settings.key_prefix)
+
+    async def run() -> int:
+        client = redis_client(settings)
+        try:
+            if args.action == "add" and numbers:
+                await client.sadd(key, *numbers)
+            elif args.action == "remove" and numbers:
+                await client.srem(key, *numbers)
+            return int(await client.scard(key))
+        finally:
+            await client.aclose()
+
+    print(f"{asyncio.run(run())} shared allowlist entries")
+    return 0
 
 
 def default_start(settings: Settings) -> datetime:

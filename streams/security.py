@@ -15,6 +15,7 @@ Callers:
 from __future__ import annotations
 
 import hashlib
+import hmac
 import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,20 @@ def read_secret(path: Path, setting: str) -> str:
     if not secret:
         raise SecretError(f"{setting}: {path} is empty")
     return secret
+
+
+def api_token(settings: Settings) -> str | None:
+    """The bearer token of the worker's state-changing endpoints, or None (endpoints off)."""
+    if settings.api_token_file is not None:
+        return read_secret(settings.api_token_file, "api_token_file")
+    return settings.api_token or None
+
+
+def bearer_ok(header: str | None, token: str | None) -> bool:
+    """``Authorization: Bearer <token>`` in constant time; always False without a token."""
+    if token is None or header is None or not header.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(header[7:].encode(), token.encode())
 
 
 def kafka_sasl_password(settings: Settings) -> str | None:

@@ -26,12 +26,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from config.settings import Settings
+from detectors.numbering import normalise
+from streams.allowlist import Allowlist, shared_key
 from streams.cdr import CDR, Reject, decode_message
 from streams.engine import Engine, Item, Outcome
 from streams.factory import build_engines
 from streams.metrics import STAGE_CALLERS, STAGE_SUBJECTS, Metrics
 from streams.observe import Obs, derived_obs
 from streams.security import (
+    api_token,
+    bearer_ok,
     describe,
     faust_broker_kwargs,
     faust_web_kwargs,
@@ -39,6 +43,7 @@ from streams.security import (
 )
 from streams.services import create_topics
 from streams.state.base import StaleOffset
+from streams.state.redis import RedisStore
 
 log = logging.getLogger("dialwatch.worker")
 
@@ -239,6 +244,54 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
                 await dead.send(key=None, value=raw[(partition, offset)], headers=headers)
             )
         return pending
+
+    allowlist = callers.engine.allowlist
+    store = callers.engine.store
+    shared = shared_key(settings.key_prefix)
+    token = api_token(settings)
+
+    async def refresh_allowlist() -> None:
+        try:
+            if isinstance(allowlist, Allowlist):
+                allowlist.reload_if_changed()
+                if isinstance(store, RedisStore):
+                    allowlist.set_shared(await store.client.smembers(shared))
+        except (OSError, ValueError, RedisError) as exc:  # keep the last good list
+            log.warning("allowlist refresh failed (%s); keeping the current list", exc)
+
+    @app.timer(settings.allowlist_refresh_s)  # type: ignore[untyped-decorator]
+    async def allowlist_timer() -> None:
+        await refresh_allowlist()
+
+    @app.page("/allowlist")
+    class AllowlistView(faust.web.View):
+        """GET: how many entries. POST {"number": ...} (bearer token): add a shared entry."""
+
+        async def get(self, request: Any) -> Any:
+            return self.json({"entries": len(allowlist) if isinstance(allowlist, Allowlist) else 0})
+
+        async def post(self, request: Any) -> Any:
+            if not bearer_ok(request.headers.get("Authorization"), token):
+                return self.json({"error": "unauthorised"}, status=401)
+            try:
+                body = await request.json()
+                number = normalise(str(body["number"])[:40])
+            except (ValueError, KeyError, TypeError):
+                number = None
+            if number is None or not isinstance(allowlist, Allowlist):
+                return self.json({"error": 'expected {"number": a phone number}'}, status=400)
+            if isinstance(store, RedisStore):
+                await store.client.sadd(shared, number)
+            allowlist.add(number)
+            return self.json({"entries": len(allowlist)})
+
+    @app.page("/allowlist/reload")
+    class AllowlistReload(faust.web.View):
+        async def post(self, request: Any) -> Any:
+            if not bearer_ok(request.headers.get("Authorization"), token):
+                return self.json({"error": "unauthorised"}, status=401)
+            await refresh_allowlist()
+            return self.json({"entries": len(allowlist) if isinstance(allowlist, Allowlist) else 0})
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from streams.evaluate import evaluate
 from streams.observe import derived_obs
 from streams.scenario import ScenarioSpec, generate_scenario
 from streams.services import create_topics, free_port
+from tests.factories import dial, record_dict
 
 pytestmark = pytest.mark.e2e
 PARTITIONS = 4
@@ -74,6 +76,8 @@ def worker(kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path) ->
         "DIALWATCH_DEAD_LETTER_TOPIC": topics["dead"],
         "DIALWATCH_DERIVED_TOPIC": f"derived-{unique}",
         "DIALWATCH_ALLOWLIST_FILE": str(allowlist),
+        "DIALWATCH_API_TOKEN": f"token-{unique}",
+        "DIALWATCH_ALLOWLIST_REFRESH_S": "1",
         "DIALWATCH_APP_ID": f"dialwatch-{unique}",
         "DIALWATCH_KEY_PREFIX": f"t{unique}",
         "DIALWATCH_TOPIC_PARTITIONS": str(PARTITIONS),
@@ -210,6 +214,61 @@ def test_late_out_of_order_mediation_files_give_the_same_intercepts(
     assert intercepted(alerts) == diallers
     assert worker.metric("dialwatch_cdrs_total", '{result="accepted"}') == len(records)
     assert worker.metric("dialwatch_rejected_cdrs_total", '{reason="too_late"}') == 0
+
+
+def post(worker: Worker, path: str, body: dict[str, object], token: str | None) -> tuple[int, str]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{worker.web_port}{path}",
+        data=orjson.dumps(body),
+        headers=headers,
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_allowlist_entries_added_at_run_time_win_over_every_detector(
+    worker: Worker, kafka_bootstrap: str
+) -> None:
+    wait_for_web(worker)
+    token = worker.env["DIALWATCH_API_TOKEN"]
+    assert post(worker, "/allowlist", {"number": "17099998888"}, None)[0] == 401
+    assert post(worker, "/allowlist", {"number": "17099998888"}, "wrong")[0] == 401
+    assert post(worker, "/allowlist", {"number": "not a number"}, token)[0] == 400
+    status, body = post(worker, "/allowlist", {"number": "+86 170 9999 8888"}, token)
+    assert status == 200 and orjson.loads(body)["entries"] >= 1
+    assert "17099998888" not in body  # the response never echoes numbers
+    t0 = START.timestamp()
+    records = [
+        record_dict(c)
+        for caller in ("17099998888", "17011112222")
+        for c in dial(caller, 300, 1200, start_s=t0)
+    ]
+    sim.produce(records, kafka_bootstrap, worker.env["DIALWATCH_CDR_TOPIC"], PARTITIONS, 50)
+    wait_until_processed(worker, len(records))
+    alerts = read_topic(kafka_bootstrap, worker.env["DIALWATCH_ALERT_TOPIC"])
+    listed = [a for a in alerts if a["number"] == "17099998888"]
+    assert listed and {a["action"] for a in listed} == {"monitor"}
+    assert all(a["allowlisted"] for a in listed)
+    assert intercepted(alerts) == ["17011112222"]
+
+
+def wait_for_web(worker: Worker, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert worker.proc.poll() is None, worker.log.read_text()[-3000:]
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{worker.web_port}/health", timeout=2)
+            return
+        except OSError:
+            time.sleep(0.25)
+    raise AssertionError("worker web server did not start")
 
 
 def test_bad_messages_are_dead_lettered_and_counted(worker: Worker, kafka_bootstrap: str) -> None:

@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.windows import WindowSpec, bucket_of, count_in_window, window_specs
+from detectors.windows import (
+    WindowSpec,
+    bucket_of,
+    busiest_window_end,
+    count_in_window,
+    sum_in_window,
+    window_specs,
+)
 
 T0_MS = 1_793_581_200_000  # 2026-11-02T01:00:00Z, a whole hour
 
@@ -185,3 +192,76 @@ def test_window_specs_reject_lengths_that_are_not_bucket_multiples(
 def test_window_specs_keep_policy_order() -> None:
     specs = window_specs({"24h": 86_400, "10m": 600, "40m": 2400}, 60, 600, 7200)
     assert [s.name for s in specs] == ["24h", "10m", "40m"]
+
+
+# --------------------------------------------------------------------------- busiest_window_end
+
+
+def _calls_ending_at(buckets: dict[int, list[int]], end: int, n_buckets: int) -> int:
+    return sum(v[0] for b, v in buckets.items() if end - n_buckets < b <= end)
+
+
+@pytest.mark.parametrize(
+    ("buckets", "at", "last", "n_buckets", "expected"),
+    [
+        pytest.param({B: [1], B + 1: [9]}, B, B, 5, B, id="in-order-at-is-last"),
+        pytest.param({B - 3: [4], B: [1]}, B, B, 5, B, id="in-order-history-behind"),
+        pytest.param(
+            {B: [1], B + 3: [10], B + 10: [1]}, B, B + 10, 5, B + 3, id="late-burst-ahead"
+        ),
+        pytest.param({B: [1], B + 4: [10]}, B, B + 10, 5, B + 4, id="burst-at-window-edge"),
+        pytest.param({B: [1], B + 5: [50]}, B, B + 10, 5, B, id="burst-beyond-reach"),
+        pytest.param({B: [1], B + 4: [10]}, B, B + 3, 5, B, id="bounded-by-last"),
+        pytest.param({B - 2: [3], B + 2: [3]}, B, B + 5, 3, B, id="tie-earliest"),
+        pytest.param({B + 1: [2], B + 2: [2]}, B, B + 5, 3, B + 2, id="ahead-beats-at"),
+        pytest.param({B + 1: [2], B + 3: [2]}, B, B + 5, 3, B + 1, id="tie-among-later-ends"),
+        pytest.param({B - 4: [5], B + 1: [1]}, B, B + 9, 5, B, id="older-burst-behind"),
+        pytest.param({B - 4: [5], B + 1: [6]}, B, B + 9, 5, B + 1, id="drop-old-gain-new"),
+        pytest.param({}, B, B + 9, 5, B, id="empty"),
+        pytest.param({B + 50: [7]}, B, B + 60, 5, B, id="only-far-buckets"),
+        pytest.param({B: [1], B + 1: [9]}, B, B - 3, 5, B, id="last-before-at"),
+        pytest.param({B: [1], B + 1: [9]}, B, B + 9, 1, B, id="one-bucket-window"),
+        pytest.param({B: [1, 0], B + 2: [3, 99]}, B, B + 3, 5, B + 2, id="first-element-is-calls"),
+        pytest.param({B: [0], B + 1: [0]}, B, B + 3, 5, B, id="zero-calls"),
+    ],
+)
+def test_busiest_window_end(
+    buckets: dict[int, list[int]], at: int, last: int, n_buckets: int, expected: int
+) -> None:
+    end = busiest_window_end(buckets, at, last, n_buckets)
+    assert end == expected
+    assert end - n_buckets < at <= end  # the chosen window contains at
+
+
+def _brute_force_end(buckets: dict[int, list[int]], at: int, last: int, n_buckets: int) -> int:
+    ends = range(at, min(at + n_buckets - 1, max(last, at)) + 1)
+    best = max(_calls_ending_at(buckets, e, n_buckets) for e in ends)
+    return next(e for e in ends if _calls_ending_at(buckets, e, n_buckets) == best)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    data=st.data(),
+    n_buckets=st.integers(min_value=1, max_value=40),
+    at=st.integers(min_value=-100, max_value=10_000),
+)
+def test_busiest_window_end_matches_brute_force(
+    data: st.DataObject, n_buckets: int, at: int
+) -> None:
+    span = 3 * n_buckets + 5
+    buckets = data.draw(
+        st.dictionaries(
+            st.integers(min_value=at - span, max_value=at + span),
+            st.lists(st.integers(min_value=0, max_value=50), min_size=1, max_size=6),
+            max_size=60,
+        )
+    )
+    last = data.draw(st.integers(min_value=at - span, max_value=at + span))
+    end = busiest_window_end(buckets, at, last, n_buckets)
+    assert end == _brute_force_end(buckets, at, last, n_buckets)
+    assert end - n_buckets < at <= end
+    assert end <= max(last, at)
+    # the window it names is the busiest: sum_in_window reads the same calls there
+    best = _calls_ending_at(buckets, end, n_buckets)
+    assert sum_in_window(buckets, end, n_buckets, 6)[0] == best
+    assert best >= _calls_ending_at(buckets, at, n_buckets)
