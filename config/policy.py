@@ -59,6 +59,15 @@ class Features:
 
 
 @dataclass(frozen=True, slots=True)
+class ComplaintPolicy:
+    """How complaint reports weigh: a number with a report in the horizon has every call
+    threshold multiplied by ``factor``, and its alerts carry the reported category."""
+
+    factor: float = 0.7
+    horizon_s: int = 30 * 86_400
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     version: str
     windows: Mapping[str, int]  # window name -> length in seconds
@@ -66,6 +75,7 @@ class Policy:
     features: Features = field(default_factory=Features)
     # Number class -> factor on every call threshold (below 1 is tighter: hot-spot ranges).
     class_factors: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    complaints: ComplaintPolicy = field(default_factory=ComplaintPolicy)
 
     def factor(self, number_class: str) -> float:
         return self.class_factors.get(number_class, 1.0)
@@ -137,6 +147,7 @@ def parse_policy(raw: Mapping[str, Any], source: str = "<policy>") -> Policy:
         windows=MappingProxyType(dict(windows)),
         detectors=MappingProxyType(detectors),
         features=_features(raw.get("features") or {}, windows, fail),
+        complaints=_complaints(raw.get("complaints") or {}, fail),
         class_factors=MappingProxyType(
             {
                 k: _number(v, f"class_factors.{k}", fail)
@@ -150,6 +161,17 @@ def _number(value: object, where: str, fail: Callable[[str], ValueError]) -> flo
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise fail(f"{where} must be a non-negative number")
     return float(value)
+
+
+def _complaints(raw: Mapping[str, Any], fail: Callable[[str], ValueError]) -> ComplaintPolicy:
+    default = ComplaintPolicy()
+    factor = _number(raw.get("factor", default.factor), "complaints.factor", fail)
+    days = _number(
+        raw.get("horizon_days", default.horizon_s / 86_400), "complaints.horizon_days", fail
+    )
+    if not 0 < factor <= 1:
+        raise fail("complaints.factor must be in (0, 1]")
+    return ComplaintPolicy(factor, int(days * 86_400))
 
 
 def _features(

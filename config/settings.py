@@ -22,6 +22,8 @@ class Settings:
     dead_letter_topic: str = "dialwatch.deadletter"
     # Callee, block and trunk observations, re-keyed by subject (README "Derived stream").
     derived_topic: str = "dialwatch.derived"
+    # Complaint reports from the complaint centre (streams.complaints), keyed by number.
+    complaint_topic: str = "complaints"
     # Ingress trunks whose names start with one of these (comma-separated) are international:
     # a domestic number presented on one is a spoofed identity.
     international_trunk_prefixes: str = "intl-"

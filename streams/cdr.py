@@ -132,6 +132,14 @@ def _parse(obj: Mapping[str, Any]) -> CDR:
     )
 
 
+def parse_start_ms(value: object) -> int | Reject:
+    """An event time (ISO-8601 with an offset, or epoch seconds) in epoch ms, or why not."""
+    try:
+        return _start_ms(value)
+    except _Invalid as exc:
+        return Reject(exc.reason, exc.detail)
+
+
 def _number(value: object, name: str) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)

@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--allowlist", type=Path, help="file of numbers never to intercept")
     p.add_argument("--config", type=Path, help="policy file (TOML), default: the bundled one")
     p.add_argument("--redis", help="Redis URL for the window store (default: in-process)")
+    p.add_argument("--complaints", help="complaint reports, JSON Lines (streams.complaints)")
 
     sub.add_parser("worker", help="run the Faust worker (settings from DIALWATCH_* variables)")
 
@@ -98,7 +99,7 @@ def _scan(args: argparse.Namespace, settings: Settings) -> int:
 
     async def run() -> None:
         try:
-            await scan(engine, args.files, sys.stdout, derived=derived)
+            await scan(engine, args.files, sys.stdout, derived=derived, complaints=args.complaints)
         finally:
             await engine.store.close()
             await derived.store.close()

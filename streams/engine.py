@@ -19,7 +19,7 @@ import zlib
 from bisect import bisect_left, insort
 from collections import Counter
 from collections.abc import Callable, Collection, Container, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
 
 from config.policy import SEVERITIES, DetectorPolicy, Policy
@@ -38,6 +38,8 @@ from detectors.windows import (
     window_specs,
 )
 from streams.cdr import CDR, Reject
+from streams.complaints import Reports
+from streams.complaints import active as complaint_reports
 from streams.observe import Obs, caller_obs
 from streams.state.base import Changes, Episode, NumberState, PartitionMeta, Store
 
@@ -49,7 +51,8 @@ CALLER_KINDS = frozenset({"number"})
 DERIVED_KINDS = frozenset({"callee", "block", "trunk"})
 UNALLOCATED = 1  # Q.850 cause 1
 MAX_PEERS = 512  # counterparts remembered per subject, newest kept
-_MEMBER = ">"  # episode key "detector>member" for a member's own episode
+_MEMBER = ">"
+NO_REPORTS = Reports(0, None)  # episode key "detector>member" for a member's own episode
 
 
 @dataclass(slots=True)
@@ -264,7 +267,7 @@ class Engine:
         for key, records in by_key.items():
             state = NumberState.from_blobs(read.windows.get(key), read.episodes.get(key))
             had_episodes = bool(state.episodes)
-            self._apply(key, state, records, now_ms, out)
+            self._apply(key, state, records, now_ms, out, read.complaints.get(key))
             self._close_if_quiet(key, state, watermark, now_ms, out)
             self._prune(state, watermark)
             changes.windows[key] = state.windows_blob()
@@ -296,17 +299,24 @@ class Engine:
         return subject
 
     def _apply(
-        self, key: str, state: NumberState, records: list[Obs], now_ms: int, out: Outcome
+        self,
+        key: str,
+        state: NumberState,
+        records: list[Obs],
+        now_ms: int,
+        out: Outcome,
+        complaints: bytes | None = None,
     ) -> None:
         kind, subject = split_key(key)
         plan = self.plans[kind]
         number_class = self.number_class(kind, subject)
         factor = self.policy.factor(number_class)
+        gate = factor * (self.policy.complaints.factor if complaints else 1.0)
         could_fire = plan.always or (
             sum(v[0] for v in state.short.values()) + len(records)
-            >= scaled(int(min(plan.min_short, 1e9)), factor)
+            >= scaled(int(min(plan.min_short, 1e9)), gate)
             or sum(v[0] for v in state.long.values()) + len(records)
-            >= scaled(int(min(plan.min_long, 1e9)), factor)
+            >= scaled(int(min(plan.min_long, 1e9)), gate)
         )
         seen, short, long, ring = state.seen, state.short, state.long, state.ring
         keep_peers = plan.peer_spec is not None
@@ -335,8 +345,20 @@ class Engine:
             if could_fire:
                 active = plan.active(number_class, state.episodes)
                 if active:
+                    reports = complaint_reports(
+                        complaints, start, self.policy.complaints.horizon_s * 1000
+                    )
                     self._evaluate(
-                        kind, subject, number_class, factor, state, active, start, now_ms, out
+                        kind,
+                        subject,
+                        number_class,
+                        factor * (self.policy.complaints.factor if reports.count else 1.0),
+                        state,
+                        active,
+                        start,
+                        now_ms,
+                        out,
+                        reports,
                     )
 
     def _features(self, state: NumberState, obs: Obs, ring: list[int]) -> list[int]:
@@ -424,6 +446,7 @@ class Engine:
         event_ms: int,
         now_ms: int,
         out: Outcome,
+        reports: Reports = NO_REPORTS,
     ) -> None:
         plan = self.plans[kind]
         needs = {w for d, _ in active for w in plan.needs[d.name]}
@@ -432,6 +455,16 @@ class Engine:
             finding = detector.fn(snap, dpolicy)
             if finding is None:
                 continue
+            if reports.count and reports.category is not None:
+                finding = replace(
+                    finding,
+                    category=reports.category,
+                    evidence={**finding.evidence, "complaints": reports.count},
+                    reasons=(
+                        *finding.reasons,
+                        f"{reports.count} complaint report(s), latest: {reports.category}",
+                    ),
+                )
             self._raise(
                 kind, subject, number_class, detector.name, finding, state, event_ms, now_ms, out
             )

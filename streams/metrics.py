@@ -23,6 +23,12 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.complaints = Counter(
+            "dialwatch_complaints",
+            "Complaint reports read, by result (accepted, or the reject reason)",
+            ["result"],
+            registry=r,
+        )
         self.rejects = Counter(
             "dialwatch_rejected_cdrs", "Rejected CDRs, by reason", ["reason"], registry=r
         )

@@ -15,11 +15,30 @@ from typing import TextIO
 import orjson
 
 from streams.cdr import CDR, Reject
+from streams.complaints import Complaint, decode_complaints, record
 from streams.engine import Engine, Item, Outcome
 from streams.files import read_records
 from streams.observe import derived_obs
 
 SCAN_PARTITION = 0
+
+
+async def load_complaints(engine: Engine, path: str, totals: Counter[str]) -> None:
+    """Store the reports of a JSON Lines file before the CDRs are replayed: each applies from
+    its own reported_at, so the order of the two inputs does not matter."""
+    complaints: list[Complaint] = []
+    with open(path, "rb") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            for rec in decode_complaints(line):
+                if isinstance(rec, Reject):
+                    totals[f"complaints_rejected:{rec.reason}"] += 1
+                else:
+                    complaints.append(rec)
+    horizon_ms = engine.policy.complaints.horizon_s * 1000
+    await record(engine.store, SCAN_PARTITION, complaints, horizon_ms)
+    totals["complaints"] += len(complaints)
 
 
 async def scan(
@@ -28,10 +47,13 @@ async def scan(
     out: TextIO,
     err: TextIO = sys.stderr,
     derived: Engine | None = None,
+    complaints: str | None = None,
 ) -> Counter[str]:
     """Write every alert as one JSON line to ``out``; return the summary counts."""
     started = time.perf_counter()
     totals: Counter[str] = Counter()
+    if complaints is not None:
+        await load_complaints(engine, complaints, totals)
     records: list[CDR] = []
     for path in paths:
         for rec in read_records(path):
@@ -86,5 +108,5 @@ def _summary(totals: Counter[str], seconds: float, err: TextIO) -> None:
         f"{totals['to_trunk']:,} unasserted identities counted for their trunk\n"
     )
     for key in sorted(totals):
-        if key.startswith(("rejected:", "alerts:")):
+        if key.startswith(("rejected:", "alerts:", "complaints")):
             err.write(f"  {key:28} {totals[key]:,}\n")

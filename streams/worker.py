@@ -29,6 +29,7 @@ from config.settings import Settings
 from detectors.numbering import normalise
 from streams.allowlist import Allowlist, shared_key
 from streams.cdr import CDR, Reject, decode_message
+from streams.complaints import Complaint, decode_complaints, record
 from streams.engine import Engine, Item, Outcome
 from streams.factory import build_engines
 from streams.metrics import STAGE_CALLERS, STAGE_SUBJECTS, Metrics
@@ -42,6 +43,7 @@ from streams.security import (
     kafka_python_kwargs,
 )
 from streams.services import create_topics
+from streams.simulate import partition_for
 from streams.state.base import StaleOffset
 from streams.state.redis import RedisStore
 
@@ -93,6 +95,22 @@ class Runtime:
             self.last_batch_at = time.time()
             self.metrics.record(outcome, time.perf_counter() - started, self.stage)
             return outcome
+
+    async def retry(self, what: str, call: Callable[[], Awaitable[None]]) -> None:
+        """Run a store call until it succeeds, backing off while the store is unavailable."""
+        delay = 0.05
+        while True:
+            try:
+                await call()
+            except (RedisError, OSError, RuntimeError) as exc:
+                self.healthy, self.last_error = False, type(exc).__name__
+                self.metrics.store_errors.inc()
+                log.warning("%s failed (%s); retrying in %.2f s", what, type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.retry_max_backoff_s)
+                continue
+            self.healthy, self.last_error = True, None
+            return
 
     async def publish(
         self, partition: int, outcome: Outcome, sends: Callable[[], Awaitable[list[Any]]]
@@ -222,6 +240,44 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
                     partial(_sends, settings.derived_topic, partition, outcome, raw),
                 )
 
+    complaint_topic = app.topic(settings.complaint_topic, key_type=bytes, value_type=bytes)
+    horizon_ms = callers.engine.policy.complaints.horizon_s * 1000
+
+    @app.agent(complaint_topic, name="complaints")
+    async def by_complaint(stream: Any) -> None:
+        """Reports go to the caller partition of their number (README "Complaints")."""
+        async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
+            by_partition: dict[int, list[Complaint]] = {}
+            rejects: list[tuple[Any, Reject]] = []
+            for event in events:
+                for rec in decode_complaints(event.message.value):
+                    if isinstance(rec, Reject):
+                        rejects.append((event.message, rec))
+                        continue
+                    target = partition_for(rec.number.encode(), partitions)
+                    by_partition.setdefault(target, []).append(rec)
+            for target, complaints in by_partition.items():
+                await callers.retry(
+                    "complaint write",
+                    partial(record, callers.engine.store, target, complaints, horizon_ms),
+                )
+                callers.metrics.complaints.labels("accepted").inc(len(complaints))
+            if rejects:
+                await callers.send_confirmed(-1, partial(_dead_complaints, rejects))
+                for _, reject in rejects:
+                    callers.metrics.complaints.labels(reject.reason).inc()
+
+    async def _dead_complaints(rejects: list[tuple[Any, Reject]]) -> list[Any]:
+        pending = []
+        for message, reject in rejects:
+            headers = {
+                "reason": reject.reason.encode(),
+                "detail": reject.detail.encode(),
+                "source": f"{message.topic}/{message.partition}/{message.offset}".encode(),
+            }
+            pending.append(await dead.send(key=None, value=message.value or b"", headers=headers))
+        return pending
+
     async def _forward(messages: dict[int, bytes]) -> list[Any]:
         return [
             await derived.send(value=value, partition=target) for target, value in messages.items()
@@ -324,7 +380,10 @@ def run_worker(settings: Settings) -> int:
     log.info("starting: %s", describe(settings))
     create_topics(
         settings.kafka,
-        {settings.derived_topic: settings.topic_partitions},
+        {
+            settings.derived_topic: settings.topic_partitions,
+            settings.complaint_topic: settings.topic_partitions,
+        },
         kafka_options=kafka_python_kwargs(settings),
     )
     caller_engine, subject_engine = build_engines(settings)

@@ -75,6 +75,7 @@ def worker(kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path) ->
         "DIALWATCH_ALERT_TOPIC": topics["alert"],
         "DIALWATCH_DEAD_LETTER_TOPIC": topics["dead"],
         "DIALWATCH_DERIVED_TOPIC": f"derived-{unique}",
+        "DIALWATCH_COMPLAINT_TOPIC": f"complaints-{unique}",
         "DIALWATCH_ALLOWLIST_FILE": str(allowlist),
         "DIALWATCH_API_TOKEN": f"token-{unique}",
         "DIALWATCH_ALLOWLIST_REFRESH_S": "1",
@@ -257,6 +258,44 @@ def test_allowlist_entries_added_at_run_time_win_over_every_detector(
     assert listed and {a["action"] for a in listed} == {"monitor"}
     assert all(a["allowlisted"] for a in listed)
     assert intercepted(alerts) == ["17011112222"]
+
+
+def test_complaint_reports_tighten_thresholds_and_name_the_category(
+    worker: Worker, kafka_bootstrap: str
+) -> None:
+    """A complaint sent to the complaints topic makes the worker flag a number at 18 calls in
+    4 minutes (22 without it), with the reported category; bad reports are dead-lettered."""
+    from kafka import KafkaProducer
+
+    wait_for_web(worker)
+    t0 = START.timestamp()
+    report = {
+        "complaint_id": "12321-77",
+        "number": "13612345678",
+        "category": "debt_collection",
+        "reported_at": t0 - 3600,
+    }
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    topic = worker.env["DIALWATCH_COMPLAINT_TOPIC"]
+    producer.send(topic, key=b"13612345678", value=orjson.dumps(report))
+    producer.send(topic, key=b"x", value=b'{"complaint_id": "bad"}')
+    producer.flush()
+    producer.close()
+    deadline = time.monotonic() + 60
+    while worker.metric("dialwatch_complaints_total", '{result="accepted"}') < 1:
+        assert time.monotonic() < deadline, worker.log.read_text()[-3000:]
+        time.sleep(0.25)
+    calls = [
+        {**record_dict(c), "callee": f"13{(i * 7919) % 10**9:09d}"}
+        for i, c in enumerate(dial("13612345678", 18, 216, start_s=t0))
+    ]
+    sim.produce(calls, kafka_bootstrap, worker.env["DIALWATCH_CDR_TOPIC"], PARTITIONS, 1)
+    wait_until_processed(worker, len(calls))
+    alerts = read_topic(kafka_bootstrap, worker.env["DIALWATCH_ALERT_TOPIC"])
+    assert [(a["number"], a["action"], a["category"]) for a in alerts] == [
+        ("13612345678", "intercept", "debt_collection")
+    ]
+    assert worker.metric("dialwatch_complaints_total", '{result="bad_number"}') == 1
 
 
 def wait_for_web(worker: Worker, timeout_s: float = 60) -> None:

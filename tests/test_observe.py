@@ -36,9 +36,7 @@ def call(
     answered: bool = False,
 ) -> CDR:
     base = cdr(caller, at_s, n, callee=callee, answered=answered)
-    return replace(
-        base, ingress_trunk=trunk, attestation=attestation, release_cause=release_cause
-    )
+    return replace(base, ingress_trunk=trunk, attestation=attestation, release_cause=release_cause)
 
 
 # --------------------------------------------------------------------------- is_spoofed
@@ -379,7 +377,7 @@ _SUBJECT = st.from_regex(r"[A-Za-z0-9._-]{1,40}", fullmatch=True)
 _INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     kind=st.sampled_from(["callee", "block", "trunk"]),
     subject=_SUBJECT,

@@ -126,3 +126,17 @@ async def test_source_progress_round_trips(store: Store) -> None:
     later = PartitionMeta(8, 9_500, ((0, 9_500), (3, 4_000), (11, 100)))
     await store.write(2, 7, Changes(later, {}, {}))
     assert await store.load_meta(2) == later
+
+
+async def test_complaint_blobs_swap_only_when_unchanged(store: Store) -> None:
+    numbers = ["17000000001", "17000000002"]
+    assert await store.complaint_blobs(6, numbers) == {n: None for n in numbers}
+    assert await store.swap_complaints(6, {numbers[0]: None}, {numbers[0]: b"[[1,2,3]]"})
+    assert await store.complaint_blobs(6, numbers) == {numbers[0]: b"[[1,2,3]]", numbers[1]: None}
+    # A writer that read before that swap loses, and writes nothing at all.
+    stale = {numbers[0]: None, numbers[1]: None}
+    assert not await store.swap_complaints(6, stale, {numbers[0]: b"[]", numbers[1]: b"[]"})
+    assert (await store.complaint_blobs(6, [numbers[1]]))[numbers[1]] is None
+    # The engine's read brings the complaints of the batch's numbers along.
+    read = await store.read(6, numbers, due_before_ms=0)
+    assert read.complaints == {numbers[0]: b"[[1,2,3]]", numbers[1]: None}

@@ -1,13 +1,16 @@
 -- Read the state a batch needs from one partition's hash slot.
--- KEYS[1] = episodes hash, KEYS[2] = due zset, KEYS[3..] = window keys of the batch's numbers
+-- KEYS[1] = episodes hash, KEYS[2] = due zset, KEYS[3] = complaints hash,
+-- KEYS[4..] = window keys of the batch's numbers
 -- ARGV[1] = close episodes due at or before this time (ms), ARGV[2] = max due entries,
--- ARGV[3..] = the batch's numbers (fields of the episodes hash), in KEYS[3..] order
--- Returns {windows blobs, episode blobs, {due number, close time, due episodes blob, ...}}
-local n = #KEYS - 2
-local windows, episodes = {}, {}
+-- ARGV[3..] = the batch's numbers (fields of the hashes), in KEYS[4..] order
+-- Returns {windows blobs, episode blobs, {due number, close time, due episodes blob, ...},
+-- complaint blobs}
+local n = #KEYS - 3
+local windows, episodes, complaints = {}, {}, {}
 if n > 0 then
-  windows = redis.call('MGET', unpack(KEYS, 3))
+  windows = redis.call('MGET', unpack(KEYS, 4))
   episodes = redis.call('HMGET', KEYS[1], unpack(ARGV, 3))
+  complaints = redis.call('HMGET', KEYS[3], unpack(ARGV, 3))
 end
 local due = {}
 local scored = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0,
@@ -24,4 +27,4 @@ if #scored > 0 then
     due[#due + 1] = blobs[i] or ''
   end
 end
-return {windows, episodes, due}
+return {windows, episodes, due, complaints}

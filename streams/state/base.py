@@ -126,6 +126,7 @@ class ReadResult:
     windows: dict[str, bytes | None]  # requested number -> its windows blob, None if unknown
     episodes: dict[str, bytes | None]  # requested number -> its open episodes blob
     due: dict[str, tuple[bytes, int]]  # other numbers due to close -> (episodes blob, close ms)
+    complaints: dict[str, bytes | None] = field(default_factory=dict)  # number -> reports blob
 
 
 @dataclass(slots=True)
@@ -148,6 +149,17 @@ class Store(Protocol):
 
     async def write(self, partition: int, expected_offset: int, changes: Changes) -> None:
         """Apply all changes, or raise StaleOffset when the stored offset != expected_offset."""
+        ...
+
+    async def complaint_blobs(self, partition: int, numbers: list[str]) -> dict[str, bytes | None]:
+        """The stored complaint reports of ``numbers`` (streams.complaints)."""
+        ...
+
+    async def swap_complaints(
+        self, partition: int, expected: dict[str, bytes | None], new: dict[str, bytes]
+    ) -> bool:
+        """Replace complaint blobs if each still equals ``expected``; False (nothing written)
+        when another writer got there first."""
         ...
 
     async def close(self) -> None: ...

@@ -14,6 +14,7 @@ class MemoryStore:
         self._windows: dict[tuple[int, str], bytes] = {}
         self._episodes: dict[tuple[int, str], bytes] = {}
         self._due: dict[int, dict[str, int]] = {}
+        self._complaints: dict[tuple[int, str], bytes] = {}
 
     async def load_meta(self, partition: int) -> PartitionMeta:
         return self._meta.get(partition, PartitionMeta(-1, 0))
@@ -28,7 +29,20 @@ class MemoryStore:
                 for n, at in self._due.get(partition, {}).items()
                 if at <= due_before_ms and n not in wanted
             },
+            complaints={n: self._complaints.get((partition, n)) for n in numbers},
         )
+
+    async def complaint_blobs(self, partition: int, numbers: list[str]) -> dict[str, bytes | None]:
+        return {n: self._complaints.get((partition, n)) for n in numbers}
+
+    async def swap_complaints(
+        self, partition: int, expected: dict[str, bytes | None], new: dict[str, bytes]
+    ) -> bool:
+        if any(self._complaints.get((partition, n)) != blob for n, blob in expected.items()):
+            return False
+        for number, blob in new.items():
+            self._complaints[(partition, number)] = blob
+        return True
 
     async def write(self, partition: int, expected_offset: int, changes: Changes) -> None:
         if self._meta.get(partition, PartitionMeta(-1, 0)).offset != expected_offset:

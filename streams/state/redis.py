@@ -4,6 +4,7 @@ Redis Cluster too. Key layout (README "Redis keys")::
     {prefix}:{p<N>}:n:<number>   string, the number's window blob, TTL = longest window + margin
     {prefix}:{p<N>}:ep           hash, number -> open-episodes blob
     {prefix}:{p<N>}:due          zset, number -> time its episodes close if it stays quiet
+    {prefix}:{p<N>}:cp           hash, number -> its recent complaint reports (stage 1 only)
     {prefix}:{p<N>}:meta         hash, off = last applied offset, newest = newest start_time,
                                  s<M> = newest start_time from source partition M (stage 2)
 """
@@ -34,6 +35,7 @@ class RedisStore:
         self.partition_ttl_ms = partition_ttl_ms
         self._read = client.register_script(_lua("read.lua"))
         self._write = client.register_script(_lua("write.lua"))
+        self._swap = client.register_script(_lua("swap_complaints.lua"))
 
     @classmethod
     def from_url(cls, url: str, **kwargs: object) -> RedisStore:
@@ -59,15 +61,16 @@ class RedisStore:
 
     async def read(self, partition: int, numbers: list[str], due_before_ms: int) -> ReadResult:
         result = ReadResult({}, {}, {})
-        ep, due = self.key(partition, "ep"), self.key(partition, "due")
+        ep, due, cp = (self.key(partition, k) for k in ("ep", "due", "cp"))
         chunks = [numbers[i : i + READ_CHUNK] for i in range(0, len(numbers), READ_CHUNK)] or [[]]
         for i, chunk in enumerate(chunks):
-            windows, episodes, due_flat = await self._read(
-                keys=[ep, due, *(self.number_key(partition, n) for n in chunk)],
+            windows, episodes, due_flat, complaints = await self._read(
+                keys=[ep, due, cp, *(self.number_key(partition, n) for n in chunk)],
                 args=[due_before_ms if i == 0 else -1, DUE_LIMIT, *chunk],
             )
             result.windows.update(zip(chunk, windows, strict=True))
             result.episodes.update(zip(chunk, episodes, strict=True))
+            result.complaints.update(zip(chunk, complaints, strict=True))
             it = iter(due_flat)
             for number, close_at, blob in zip(it, it, it, strict=True):
                 result.due[number.decode()] = (blob, int(float(close_at)))
@@ -97,6 +100,21 @@ class RedisStore:
         reply = await self._write(keys=keys, args=args)
         if int(reply[0]) != 1:
             raise StaleOffset(f"partition {partition}: stored offset {reply[1]!r}")
+
+    async def complaint_blobs(self, partition: int, numbers: list[str]) -> dict[str, bytes | None]:
+        if not numbers:
+            return {}
+        blobs = await self.client.hmget(self.key(partition, "cp"), numbers)
+        return dict(zip(numbers, blobs, strict=True))  # type: ignore[arg-type]
+
+    async def swap_complaints(
+        self, partition: int, expected: dict[str, bytes | None], new: dict[str, bytes]
+    ) -> bool:
+        args: list[bytes | str | int] = [self.partition_ttl_ms]
+        for number, blob in new.items():
+            args += (number, expected.get(number) or b"", blob)
+        reply = await self._swap(keys=[self.key(partition, "cp")], args=args)
+        return int(reply) == 1
 
     async def close(self) -> None:
         await self.client.aclose()
