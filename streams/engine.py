@@ -40,7 +40,7 @@ from detectors.windows import (
 from streams.cdr import CDR, Reject
 from streams.complaints import Reports
 from streams.complaints import active as complaint_reports
-from streams.observe import Obs, caller_obs
+from streams.observe import UNASSERTED, Obs, caller_obs
 from streams.state.base import Changes, Episode, NumberState, PartitionMeta, Store
 
 # (message offset, record). A CDR is read as its caller's observation (streams.observe);
@@ -125,6 +125,7 @@ class Engine:
         allowlist: Container[str] = frozenset(),
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         kinds: Collection[str] = CALLER_KINDS,
+        sources: int = 1,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -132,6 +133,10 @@ class Engine:
         self.allowlist = allowlist
         self.clock_ms = clock_ms
         self.kinds = frozenset(kinds)
+        # Stage 2: how many stage-1 partitions feed each derived partition. Until all have been
+        # heard from, the watermark stays put (nothing pruned, no episode closed): a source
+        # that starts late may still bring old records.
+        self.sources = sources
         self.tz = ZoneInfo(settings.timezone)
         self.pseudonym_key = settings.pseudonym_key.encode()
         self.trunks = settings.international_trunks
@@ -257,7 +262,12 @@ class Engine:
         if last_offset == meta.offset:
             return out
         # A derived partition has seen everything up to its slowest source's progress.
-        front = min(sources.values()) if sources else newest
+        if not sources:
+            front = newest
+        elif len(sources) < self.sources:
+            front = 0
+        else:
+            front = min(sources.values())
         watermark = front - self.lateness_ms
         out.watermark_ms, out.numbers = watermark, len(by_key)
         read = await self.store.read(partition, list(by_key), watermark)
@@ -469,6 +479,8 @@ class Engine:
                 kind, subject, number_class, detector.name, finding, state, event_ms, now_ms, out
             )
             for member in finding.members:
+                if member.startswith(UNASSERTED):
+                    continue  # a spoofed identity is never intercepted
                 self._raise_member(
                     member, detector.name, finding, snap, state, event_ms, now_ms, out
                 )
@@ -577,14 +589,18 @@ class Engine:
         state.episodes.clear()
 
     def _prune(self, state: NumberState, watermark: int) -> None:
-        # Anything older than the watermark is rejected on arrival, so its ids can go.
+        # Anything older than the watermark is rejected on arrival, so its ids can go. A record
+        # still admissible (at or after the watermark) reads windows reaching one window length
+        # back from its own time, so buckets are kept from there: relative to the watermark,
+        # not only to the subject's newest call, which another source may have pushed ahead.
         state.seen = {h: t for h, t in state.seen.items() if t >= watermark}
-        low = state.newest_ms // self.short_ms - self.short_keep
+        ref = min(state.newest_ms, watermark)
+        low = ref // self.short_ms - self.short_keep
         state.short = {b: c for b, c in state.short.items() if b > low}
-        low = state.newest_ms // self.long_ms - self.long_keep
+        low = ref // self.long_ms - self.long_keep
         state.long = {b: c for b, c in state.long.items() if b > low}
         if state.peers:
-            oldest = min(watermark, state.newest_ms - self.longest_s * 1000) // 1000
+            oldest = (ref - self.longest_s * 1000) // 1000
             peers = {o: t[bisect_left(t, oldest) :] for o, t in state.peers.items()}
             peers = {o: t for o, t in peers.items() if t}
             if len(peers) > MAX_PEERS:

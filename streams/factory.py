@@ -26,6 +26,7 @@ def build_engine(
     redis_url: str | None = None,
     kinds: Collection[str] = CALLER_KINDS,
     allowlist: Allowlist | None = None,
+    sources: int = 1,
 ) -> Engine:
     """An engine over Redis when a URL is given (or configured), else over memory."""
     policy = load_policy(settings.policy_file)
@@ -33,7 +34,7 @@ def build_engine(
         allowlist = Allowlist(settings.allowlist_file)
     url = redis_url or settings.redis
     store: Store = MemoryStore()
-    engine = Engine(settings, policy, store, allowlist, kinds=kinds)
+    engine = Engine(settings, policy, store, allowlist, kinds=kinds, sources=sources)
     if url:
         engine.store = RedisStore(
             redis_client(settings, url),
@@ -44,10 +45,15 @@ def build_engine(
     return engine
 
 
-def build_engines(settings: Settings, redis_url: str | None = None) -> tuple[Engine, Engine]:
-    """Stage 1 (callers) and stage 2 (callees, blocks, trunks), sharing one allowlist."""
+def build_engines(
+    settings: Settings, redis_url: str | None = None, sources: int = 1
+) -> tuple[Engine, Engine]:
+    """Stage 1 (callers) and stage 2 (callees, blocks, trunks), sharing one allowlist.
+
+    ``sources``: stage-1 partitions feeding stage 2 (the worker: the CDR topic's partitions;
+    scan: its one partition)."""
     allowlist = Allowlist(settings.allowlist_file)
     return (
         build_engine(settings, redis_url, CALLER_KINDS, allowlist),
-        build_engine(settings, redis_url, DERIVED_KINDS, allowlist),
+        build_engine(settings, redis_url, DERIVED_KINDS, allowlist, sources),
     )

@@ -20,6 +20,7 @@ from typing import NamedTuple
 from detectors.numbering import NumberClass, classify
 from streams.cdr import CDR, Reject
 
+UNASSERTED = "~"  # marks a counterpart whose identity the network did not assert
 BLOCK_DIGITS = 2  # a block is the numbers sharing all but their last two digits
 _BLOCK_CLASSES = frozenset({NumberClass.MOBILE, NumberClass.MVNO})
 _DOMESTIC = frozenset(
@@ -118,7 +119,9 @@ def derived_obs(
     for cdr in cdrs:
         if is_spoofed(cdr, international_trunks):
             out.append(_obs("trunk", trunk_id(cdr.ingress_trunk), cdr, cdr.caller, source))
-            out.append(_obs("callee", cdr.callee, cdr, "", source))
+            # The presented number still tells repeats apart (a spoofed flood is still a flood),
+            # but marked, so it can never become a member to intercept.
+            out.append(_obs("callee", cdr.callee, cdr, UNASSERTED + cdr.caller, source))
             continue
         out.append(_obs("callee", cdr.callee, cdr, cdr.caller, source))
         if classify(cdr.caller) in _BLOCK_CLASSES:

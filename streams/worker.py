@@ -386,7 +386,7 @@ def run_worker(settings: Settings) -> int:
         },
         kafka_options=kafka_python_kwargs(settings),
     )
-    caller_engine, subject_engine = build_engines(settings)
+    caller_engine, subject_engine = build_engines(settings, sources=settings.topic_partitions)
     metrics = Metrics()
     callers = Runtime(settings, caller_engine, metrics, STAGE_CALLERS)
     subjects = Runtime(settings, subject_engine, metrics, STAGE_SUBJECTS)

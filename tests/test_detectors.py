@@ -103,7 +103,7 @@ CASES = [
     ),
     # spoofed identities, attributed to the trunk
     ("spoofed_identity", snap({"10m": dialler(20)}, "trunk", kind="trunk"), INTERCEPT),
-    ("spoofed_identity", snap({"10m": dialler(20, repeats=15)}, "trunk", kind="trunk"), None),
+    ("spoofed_identity", snap({"10m": dialler(20, repeats=15)}, "trunk", kind="trunk"), INTERCEPT),
     ("spoofed_identity", snap({"10m": dialler(19)}, "trunk", kind="trunk"), None),
 ]
 

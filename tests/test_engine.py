@@ -239,8 +239,15 @@ BOMBERS = tuple(f"1390000{i:04d}" for i in range(5))
 N_SOURCES = 3
 
 
-def default_engine(kinds: Collection[str] = CALLER_KINDS) -> Engine:
-    return Engine(SETTINGS, DEFAULT_POLICY, MemoryStore(), clock_ms=lambda: NOW_MS, kinds=kinds)
+def default_engine(kinds: Collection[str] = CALLER_KINDS, sources: int = 1) -> Engine:
+    return Engine(
+        SETTINGS,
+        DEFAULT_POLICY,
+        MemoryStore(),
+        clock_ms=lambda: NOW_MS,
+        kinds=kinds,
+        sources=sources,
+    )
 
 
 def flagged(alerts: list[Alert]) -> set[tuple[str, str, str, str]]:
@@ -317,12 +324,6 @@ async def test_stage2_alerts_do_not_depend_on_the_order_of_sources(
     assert flagged(out.alerts) == expected_bombing_alerts()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: stage 2 prunes a subject's buckets and peers by its own newest_ms, so "
-    "observations a lagging source delivers later are evaluated without the earlier "
-    "sources' calls; the same partition order gives no alerts when cut into batches",
-)
 @pytest.mark.parametrize(
     ("order", "per_source"),
     [
@@ -336,7 +337,8 @@ async def test_stage2_alerts_do_not_depend_on_batching_across_sources(
     sources = bombing_sources()
     stream = [o for s in order for o in sources[s]]
     batches = [sources[s] for s in order] if per_source else [[o] for o in stream]
-    out = await feed(default_engine(DERIVED_KINDS), batches)
+    # As in the worker: the engine knows how many stage-1 partitions feed it.
+    out = await feed(default_engine(DERIVED_KINDS, sources=N_SOURCES), batches)
     assert out.rejects == []
     assert flagged(out.alerts) == expected_bombing_alerts()
 
@@ -431,6 +433,11 @@ async def test_stage2_spoofed_bombing_never_intercepts_the_presented_numbers(
     spoofed = await feed(default_engine(DERIVED_KINDS), [bombing(attestation, trunk)])
     assert spoofed.accepted == 60  # 30 trunk and 30 callee observations
     assert [a for a in spoofed.alerts if a.subject == "number"] == []
+    # The victim is still protected, and the trunk that carried the flood is flagged.
+    assert {(a.subject, a.detector, a.action) for a in spoofed.alerts} == {
+        ("callee", "call_bombing", "protect"),
+        ("trunk", "spoofed_identity", "intercept"),
+    }
 
 
 async def test_stage2_spoofed_flood_is_attributed_to_its_trunk() -> None:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.cdr import CDR, Reject
-from streams.observe import Obs, caller_obs, derived_obs, is_spoofed, trunk_id
+from streams.observe import UNASSERTED, Obs, caller_obs, derived_obs, is_spoofed, trunk_id
 from tests.factories import T0, cdr
 
 INTL = ("intl-",)
@@ -238,11 +238,11 @@ def test_derived_obs_of_a_spoofed_call(
 ) -> None:
     c = call(MOBILE, trunk=trunk, attestation=attestation)
     got = derived_obs([c], INTL, 2)
-    # The trunk is observed instead of the caller's block, and the callee never learns the
-    # presented number: it can never become a bombing member.
+    # The trunk is observed instead of the caller's block, and the callee sees the presented
+    # number marked as unasserted ("~"): it tells repeats apart but is never a member.
     assert [_fields(o) for o in got] == [
         ("trunk", trunk_subject, MOBILE, 2),
-        ("callee", VICTIM, "", 2),
+        ("callee", VICTIM, UNASSERTED + MOBILE, 2),
     ]
     assert all(o.cdr_id == c.cdr_id for o in got)
 
@@ -251,7 +251,7 @@ def test_derived_obs_never_names_a_spoofed_caller_as_a_counterpart_of_its_callee
     spoofed = [call(f"1380000{i:04d}", trunk="intl-9", n=i) for i in range(20)]
     got = derived_obs(spoofed, INTL, 0)
     assert {o.kind for o in got} == {"trunk", "callee"}
-    assert all(o.other == "" for o in got if o.kind == "callee")
+    assert all(o.other.startswith(UNASSERTED) for o in got if o.kind == "callee")
     assert all(o.kind != "block" for o in got)
 
 

@@ -181,8 +181,9 @@ def test_decode_derived_rejects_bad_items_one_by_one() -> None:
     assert len(got) == len(items)
     assert got[0] == good[0] and got[3] == good[1]
     for i in (1, 2, 4, 5, 6):
-        assert isinstance(got[i], Reject), i
-        assert got[i].reason == "bad_type"
+        rec = got[i]
+        assert isinstance(rec, Reject), i
+        assert rec.reason == "bad_type"
 
 
 _JSON = st.recursive(
