@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("demo", help="embedded demo: broker, worker, simulator, live alerts")
     p.add_argument("--subscribers", type=int, default=3000)
-    p.add_argument("--hours", type=float, default=3.0)
+    p.add_argument("--hours", type=float, default=6.0, help="simulated day, at least 4 h")
     p.add_argument("--seed", type=int, default=7)
 
     p = sub.add_parser("evaluate", help="detection-quality benchmark on a labelled scenario")
@@ -64,6 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--labels", type=Path, help="scenario labels of --cdrs")
     p.add_argument("--alerts", help="alerts of --cdrs as written by dialwatch scan")
     p.add_argument("--allowlist", type=Path, help="with --cdrs: the run's allowlist file")
+
+    p = sub.add_parser("verify", help="recount the input; compare with a run's Redis state")
+    p.add_argument("files", nargs="*", help="CDR files as given to dialwatch scan")
+    p.add_argument("--topic", help="recount this CDR topic instead (broker: DIALWATCH_KAFKA)")
+    p.add_argument("--alerts", help="also read this alert topic: duplicate alert_ids, counts")
+    p.add_argument("--redis", help="Redis URL of the run (default: DIALWATCH_REDIS)")
+    p.add_argument("--prefix", help="key prefix of the run (default: DIALWATCH_KEY_PREFIX)")
+    p.add_argument("--wait", type=float, default=0.0, help="seconds to re-read until it matches")
 
     args = parser.parse_args(argv)
     settings = Settings.from_env()
@@ -83,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(settings, subscribers=args.subscribers, hours=args.hours, seed=args.seed)
     if args.command == "evaluate":
         return _evaluate(parser, args, settings)
+    if args.command == "verify":
+        from streams.verify import run as run_verify
+
+        return run_verify(args, settings)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -3,11 +3,13 @@
 Starts the bundled broker (or uses ``DIALWATCH_KAFKA``), picks a window store (``DIALWATCH_REDIS``,
 else a bundled redis-server when one is installed, else the worker's in-process store), runs the
 worker as a subprocess, streams simulated traffic with two bulk diallers into it and shows the
-alerts live. It ends with a summary scored against the simulator's labels and exits 0 only when
-every bulk dialler was intercepted and nobody else was.
+alerts live. The traffic is a small version of the labelled detection scenario (every harassment
+pattern and every legitimate busy caller, docs/scenario.md). It ends with a summary scored by
+``streams.evaluate`` and exits 0 only when every target holds and nobody legitimate was
+intercepted.
 
 Callee numbers are personal data and are never shown. The only numbers shown are alert
-subjects and the simulator's own bulk diallers.
+subjects (callees only by pseudonym) and the simulator's own attackers.
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ from rich.table import Table
 from rich.text import Text
 
 from config.settings import Settings
-from detectors.numbering import normalise
 from streams import services
 from streams import simulate as sim
+from streams.evaluate import evaluate
+from streams.scenario import Scenario, ScenarioSpec, generate_scenario, write_allowlist
 
 STREAM_S: Final = 25.0  # wall time over which the simulated period is streamed
 CHUNK_S: Final = 2.5  # the producer reports progress after each chunk of this much wall time
@@ -53,6 +56,7 @@ WORKER_START_S: Final = 60.0
 WORKER_STOP_S: Final = 10.0
 LIVE_ROWS: Final = 15
 INTERRUPTED: Final = 130
+DEMO_SCALE: Final = 0.2  # of every non-normal class of the scenario, at least one unit each
 
 
 @dataclass(slots=True)
@@ -170,7 +174,12 @@ def _external_kafka(settings: Settings) -> bool:
 
 
 def _worker_env(
-    settings: Settings, bootstrap: str, topics: Mapping[str, str], store: Store, web_port: int
+    settings: Settings,
+    bootstrap: str,
+    topics: Mapping[str, str],
+    store: Store,
+    web_port: int,
+    allowlist: Path,
 ) -> dict[str, str]:
     suffix = secrets.token_hex(3)
     env = {
@@ -179,6 +188,9 @@ def _worker_env(
         "DIALWATCH_CDR_TOPIC": topics["cdr"],
         "DIALWATCH_ALERT_TOPIC": topics["alert"],
         "DIALWATCH_DEAD_LETTER_TOPIC": topics["dead"],
+        "DIALWATCH_DERIVED_TOPIC": topics["derived"],
+        "DIALWATCH_COMPLAINT_TOPIC": topics["complaints"],
+        "DIALWATCH_ALLOWLIST_FILE": str(allowlist),
         "DIALWATCH_TOPIC_PARTITIONS": str(settings.topic_partitions),
         "DIALWATCH_WEB_PORT": str(web_port),
         # A group and key prefix of its own, so a shared broker or Redis keeps demos apart.
@@ -267,6 +279,7 @@ class Watch:
     total: int
     started: float = field(default_factory=time.monotonic)
     alerts: dict[str, AlertRow] = field(default_factory=dict)  # by alert_id: replays dedupe
+    raw: list[dict[str, Any]] = field(default_factory=list)  # the alerts as published, once each
     processed: int | None = None
 
     def header(self, sent: int) -> Text:
@@ -327,6 +340,7 @@ def _watch(
                     if row.alert_id in watch.alerts:
                         continue
                     watch.alerts[row.alert_id] = row
+                    watch.raw.append(orjson.loads(message.value))
                     last_alert = time.monotonic()
                     if live is None:
                         console.print(row.line(), markup=False, highlight=False)
@@ -351,19 +365,17 @@ def _summary(
     console: Console,
     watch: Watch,
     sent: int,
-    labels: Sequence[sim.Label],
+    scenario: Scenario,
     metrics: Mapping[str, float] | None,
+    settings: Settings,
 ) -> bool:
-    def canon(number: str) -> str:
-        return normalise(number) or number
-
-    rows = list(watch.alerts.values())
-    intercepted = {canon(r.number) for r in rows if r.action == "intercept"}
-    alerted = {canon(r.number) for r in rows}
-    bulk = [canon(label.number) for label in labels if label.role == sim.BULK_DIALLER]
-    near = [canon(label.number) for label in labels if label.role == sim.NEAR_MISS]
-    false_intercepts = sorted(intercepted - set(bulk))
-
+    report = evaluate(
+        scenario.records,
+        scenario.labels,
+        watch.raw,
+        settings.pseudonym_key.encode(),
+        allowlist=scenario.allowlist,
+    )
     console.rule("summary")
     console.print(f"CDRs produced     {sent:,}")
     if metrics is None:
@@ -371,23 +383,26 @@ def _summary(
     else:
         counts = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(metrics.items())) or "none"
         console.print(f"worker CDRs       {counts}  (dialwatch_cdrs_total by result)")
-    by_action = Counter(r.action for r in rows)
+    by_action = Counter(str(a.get("action")) for a in watch.raw if a.get("state") != "cleared")
     actions = ", ".join(f"{k} {v}" for k, v in sorted(by_action.items())) or "none"
     console.print(f"alerts by action  {actions}")
-    for number in bulk:
-        ok = number in intercepted
-        mark = "[green]intercepted[/]" if ok else "[bold red]NOT intercepted[/]"
-        console.print(f"bulk dialler      {number:<14} {mark}", highlight=False)
-    # A near miss is an ordinary subscriber unless flagged, so its number is not shown.
-    for number in near:
-        mark = "[red]alerted[/]" if number in alerted else "[green]no alert[/]"
-        console.print(f"near miss         (249 calls in 39 min) {mark}")
-    if false_intercepts:
-        listed = ", ".join(false_intercepts)
-        console.print(f"[bold red]false intercepts  {len(false_intercepts)}: {listed}[/]")
+    for pattern in report.patterns:
+        ok = pattern.detected == pattern.labelled
+        mark = "[green]" if ok else "[bold red]"
+        median = (
+            "" if pattern.median_ttd_min is None else f", median {pattern.median_ttd_min:.1f} min"
+        )
+        console.print(
+            f"{pattern.role:<20} {mark}{pattern.detected}/{pattern.labelled} {pattern.expect}[/]"
+            f"{median}",
+            highlight=False,
+        )
+    if report.false_intercepts:
+        listed = ", ".join(f"{f.number} ({f.role})" for f in report.false_intercepts)
+        console.print(f"[bold red]false intercepts  {len(report.false_intercepts)}: {listed}[/]")
     else:
         console.print("false intercepts  [green]none[/]")
-    passed = bool(bulk) and all(n in intercepted for n in bulk) and not false_intercepts
+    passed = report.passed
     console.print("[bold green]PASS[/]" if passed else "[bold red]FAIL[/]")
     return passed
 
@@ -414,6 +429,8 @@ def run_demo(settings: Settings, *, subscribers: int, hours: float, seed: int) -
                     "cdr": f"{settings.cdr_topic}.{run_id}",
                     "alert": f"{settings.alert_topic}.{run_id}",
                     "dead": f"{settings.dead_letter_topic}.{run_id}",
+                    "derived": f"{settings.derived_topic}.{run_id}",
+                    "complaints": f"{settings.complaint_topic}.{run_id}",
                 }
                 console.print(f"broker: external {bootstrap} (topics suffixed .{run_id})")
             else:
@@ -424,6 +441,8 @@ def run_demo(settings: Settings, *, subscribers: int, hours: float, seed: int) -
                     "cdr": settings.cdr_topic,
                     "alert": settings.alert_topic,
                     "dead": settings.dead_letter_topic,
+                    "derived": settings.derived_topic,
+                    "complaints": settings.complaint_topic,
                 }
                 console.print(f"broker: bundled Tansu on {bootstrap}")
             store = _pick_store(settings)
@@ -435,6 +454,18 @@ def run_demo(settings: Settings, *, subscribers: int, hours: float, seed: int) -
                 {topics["cdr"]: settings.topic_partitions, topics["alert"]: 1, topics["dead"]: 1},
             )
 
+            spec = ScenarioSpec(
+                start=default_start(settings),
+                seed=seed,
+                hours=hours,
+                subscribers=subscribers,
+                scale=DEMO_SCALE,
+            )
+            scenario = generate_scenario(spec)
+            records = scenario.records
+            allowlist = workdir / "allowlist.txt"
+            write_allowlist(allowlist, scenario.allowlist)
+
             web_port = services.free_port()
             log_path = workdir / "worker.log"
             console.print(f"worker log: {log_path}")
@@ -445,24 +476,15 @@ def run_demo(settings: Settings, *, subscribers: int, hours: float, seed: int) -
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=workdir,
-                env=_worker_env(settings, bootstrap, topics, store, web_port),
+                env=_worker_env(settings, bootstrap, topics, store, web_port, allowlist),
                 start_new_session=True,  # Ctrl-C reaches the demo, which stops the worker
             )
 
-            spec = sim.SimSpec(
-                start=default_start(settings),
-                seed=seed,
-                hours=hours,
-                subscribers=subscribers,
-                bulk_diallers=2,
-                late_fraction=0.05,
-            )
-            records, labels = sim.generate(spec)
             rate = max(1.0, len(records) / STREAM_S)
             console.print(
                 f"traffic: {len(records):,} CDRs, {subscribers:,} subscribers, {hours:g} h "
-                f"from {spec.start:%Y-%m-%d %H:%M}, {spec.bulk_diallers} bulk diallers; "
-                f"streaming at {rate:,.0f} CDR/s"
+                f"from {spec.start:%Y-%m-%d %H:%M}, every harassment pattern and every "
+                f"legitimate busy caller (scale {DEMO_SCALE}); streaming at {rate:,.0f} CDR/s"
             )
             try:
                 services.wait_for_port(web_port, WORKER_START_S, worker)
@@ -487,7 +509,8 @@ def run_demo(settings: Settings, *, subscribers: int, hours: float, seed: int) -
             console.print(f"stopped watching: {escape(why)}", highlight=False)
             if why.startswith(("worker exited", "producer failed")):
                 console.print(_tail(log_path), markup=False, highlight=False)
-            passed = _summary(console, watch, producer.sent, labels, _fetch_metrics(web_port))
+            metrics = _fetch_metrics(web_port)
+            passed = _summary(console, watch, producer.sent, scenario, metrics, settings)
             return 0 if passed else 1
     except services.ServiceError as exc:
         console.print(f"[bold red]{escape(str(exc))}[/]")

@@ -360,7 +360,7 @@ def test_scan_cli_prints_the_dialler_intercept(tmp_path: Path, redis_url: str) -
 def test_demo_runs_and_intercepts_every_dialler(kafka_bootstrap: str, redis_url: str) -> None:
     env = {**os.environ, "DIALWATCH_KAFKA": kafka_bootstrap, "DIALWATCH_REDIS": redis_url}
     done = subprocess.run(
-        [sys.executable, "-m", "streams", "demo", "--subscribers", "500", "--hours", "1.5"],
+        [sys.executable, "-m", "streams", "demo", "--subscribers", "1000", "--hours", "4"],
         capture_output=True,
         env=env,
         timeout=240,
@@ -368,4 +368,5 @@ def test_demo_runs_and_intercepts_every_dialler(kafka_bootstrap: str, redis_url:
     output = done.stdout.decode() + done.stderr.decode()
     assert done.returncode == 0, output[-3000:]
     assert "false intercepts  none" in output and "PASS" in output
-    assert output.count("intercepted") >= 2
+    for role in ("bulk_dialler", "sequential_dialler", "one_ring", "bomber", "block_member"):
+        assert re.search(rf"^{role} +(\d+)/\1 intercept", output, re.MULTILINE), role

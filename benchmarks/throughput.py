@@ -1,0 +1,669 @@
+"""Throughput of the dialwatch worker against its floors, side by side in one run.
+
+    python -m benchmarks.throughput [--cdrs 200000] [--partitions 4] [--json PATH]
+                                    [--kafka HOST:PORT] [--redis URL]
+
+One broker (Tansu) and one redis-server are started on free loopback ports unless --kafka and
+--redis name existing ones. The labelled scenario (streams.scenario, every harassment pattern)
+is generated with enough subscribers for about --cdrs records and its first --cdrs records are
+produced twice before anything is measured: one CDR per message (keyed by caller) and JSON
+arrays of 500 per message. Then, one after the other, each stage reads the same records:
+
+1. aiokafka floor: a plain AIOKafkaConsumer (getmany, max_records 100,000) that decodes every
+   message with orjson and does nothing else, on the single-CDR and on the batched topic;
+2. Faust floor: benchmarks.floors, an agent that iterates the single-CDR topic with
+   take_events(2000, 0.2) and does nothing;
+3. the dialwatch worker (python -m streams worker, Redis store, both stages) on the single-CDR
+   topic;
+4. the same on the batched topic;
+5. dialwatch scan on the same records from a JSON Lines file, in-process store.
+
+Every stage runs in its own process. Seconds run from the start of consumption to the last
+record done, CPU is user + system time of that process over the same span, peak RSS is its
+VmHWM. The floors time themselves (benchmarks.floors: aiokafka from just before its first
+getmany, Faust from its first batch). The worker is timed from outside by polling /metrics
+every 0.2 s, from the last poll showing nothing counted to the first showing both stages
+complete, so its seconds carry up to 0.2 s of slack at each end; its CPU comes from
+/proc/<pid>/stat at those two polls. Scan reports its own seconds (read, parse, sort, detect);
+its CPU is the whole process's (wait4) less that of a scan of an empty file. The CPU of the
+broker and of Redis over each span is given separately when this command started them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from benchmarks.floors import peak_rss_kb
+from config.settings import Settings
+from streams import simulate as sim
+from streams.cdr import CDR, parse_records
+from streams.cli import default_start
+from streams.observe import derived_obs
+from streams.scenario import ScenarioSpec, generate_scenario
+from streams.services import Service, create_topics, free_port, start_broker, start_redis
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCH = 500  # CDRs per message on the batched topic
+RESULTS = ("accepted", "duplicate", "replayed", "to_trunk", "rejected")
+# Records per subscriber of the default scenario (20,000 subscribers, 12 h: 155,131 records).
+RECORDS_PER_SUBSCRIBER = 7.75
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of another process (all its threads) from /proc/<pid>/stat, in seconds."""
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        fields = fh.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+@dataclass
+class Stage:
+    name: str
+    label: str
+    records: int = 0
+    seconds: float = 0.0
+    cpu_s: float = 0.0
+    peak_rss_kb: int = 0
+    broker_cpu_s: float | None = None
+    redis_cpu_s: float | None = None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.records > 0 and self.seconds > 0
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds if self.ok else 0.0
+
+    def per_million(self, cpu: float | None) -> float | None:
+        return None if cpu is None or not self.ok else cpu / self.records * 1e6
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "ok": self.ok,
+            "error": self.error,
+            "records": self.records,
+            "seconds": round(self.seconds, 3),
+            "cdrs_per_s": round(self.rate, 1),
+            "cpu_s": round(self.cpu_s, 3),
+            "cpu_s_per_million": _round(self.per_million(self.cpu_s)),
+            "peak_rss_mb": round(self.peak_rss_kb / 1024, 1),
+            # CPU of the services over the same span; absent when not started by this command.
+            "services_cpu_s_per_million": {
+                name: _round(self.per_million(cpu))
+                for name, cpu in (("broker", self.broker_cpu_s), ("redis", self.redis_cpu_s))
+                if cpu is not None
+            },
+            **self.extra,
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+class ServiceCpu:
+    """Samples the CPU seconds of the broker and Redis every 0.1 s in a background thread, so
+    their share over a stage's [first, last] span can be read afterwards."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ServiceCpu:
+        if self.pids:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError):
+                sample = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+                self.samples.append((time.time(), sample))
+            self._stop.wait(0.1)
+
+    def between(self, name: str, t0: float, t1: float) -> float | None:
+        if name not in self.pids:
+            return None
+        deadline = time.monotonic() + 1.0
+        while (not self.samples or self.samples[-1][0] < t1) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        before = [s for t, s in self.samples if t <= t0]
+        after = [s for t, s in self.samples if t >= t1]
+        if not before or not after:
+            return None
+        return after[0][name] - before[-1][name]
+
+
+# --------------------------------------------------------------------------- records
+
+
+def make_records(target: int, settings: Settings) -> tuple[list[dict[str, object]], list[str]]:
+    """The first ``target`` records (delivery order) of a scenario sized for about that many,
+    and the scenario's allowlist."""
+    start = default_start(settings)
+    subscribers = max(200, math.ceil(target / RECORDS_PER_SUBSCRIBER))
+    for _ in range(5):
+        spec = ScenarioSpec(start=start, subscribers=subscribers, scale=subscribers / 20_000)
+        scenario = generate_scenario(spec)
+        if len(scenario.records) >= target:
+            return scenario.records[:target], scenario.allowlist
+        subscribers = math.ceil(subscribers * 1.1 * target / max(1, len(scenario.records)))
+    raise RuntimeError(f"could not generate {target} records")
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _env(**extra: str) -> dict[str, str]:
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+def stop(proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _tail(path: Path, chars: int = 1500) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def run_aiokafka_floor(
+    stage: Stage, bootstrap: str, topic: str, partitions: int, expect: int, svc: ServiceCpu
+) -> None:
+    argv = [sys.executable, "-m", "benchmarks.floors", "aiokafka", bootstrap, topic]
+    argv += [str(partitions), str(expect)]
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        out, err = proc.communicate(timeout=120 + expect / 2000)
+    except subprocess.TimeoutExpired:
+        stop(proc)
+        raise RuntimeError("aiokafka floor timed out") from None
+    if proc.returncode != 0:
+        raise RuntimeError(f"exit {proc.returncode}: {err.decode(errors='replace')[-1500:]}")
+    _fill(stage, orjson.loads(out.splitlines()[-1]), svc)
+
+
+def _fill(stage: Stage, doc: dict[str, Any], svc: ServiceCpu) -> None:
+    stage.records = int(doc["records"])
+    stage.seconds = doc["t_last"] - doc["t_first"]
+    stage.cpu_s = doc["cpu_last"] - doc["cpu_first"]
+    stage.peak_rss_kb = int(doc.get("peak_rss_kb", 0))
+    stage.broker_cpu_s = svc.between("broker", doc["t_first"], doc["t_last"])
+    stage.redis_cpu_s = svc.between("redis", doc["t_first"], doc["t_last"])
+
+
+def run_faust_floor(
+    stage: Stage,
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    expect: int,
+    workdir: Path,
+    svc: ServiceCpu,
+) -> None:
+    out = workdir / f"{stage.name}.json"
+    log = workdir / f"{stage.name}.log"
+    env = _env(
+        BENCH_KAFKA=bootstrap,
+        BENCH_TOPIC=topic,
+        BENCH_APP_ID=f"bench-{uuid.uuid4().hex[:10]}-faust-floor",
+        BENCH_EXPECT=str(expect),
+        BENCH_OUT=str(out),
+        BENCH_PARTITIONS=str(partitions),
+    )
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.floors", "faust"],
+            cwd=ROOT,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 120 + expect / 1000
+        while not out.exists():
+            if proc.poll() is not None:
+                raise RuntimeError(f"Faust floor exited with {proc.returncode}: {_tail(log)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Faust floor timed out: {_tail(log)}")
+            time.sleep(0.05)
+        _fill(stage, orjson.loads(out.read_bytes()), svc)
+    finally:
+        stop(proc)
+
+
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as page:
+        return str(page.read().decode())
+
+
+def _counted(text: str, name: str) -> int:
+    total = 0.0
+    for result in RESULTS:
+        match = re.search(rf'^{name}{{result="{result}"}} (\S+)$', text, re.MULTILINE)
+        if match:
+            total += float(match.group(1))
+    return int(total)
+
+
+@dataclass
+class WorkerRun:
+    """One dialwatch worker subprocess on its own topics, app id and Redis key prefix."""
+
+    bootstrap: str
+    redis: str
+    cdr_topic: str
+    partitions: int
+    allowlist: Path
+    workdir: Path
+    name: str
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+
+    def __post_init__(self) -> None:
+        self.web_port = free_port()
+        self.alert_topic = f"bench-{self.tag}-alerts"
+        self.log = self.workdir / f"{self.name}.log"
+        create_topics(self.bootstrap, {self.alert_topic: 1, f"bench-{self.tag}-dead": 1})
+        env = _env(
+            DIALWATCH_KAFKA=self.bootstrap,
+            DIALWATCH_REDIS=self.redis,
+            DIALWATCH_CDR_TOPIC=self.cdr_topic,
+            DIALWATCH_ALERT_TOPIC=self.alert_topic,
+            DIALWATCH_DEAD_LETTER_TOPIC=f"bench-{self.tag}-dead",
+            DIALWATCH_DERIVED_TOPIC=f"bench-{self.tag}-derived",
+            DIALWATCH_COMPLAINT_TOPIC=f"bench-{self.tag}-complaints",
+            DIALWATCH_ALLOWLIST_FILE=str(self.allowlist),
+            DIALWATCH_APP_ID=f"bench-{self.tag}",
+            DIALWATCH_KEY_PREFIX=f"b{self.tag}",
+            DIALWATCH_TOPIC_PARTITIONS=str(self.partitions),
+            DIALWATCH_WEB_PORT=str(self.web_port),
+            DIALWATCH_SESSION_TIMEOUT_S="6",
+            DIALWATCH_HEARTBEAT_INTERVAL_S="1",
+            DIALWATCH_REBALANCE_TIMEOUT_S="6",
+        )
+        with self.log.open("wb") as fh:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streams", "worker"],
+                cwd=ROOT,
+                env=env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
+
+    def counts(self) -> tuple[int, int]:
+        """(CDRs counted by stage 1, observations counted by stage 2); (0, 0) before /metrics."""
+        try:
+            text = _metrics(self.web_port)
+        except OSError:
+            return 0, 0
+        return (
+            _counted(text, "dialwatch_cdrs_total"),
+            _counted(text, "dialwatch_derived_observations_total"),
+        )
+
+    def alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {self.proc.returncode}: {_tail(self.log)}")
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+def run_worker(
+    stage: Stage,
+    worker: WorkerRun,
+    expect: int,
+    expect_derived: int,
+    svc: ServiceCpu,
+    on_running: Callable[[], None] | None = None,
+) -> None:
+    """Poll /metrics every 0.2 s until both stages have counted everything."""
+    pid = worker.proc.pid
+    last_zero = (time.time(), 0.0)
+    stall_s = 120.0
+    progress_at = time.monotonic()
+    seen = (0, 0)
+    while True:
+        worker.alive()
+        now, cpu = time.time(), cpu_seconds(pid)
+        cdrs, observed = worker.counts()
+        if cdrs == 0 and observed == 0:
+            last_zero = (now, cpu)
+        elif on_running is not None:
+            on_running()
+            on_running = None
+        if (cdrs, observed) != seen:
+            seen, progress_at = (cdrs, observed), time.monotonic()
+        if cdrs >= expect and observed >= expect_derived:
+            break
+        if time.monotonic() - progress_at > stall_s:
+            raise RuntimeError(
+                f"no progress for {stall_s:.0f} s: {cdrs} of {expect} CDRs, {observed} of "
+                f"{expect_derived} derived observations\n{_tail(worker.log)}"
+            )
+        time.sleep(0.2)
+    stage.records = cdrs
+    stage.seconds = now - last_zero[0]
+    stage.cpu_s = cpu - last_zero[1]
+    stage.peak_rss_kb = peak_rss_kb(pid)
+    stage.broker_cpu_s = svc.between("broker", last_zero[0], now)
+    stage.redis_cpu_s = svc.between("redis", last_zero[0], now)
+    stage.extra["derived_observations"] = observed
+
+
+def _run_scan(path: Path, env: dict[str, str], workdir: Path, name: str) -> tuple[str, Any, float]:
+    """Run dialwatch scan, wait with wait4 for its rusage; (stderr, rusage, wall seconds)."""
+    err_path = workdir / f"{name}.stderr"
+    with (workdir / f"{name}.alerts.jsonl").open("wb") as out, err_path.open("wb") as err:
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams", "scan", str(path)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=err,
+        )
+    try:
+        deadline = started + 600
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("scan timed out")
+            time.sleep(0.02)
+    finally:
+        if proc.returncode is None:
+            stop(proc)
+    wall = time.monotonic() - started
+    stderr = err_path.read_text(errors="replace")
+    if proc.returncode != 0:
+        raise RuntimeError(f"scan exited with {proc.returncode}: {stderr[-1500:]}")
+    return stderr, usage, wall
+
+
+def run_scan(stage: Stage, path: Path, allowlist: Path, workdir: Path) -> None:
+    env = _env(DIALWATCH_REDIS="", DIALWATCH_ALLOWLIST_FILE=str(allowlist))
+    empty = workdir / "empty.jsonl"
+    empty.write_bytes(b"")
+    _, base, base_wall = _run_scan(empty, env, workdir, "scan-empty")
+    stderr, usage, wall = _run_scan(path, env, workdir, "scan")
+    match = re.search(r"scanned ([\d,]+) records in ([\d.]+) s", stderr)
+    if not match:
+        raise RuntimeError(f"no summary in scan's output: {stderr[-1500:]}")
+    stage.records = int(match.group(1).replace(",", ""))
+    stage.seconds = float(match.group(2))
+    cpu = usage.ru_utime + usage.ru_stime
+    base_cpu = base.ru_utime + base.ru_stime
+    stage.cpu_s = cpu - base_cpu
+    stage.peak_rss_kb = int(usage.ru_maxrss)
+    alerts = (workdir / "scan.alerts.jsonl").read_bytes().count(b"\n")
+    stage.extra.update(
+        process_wall_s=round(wall, 3),
+        process_cpu_s=round(cpu, 3),
+        startup_cpu_s=round(base_cpu, 3),
+        startup_wall_s=round(base_wall, 3),
+        alerts=alerts,
+    )
+
+
+# --------------------------------------------------------------------------- report
+
+STAGES = (
+    ("aiokafka_single", "aiokafka floor, 1 CDR/msg"),
+    ("aiokafka_batched", f"aiokafka floor, {BATCH} CDRs/msg"),
+    ("faust_floor_single", "Faust floor, 1 CDR/msg"),
+    ("worker_single", "worker, 1 CDR/msg"),
+    ("worker_batched", f"worker, {BATCH} CDRs/msg"),
+    ("scan", "dialwatch scan, JSONL"),
+)
+# (stage, floor): how the stage compares with the floor of its transport.
+RATIOS = (
+    ("worker_single", "faust_floor_single"),
+    ("worker_batched", "aiokafka_batched"),
+    ("scan", "aiokafka_batched"),
+    ("scan", "aiokafka_single"),
+)
+
+
+def ratios(stages: dict[str, Stage]) -> list[dict[str, Any]]:
+    out = []
+    for name, floor_name in RATIOS:
+        stage, floor = stages[name], stages[floor_name]
+        if not (stage.ok and floor.ok):
+            continue
+        cpu, floor_cpu = stage.per_million(stage.cpu_s), floor.per_million(floor.cpu_s)
+        out.append(
+            {
+                "stage": name,
+                "floor": floor_name,
+                "rate_ratio": round(stage.rate / floor.rate, 4),
+                "cpu_per_cdr_ratio": round(cpu / floor_cpu, 2) if cpu and floor_cpu else None,
+            }
+        )
+    return out
+
+
+def table(stages: dict[str, Stage]) -> str:
+    head = (
+        f"{'stage':28} {'records':>9} {'seconds':>8} {'CDRs/s':>9} {'CPU s/M':>8} "
+        f"{'peak RSS MB':>11} {'broker+redis CPU s/M':>21}"
+    )
+    lines = [head, "-" * len(head)]
+    for name, _ in STAGES:
+        stage = stages[name]
+        if not stage.ok:
+            lines.append(f"{stage.label:28} FAILED: {str(stage.error).splitlines()[0][:120]}")
+            continue
+        svc = [c for c in (stage.broker_cpu_s, stage.redis_cpu_s) if c is not None]
+        svc_text = f"{stage.per_million(sum(svc)):.1f}" if svc else "-"
+        lines.append(
+            f"{stage.label:28} {stage.records:>9,} {stage.seconds:>8.2f} {stage.rate:>9,.0f} "
+            f"{stage.per_million(stage.cpu_s):>8.1f} {stage.peak_rss_kb / 1024:>11.1f} "
+            f"{svc_text:>21}"
+        )
+    for r in ratios(stages):
+        label, floor = dict(STAGES)[r["stage"]], dict(STAGES)[r["floor"]]
+        cpu = r["cpu_per_cdr_ratio"]
+        lines.append(
+            f"{label} / {floor}: rate x{r['rate_ratio']:.3f}"
+            + (f", CPU per CDR x{cpu:.2f}" if cpu is not None else "")
+        )
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+
+@contextlib.contextmanager
+def services(args: argparse.Namespace) -> Iterator[tuple[str, str, dict[str, int]]]:
+    started: list[Service] = []
+    try:
+        pids: dict[str, int] = {}
+        kafka = args.kafka
+        if not kafka:
+            broker = start_broker()
+            started.append(broker)
+            kafka, pids["broker"] = broker.address, broker.proc.pid
+        redis = args.redis
+        if not redis:
+            server = start_redis()
+            started.append(server)
+            redis, pids["redis"] = server.address, server.proc.pid
+        yield kafka, redis, pids
+    finally:
+        for service in reversed(started):
+            service.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cdrs", type=int, default=200_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--json", type=Path, help="write every figure here as JSON")
+    parser.add_argument("--kafka", help="bootstrap servers of an existing broker")
+    parser.add_argument("--redis", help="URL of an existing Redis")
+    args = parser.parse_args(argv)
+    if args.cdrs < 1 or args.partitions < 1:
+        parser.error("--cdrs and --partitions must be positive")
+    settings = Settings()
+    run = uuid.uuid4().hex[:8]
+    stages = {name: Stage(name, label) for name, label in STAGES}
+    report: dict[str, Any] = {
+        "date": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": " ".join(
+            ["python -m benchmarks.throughput", *(sys.argv[1:] if argv is None else argv)]
+        ),
+        "machine": machine(),
+        "cdrs": args.cdrs,
+        "partitions": args.partitions,
+        "batch": BATCH,
+    }
+
+    t = time.perf_counter()
+    records, allowlist_numbers = make_records(args.cdrs, settings)
+    cdrs = [r for r in parse_records(records) if isinstance(r, CDR)]
+    expect_derived = len(derived_obs(cdrs, settings.international_trunks))
+    report["records"] = len(records)
+    report["derived_observations"] = expect_derived
+    print(
+        f"{len(records):,} records ({len(cdrs):,} valid CDRs, {expect_derived:,} derived "
+        f"observations) generated in {time.perf_counter() - t:.1f} s",
+        file=sys.stderr,
+    )
+
+    with (
+        tempfile.TemporaryDirectory(prefix="dialwatch-bench-") as tmp,
+        services(args) as (
+            kafka,
+            redis,
+            pids,
+        ),
+    ):
+        workdir = Path(tmp)
+        allowlist = workdir / "allowlist.txt"
+        allowlist.write_text("\n".join(allowlist_numbers) + "\n")
+        jsonl = workdir / "cdrs.jsonl"
+        sim.write_jsonl(jsonl, records)
+        single, batched = f"bench-{run}-cdrs-single", f"bench-{run}-cdrs-batched"
+        create_topics(kafka, {single: args.partitions, batched: args.partitions})
+        t = time.perf_counter()
+        sim.produce(records, kafka, single, args.partitions, batch_size=1)
+        sim.produce(records, kafka, batched, args.partitions, batch_size=BATCH)
+        print(f"produced both topics in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+        n = len(records)
+
+        def attempt(name: str, body: Callable[[], None]) -> None:
+            stage = stages[name]
+            print(f"-- {stage.label} ...", file=sys.stderr, flush=True)
+            try:
+                body()
+            except Exception as exc:
+                stage.error = f"{type(exc).__name__}: {exc}"
+                print(f"   failed: {stage.error}", file=sys.stderr)
+            else:
+                print(f"   {stage.records:,} in {stage.seconds:.2f} s", file=sys.stderr)
+
+        def worker_stage(name: str, topic: str) -> None:
+            worker = WorkerRun(kafka, redis, topic, args.partitions, allowlist, workdir, name)
+            try:
+                run_worker(stages[name], worker, n, expect_derived, svc)
+            finally:
+                worker.stop()
+
+        with ServiceCpu(pids) as svc:
+            attempt(
+                "aiokafka_single",
+                lambda: run_aiokafka_floor(
+                    stages["aiokafka_single"], kafka, single, args.partitions, n, svc
+                ),
+            )
+            attempt(
+                "aiokafka_batched",
+                lambda: run_aiokafka_floor(
+                    stages["aiokafka_batched"], kafka, batched, args.partitions, n, svc
+                ),
+            )
+            attempt(
+                "faust_floor_single",
+                lambda: run_faust_floor(
+                    stages["faust_floor_single"], kafka, single, args.partitions, n, workdir, svc
+                ),
+            )
+            attempt("worker_single", lambda: worker_stage("worker_single", single))
+            attempt("worker_batched", lambda: worker_stage("worker_batched", batched))
+            attempt("scan", lambda: run_scan(stages["scan"], jsonl, allowlist, workdir))
+
+    report["stages"] = {name: stage.as_dict() for name, stage in stages.items()}
+    report["ratios"] = ratios(stages)
+    print(table(stages))
+    if args.json:
+        args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    return 0 if all(stage.ok for stage in stages.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
