@@ -63,6 +63,10 @@ from streams.services import Service, create_topics, free_port, start_broker, st
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 500  # CDRs per message on the batched topic
+# When the worker fails on the batched topic with its default DIALWATCH_BATCH_MAX (2000
+# messages, up to a million CDRs, per take), it is run once more with takes of at most this many
+# messages (10,000 CDRs), so that a figure for batched input is still there.
+BOUNDED_BATCH_MAX = 20
 RESULTS = ("accepted", "duplicate", "replayed", "to_trunk", "rejected")
 # Records per subscriber of the default scenario (20,000 subscribers, 12 h: 155,131 records).
 RECORDS_PER_SUBSCRIBER = 7.75
@@ -89,6 +93,7 @@ class Stage:
     broker_cpu_s: float | None = None
     redis_cpu_s: float | None = None
     error: str | None = None
+    skipped: str | None = None  # why this stage was not run
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -107,6 +112,7 @@ class Stage:
             "label": self.label,
             "ok": self.ok,
             "error": self.error,
+            "skipped": self.skipped,
             "records": self.records,
             "seconds": round(self.seconds, 3),
             "cdrs_per_s": round(self.rate, 1),
@@ -200,6 +206,13 @@ def stop(proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _last_warning(path: Path) -> str:
+    lines = [
+        line for line in _tail(path, 20_000).splitlines() if "WARNING" in line or "ERROR" in line
+    ]
+    return lines[-1].strip()[:300] if lines else "none"
 
 
 def _tail(path: Path, chars: int = 1500) -> str:
@@ -304,6 +317,7 @@ class WorkerRun:
     allowlist: Path
     workdir: Path
     name: str
+    settings: dict[str, str] = field(default_factory=dict)  # extra DIALWATCH_* variables
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
 
     def __post_init__(self) -> None:
@@ -327,6 +341,7 @@ class WorkerRun:
             DIALWATCH_SESSION_TIMEOUT_S="6",
             DIALWATCH_HEARTBEAT_INTERVAL_S="1",
             DIALWATCH_REBALANCE_TIMEOUT_S="6",
+            **self.settings,
         )
         with self.log.open("wb") as fh:
             self.proc = subprocess.Popen(
@@ -367,7 +382,7 @@ def run_worker(
     """Poll /metrics every 0.2 s until both stages have counted everything."""
     pid = worker.proc.pid
     last_zero = (time.time(), 0.0)
-    stall_s = 120.0
+    stall_s = 90.0
     progress_at = time.monotonic()
     seen = (0, 0)
     while True:
@@ -385,8 +400,9 @@ def run_worker(
             break
         if time.monotonic() - progress_at > stall_s:
             raise RuntimeError(
-                f"no progress for {stall_s:.0f} s: {cdrs} of {expect} CDRs, {observed} of "
-                f"{expect_derived} derived observations\n{_tail(worker.log)}"
+                f"no progress for {stall_s:.0f} s at {cdrs:,} of {expect:,} CDRs and "
+                f"{observed:,} of {expect_derived:,} derived observations; last warning: "
+                f"{_last_warning(worker.log)}\n{_tail(worker.log)}"
             )
         time.sleep(0.2)
     stage.records = cdrs
@@ -455,6 +471,113 @@ def run_scan(stage: Stage, path: Path, allowlist: Path, workdir: Path) -> None:
     )
 
 
+# --------------------------------------------------------------------------- extras
+
+
+class RedisProbe:
+    """``benchmarks.probes redis-get``: another client's GET round trips while it runs."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.result: dict[str, Any] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.probes", "redis-get", self.url],
+            cwd=ROOT,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+    def stop(self) -> dict[str, Any] | None:
+        if self.proc is None:
+            return None
+        self.proc.terminate()
+        try:
+            out, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            stop(self.proc)
+            return {"error": "the Redis probe did not stop"}
+        lines = out.splitlines()
+        if not lines:
+            return {"error": err.decode(errors="replace")[-500:] or "no output"}
+        self.result = orjson.loads(lines[-1])
+        return self.result
+
+
+def redis_idle(url: str, seconds: float = 3.0) -> dict[str, Any] | None:
+    probe = RedisProbe(url)
+    probe.start()
+    time.sleep(seconds)
+    return probe.stop()
+
+
+def run_alert_latency(
+    stage: Stage,
+    kafka: str,
+    redis: str,
+    topic: str,
+    partitions: int,
+    allowlist: Path,
+    workdir: Path,
+    rate: float,
+    diallers: int,
+) -> None:
+    """A fresh worker on live traffic at ``rate`` CDRs/s (benchmarks.probes alert-latency)."""
+    from benchmarks.probes import _record
+
+    create_topics(kafka, {topic: partitions})
+    worker = WorkerRun(kafka, redis, topic, partitions, allowlist, workdir, stage.name)
+    try:
+        now = time.time()
+        warm = [_record(f"1390000{i:04d}", "13900009999", i, now, True) for i in range(100)]
+        sim.produce(warm, kafka, topic, partitions)
+        deadline = time.monotonic() + 120
+        while worker.counts()[0] < len(warm):
+            worker.alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start: {_tail(worker.log)}")
+            time.sleep(0.2)
+        argv = [sys.executable, "-m", "benchmarks.probes", "alert-latency", kafka, topic]
+        argv += [worker.alert_topic, str(partitions), f"{rate:.1f}", str(diallers)]
+        out_path, err_path = workdir / "latency.json", workdir / "latency.stderr"
+        with out_path.open("wb") as out, err_path.open("wb") as err:
+            proc = subprocess.Popen(argv, cwd=ROOT, env=_env(), stdout=out, stderr=err)
+        # The worker's CPU every 0.2 s, to take its share over the driver's sending span.
+        samples: list[tuple[float, float]] = []
+        deadline = time.monotonic() + 120 + diallers * 22 / (rate * 0.2)
+        try:
+            while proc.poll() is None:
+                worker.alive()
+                samples.append((time.time(), cpu_seconds(worker.proc.pid)))
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the alert-latency driver timed out")
+                time.sleep(0.2)
+        finally:
+            stop(proc)
+        text = out_path.read_text()
+        if proc.returncode != 0 or not text.strip():
+            raise RuntimeError(f"driver exit {proc.returncode}: {_tail(err_path)}")
+        doc = orjson.loads(text.splitlines()[-1])
+        if not samples:
+            raise RuntimeError("the driver finished before the worker's CPU was sampled")
+        t0, t1 = doc.pop("t_start"), doc.pop("t_end")
+        before = [c for t, c in samples if t <= t0] or [samples[0][1]]
+        after = [c for t, c in samples if t >= t1] or [samples[-1][1]]
+        stage.records = int(doc["cdrs_sent"])
+        stage.seconds = t1 - t0
+        stage.cpu_s = after[0] - before[-1]
+        stage.peak_rss_kb = peak_rss_kb(worker.proc.pid)
+        stage.extra.update(doc)
+        stage.extra["worker_cpu_share"] = round(stage.cpu_s / stage.seconds, 3)
+        if not doc.get("alerts"):
+            raise RuntimeError(f"no dialler alert came back ({doc})")
+    finally:
+        worker.stop()
+
+
 # --------------------------------------------------------------------------- report
 
 STAGES = (
@@ -463,12 +586,15 @@ STAGES = (
     ("faust_floor_single", "Faust floor, 1 CDR/msg"),
     ("worker_single", "worker, 1 CDR/msg"),
     ("worker_batched", f"worker, {BATCH} CDRs/msg"),
+    ("worker_batched_bounded", f"worker, {BATCH}/msg, BATCH_MAX={BOUNDED_BATCH_MAX}"),
     ("scan", "dialwatch scan, JSONL"),
+    ("alert_latency", "worker, live at half its rate"),
 )
 # (stage, floor): how the stage compares with the floor of its transport.
 RATIOS = (
     ("worker_single", "faust_floor_single"),
     ("worker_batched", "aiokafka_batched"),
+    ("worker_batched_bounded", "aiokafka_batched"),
     ("scan", "aiokafka_batched"),
     ("scan", "aiokafka_single"),
 )
@@ -492,7 +618,13 @@ def ratios(stages: dict[str, Stage]) -> list[dict[str, Any]]:
     return out
 
 
-def table(stages: dict[str, Stage]) -> str:
+def _ms(doc: dict[str, Any] | None) -> str:
+    if not doc or "p99_ms" not in doc:
+        return f"unavailable ({(doc or {}).get('error', 'not measured')})"
+    return f"p50 {doc['p50_ms']:.2f} ms, p99 {doc['p99_ms']:.2f} ms, max {doc['max_ms']:.2f} ms"
+
+
+def table(stages: dict[str, Stage], redis_idle: dict[str, Any] | None = None) -> str:
     head = (
         f"{'stage':28} {'records':>9} {'seconds':>8} {'CDRs/s':>9} {'CPU s/M':>8} "
         f"{'peak RSS MB':>11} {'broker+redis CPU s/M':>21}"
@@ -500,8 +632,13 @@ def table(stages: dict[str, Stage]) -> str:
     lines = [head, "-" * len(head)]
     for name, _ in STAGES:
         stage = stages[name]
+        if name == "alert_latency" and stage.ok:
+            continue  # not a throughput: its own line below
+        if stage.skipped:
+            lines.append(f"{stage.label:28} not run: {stage.skipped}")
+            continue
         if not stage.ok:
-            lines.append(f"{stage.label:28} FAILED: {str(stage.error).splitlines()[0][:120]}")
+            lines.append(f"{stage.label:28} FAILED: {str(stage.error).splitlines()[0][:300]}")
             continue
         svc = [c for c in (stage.broker_cpu_s, stage.redis_cpu_s) if c is not None]
         svc_text = f"{stage.per_million(sum(svc)):.1f}" if svc else "-"
@@ -517,6 +654,18 @@ def table(stages: dict[str, Stage]) -> str:
             f"{label} / {floor}: rate x{r['rate_ratio']:.3f}"
             + (f", CPU per CDR x{cpu:.2f}" if cpu is not None else "")
         )
+    latency = stages["alert_latency"]
+    if latency.ok:
+        x = latency.extra
+        lines.append(
+            f"alert latency at {x['rate_sent']:,.0f} CDRs/s (worker CPU {x['worker_cpu_share']:.0%}"
+            f" of a core), {x['alerts']} of {x['diallers']} diallers: {_ms(x)}"
+        )
+    lines.append(f"Redis GET, other client, idle: {_ms(redis_idle)}")
+    for name in ("worker_single", "worker_batched", "worker_batched_bounded"):
+        if stages[name].ok and "redis_get_other_client" in stages[name].extra:
+            got = stages[name].extra["redis_get_other_client"]
+            lines.append(f"Redis GET, other client, during {stages[name].label}: {_ms(got)}")
     return "\n".join(lines)
 
 
@@ -566,6 +715,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write every figure here as JSON")
     parser.add_argument("--kafka", help="bootstrap servers of an existing broker")
     parser.add_argument("--redis", help="URL of an existing Redis")
+    parser.add_argument(
+        "--diallers",
+        type=int,
+        default=200,
+        help="alert latency: diallers planted in live traffic (0: skip)",
+    )
     args = parser.parse_args(argv)
     if args.cdrs < 1 or args.partitions < 1:
         parser.error("--cdrs and --partitions must be positive")
@@ -619,21 +774,34 @@ def main(argv: list[str] | None = None) -> int:
         def attempt(name: str, body: Callable[[], None]) -> None:
             stage = stages[name]
             print(f"-- {stage.label} ...", file=sys.stderr, flush=True)
+            began = time.monotonic()
             try:
                 body()
             except Exception as exc:
                 stage.error = f"{type(exc).__name__}: {exc}"
                 print(f"   failed: {stage.error}", file=sys.stderr)
             else:
-                print(f"   {stage.records:,} in {stage.seconds:.2f} s", file=sys.stderr)
+                print(
+                    f"   {stage.records:,} in {stage.seconds:.2f} s "
+                    f"(stage took {time.monotonic() - began:.1f} s)",
+                    file=sys.stderr,
+                )
 
-        def worker_stage(name: str, topic: str) -> None:
-            worker = WorkerRun(kafka, redis, topic, args.partitions, allowlist, workdir, name)
+        def worker_stage(name: str, topic: str, settings: dict[str, str] | None = None) -> None:
+            worker = WorkerRun(
+                kafka, redis, topic, args.partitions, allowlist, workdir, name, settings or {}
+            )
+            probe = RedisProbe(redis)
             try:
-                run_worker(stages[name], worker, n, expect_derived, svc)
+                # Another Redis client's GETs, from the first count to the last.
+                run_worker(stages[name], worker, n, expect_derived, svc, probe.start)
             finally:
                 worker.stop()
+                got = probe.stop()
+                if got is not None:
+                    stages[name].extra["redis_get_other_client"] = got
 
+        report["redis_get_idle"] = redis_idle(redis)
         with ServiceCpu(pids) as svc:
             attempt(
                 "aiokafka_single",
@@ -655,14 +823,46 @@ def main(argv: list[str] | None = None) -> int:
             )
             attempt("worker_single", lambda: worker_stage("worker_single", single))
             attempt("worker_batched", lambda: worker_stage("worker_batched", batched))
+            if stages["worker_batched"].ok:
+                stages["worker_batched_bounded"].skipped = "the default batch size worked"
+            else:
+                attempt(
+                    "worker_batched_bounded",
+                    lambda: worker_stage(
+                        "worker_batched_bounded",
+                        batched,
+                        {"DIALWATCH_BATCH_MAX": str(BOUNDED_BATCH_MAX)},
+                    ),
+                )
             attempt("scan", lambda: run_scan(stages["scan"], jsonl, allowlist, workdir))
+            latency = stages["alert_latency"]
+            if args.diallers <= 0:
+                latency.skipped = "--diallers 0"
+            elif not stages["worker_single"].ok:
+                latency.skipped = "needs the worker's rate on single CDRs"
+            else:
+                rate = stages["worker_single"].rate / 2
+                attempt(
+                    "alert_latency",
+                    lambda: run_alert_latency(
+                        latency,
+                        kafka,
+                        redis,
+                        f"bench-{run}-live",
+                        args.partitions,
+                        allowlist,
+                        workdir,
+                        rate,
+                        args.diallers,
+                    ),
+                )
 
     report["stages"] = {name: stage.as_dict() for name, stage in stages.items()}
     report["ratios"] = ratios(stages)
-    print(table(stages))
+    print(table(stages, report["redis_get_idle"]))
     if args.json:
         args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
-    return 0 if all(stage.ok for stage in stages.values()) else 1
+    return 0 if all(stage.ok or stage.skipped for stage in stages.values()) else 1
 
 
 if __name__ == "__main__":

@@ -80,6 +80,9 @@ class Settings:
     # How often the worker re-reads the allowlist file (when changed) and the shared run-time
     # entries in Redis.
     allowlist_refresh_s: float = 10.0
+    # After a restart, pending outbox alerts are checked against the last this-many messages of
+    # each alert-topic partition before being published, so none appears twice.
+    outbox_tail_messages: int = 100_000
 
     def __post_init__(self) -> None:
         for name in ("bucket_s", "long_bucket_s", "batch_max", "topic_partitions"):

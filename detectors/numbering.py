@@ -12,9 +12,9 @@ it is not a usable phone number. The rules, applied in this order (examples for 
    that is not an ASCII digit, apart from one leading ``+``, makes the number invalid. Fewer than
    3 or more than ``MAX_NUMBER_DIGITS`` digits is invalid; a leading ``+`` or international prefix
    (``00``) is not counted, so ``+`` and ``00`` forms of the same number obey the same limit.
-2. Numbers kept as dialled: a number without ``+`` or international prefix that fully matches one
+2. Numbers kept as dialled: a number without ``+`` or international prefix that starts with one
    of ``plan.keep_as_dialled`` is returned as it is, no prefix stripped (CN: ``95``/``96``
-   service numbers and ``400``/``800`` hotlines).
+   service numbers and ``400``/``800`` hotlines; none of the CN prefixes below can start them).
 3. Carrier prefix: one leading ``plan.carrier_prefixes`` entry (CN: IP-dialling ``17951``,
    ``17911``, ``12593``) is stripped when at least ``plan.carrier_prefix_min_digits`` (7) digits
    follow it (``1795113800138000`` -> ``13800138000``; ``17951`` alone is kept).
@@ -273,10 +273,6 @@ class NumberingPlan:
         set_(self, "_classes", (NumberClass.UNKNOWN, *(r.number_class for r in rules)))
 
 
-def _rule(number_class: NumberClass, pattern: str) -> ClassRule:
-    return ClassRule(number_class, pattern)
-
-
 # The Chinese numbering plan: the same values as config/numbering/cn.toml (a test checks that
 # loading that file gives an equal plan).
 CHINA = NumberingPlan(
@@ -289,15 +285,15 @@ CHINA = NumberingPlan(
     bare_country_code_min_digits=10,
     keep_as_dialled=("95", "96", "400", "800"),
     class_rules=(
-        _rule(NumberClass.INTERNATIONAL, "00[0-9]*"),
-        _rule(NumberClass.SERVICE, "9[56][0-9]{3,6}"),
-        _rule(NumberClass.SHORT, "[0-9]{3,5}"),
-        _rule(NumberClass.MVNO, "1(?:70|71|62|65|67)[0-9]{8}"),
-        _rule(NumberClass.MOBILE, "1[3-9][0-9]{9}"),
-        _rule(NumberClass.FIXED, "[3-9][0-9]{10}"),
-        _rule(NumberClass.HOTLINE, "(?:400|800)[0-9]{7}"),
-        _rule(NumberClass.FIXED, "(?:10|[2-9][0-9])[0-9]{8}"),
-        _rule(NumberClass.LOCAL, "[2-8][0-9]{6,7}"),
+        ClassRule(NumberClass.INTERNATIONAL, "00[0-9]*"),
+        ClassRule(NumberClass.SERVICE, "9[56][0-9]{3,6}"),
+        ClassRule(NumberClass.SHORT, "[0-9]{3,5}"),
+        ClassRule(NumberClass.MVNO, "1(?:70|71|62|65|67)[0-9]{8}"),
+        ClassRule(NumberClass.MOBILE, "1[3-9][0-9]{9}"),
+        ClassRule(NumberClass.FIXED, "[3-9][0-9]{10}"),
+        ClassRule(NumberClass.HOTLINE, "(?:400|800)[0-9]{7}"),
+        ClassRule(NumberClass.FIXED, "(?:10|[2-9][0-9])[0-9]{8}"),
+        ClassRule(NumberClass.LOCAL, "[2-8][0-9]{6,7}"),
     ),
     emergency_numbers=frozenset({"110", "119", "120", "122", "112", "999"}),
 )
@@ -335,10 +331,10 @@ def normalise(raw: str, plan: NumberingPlan = CHINA) -> str | None:
         if plan._kept and digits.startswith(plan._kept):
             return digits
         if n >= plan._carrier_min_len and digits.startswith(plan._carriers):
-            cut = plan._carrier_len or len(_prefix_of(digits, plan._carriers))
-            if n - cut >= plan.carrier_prefix_min_digits:
-                digits = digits[cut:]
-                n -= cut
+            # With one carrier prefix length, n >= _carrier_min_len means enough digits follow.
+            cut = plan._carrier_len or _carrier_cut(digits, plan)
+            digits = digits[cut:]
+            n -= cut
             if digits.startswith(plan._intl):  # e.g. 17951 0086 ...
                 digits = digits[plan._intl_len or len(_prefix_of(digits, plan._intl)) :]
                 if not digits.startswith(cc):
@@ -364,6 +360,12 @@ def normalise(raw: str, plan: NumberingPlan = CHINA) -> str | None:
             if n >= min_len and national.startswith(prefixes):
                 return None
     return national
+
+
+def _carrier_cut(digits: str, plan: NumberingPlan) -> int:
+    """Length of the carrier prefix ``digits`` start with, or 0 if too few digits follow it."""
+    cut = len(_prefix_of(digits, plan._carriers))
+    return cut if len(digits) - cut >= plan.carrier_prefix_min_digits else 0
 
 
 def _prefix_of(digits: str, prefixes: tuple[str, ...]) -> str:

@@ -22,6 +22,8 @@ from collections.abc import Callable, Collection, Container, Sequence
 from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
 
+import orjson
+
 from config.policy import SEVERITIES, DetectorPolicy, Policy
 from config.settings import Settings
 from detectors.alerts import Alert, clear_alert, episode_id, raise_alert
@@ -126,6 +128,7 @@ class Engine:
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         kinds: Collection[str] = CALLER_KINDS,
         sources: int = 1,
+        outbox: bool = False,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -137,6 +140,8 @@ class Engine:
         # heard from, the watermark stays put (nothing pruned, no episode closed): a source
         # that starts late may still bring old records.
         self.sources = sources
+        # Write each batch's alerts with its state, until confirmed published (the worker).
+        self.outbox = outbox
         self.tz = ZoneInfo(settings.timezone)
         self.pseudonym_key = settings.pseudonym_key.encode()
         self.trunks = settings.international_trunks
@@ -212,6 +217,10 @@ class Engine:
         return (
             self.longest_s + self.settings.allowed_lateness_s + self.settings.long_bucket_s
         ) * 1000
+
+    def knows(self, partition: int) -> bool:
+        """Whether this process has loaded the partition since it was (re)assigned."""
+        return partition in self._meta
 
     def forget(self, partition: int) -> None:
         """Drop what is cached about a partition (on revocation or after a failed write)."""
@@ -289,6 +298,8 @@ class Engine:
             state.newest_ms = close_at - self.quiet_ms
             self._close_if_quiet(key, state, watermark, now_ms, out)
             changes.episodes[key] = (state.episodes_blob(), close_at if state.episodes else None)
+        if self.outbox:
+            changes.outbox = {a.alert_id: orjson.dumps(a.to_dict(self.tz)) for a in out.alerts}
         await self.store.write(partition, meta.offset, changes)
         self._meta[partition] = changes.meta
         return out

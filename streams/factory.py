@@ -27,6 +27,7 @@ def build_engine(
     kinds: Collection[str] = CALLER_KINDS,
     allowlist: Allowlist | None = None,
     sources: int = 1,
+    outbox: bool = False,
 ) -> Engine:
     """An engine over Redis when a URL is given (or configured), else over memory."""
     policy = load_policy(settings.policy_file)
@@ -34,7 +35,7 @@ def build_engine(
         allowlist = Allowlist(settings.allowlist_file)
     url = redis_url or settings.redis
     store: Store = MemoryStore()
-    engine = Engine(settings, policy, store, allowlist, kinds=kinds, sources=sources)
+    engine = Engine(settings, policy, store, allowlist, kinds=kinds, sources=sources, outbox=outbox)
     if url:
         engine.store = RedisStore(
             redis_client(settings, url),
@@ -46,14 +47,14 @@ def build_engine(
 
 
 def build_engines(
-    settings: Settings, redis_url: str | None = None, sources: int = 1
+    settings: Settings, redis_url: str | None = None, sources: int = 1, outbox: bool = False
 ) -> tuple[Engine, Engine]:
     """Stage 1 (callers) and stage 2 (callees, blocks, trunks), sharing one allowlist.
 
     ``sources``: stage-1 partitions feeding stage 2 (the worker: the CDR topic's partitions;
-    scan: its one partition)."""
+    scan: its one partition). ``outbox``: keep alerts in the store until confirmed sent."""
     allowlist = Allowlist(settings.allowlist_file)
     return (
-        build_engine(settings, redis_url, CALLER_KINDS, allowlist),
-        build_engine(settings, redis_url, DERIVED_KINDS, allowlist, sources),
+        build_engine(settings, redis_url, CALLER_KINDS, allowlist, outbox=outbox),
+        build_engine(settings, redis_url, DERIVED_KINDS, allowlist, sources, outbox),
     )

@@ -64,6 +64,42 @@ class Runtime:
         self.last_error: str | None = None
         self.last_batch_at: float | None = None
 
+    async def recover(
+        self,
+        partition: int,
+        published: Callable[[set[str]], Awaitable[set[str]]],
+        send: Callable[[list[bytes]], Awaitable[list[Any]]],
+    ) -> int:
+        """Publish the alerts a previous owner wrote to the outbox but did not confirm.
+
+        Runs when this process first meets a partition. Alerts already on the alert topic
+        (``published`` reads its tail) are not sent again; the rest are. Returns how many.
+        """
+        pending: dict[str, bytes] = {}
+
+        async def load() -> None:
+            pending.update(await self.engine.store.pending_alerts(partition))
+
+        await self.retry("outbox read", load)
+        if not pending:
+            return 0
+        already = await published(set(pending))
+        missing = [alert for alert_id, alert in pending.items() if alert_id not in already]
+        if missing:
+            await self.send_confirmed(partition, partial(send, missing))
+        await self.retry(
+            "outbox confirm",
+            partial(self.engine.store.confirm_alerts, partition, list(pending)),
+        )
+        log.info(
+            "partition %d: %d pending alerts, %d already published, %d sent",
+            partition,
+            len(pending),
+            len(pending) - len(missing),
+            len(missing),
+        )
+        return len(missing)
+
     async def process(self, partition: int, items: Sequence[Item]) -> Outcome:
         """Apply one partition's batch, retrying in place until the store takes it."""
         delay = 0.05
@@ -125,6 +161,11 @@ class Runtime:
         await self.send_confirmed(partition, sends)
         for alert in outcome.alerts:
             self.metrics.published(alert)
+        if self.engine.outbox and outcome.alerts:
+            ids = [a.alert_id for a in outcome.alerts]
+            await self.retry(
+                "outbox confirm", partial(self.engine.store.confirm_alerts, partition, ids)
+            )
 
     async def send_confirmed(
         self, partition: int, sends: Callable[[], Awaitable[list[Any]]]
@@ -148,12 +189,22 @@ def derived_partition(subject: str, partitions: int) -> int:
     return zlib.crc32(subject.encode()) % partitions
 
 
-def derived_messages(observed: list[Obs], source: int, partitions: int) -> dict[int, bytes]:
-    """One message per target partition (never one per observation): ``[source, [obs...]]``."""
+MAX_OBS_PER_MESSAGE = 4000  # about 400 KB of JSON: well under Kafka's 1 MB default request
+
+
+def derived_messages(
+    observed: list[Obs], source: int, partitions: int, chunk: int = MAX_OBS_PER_MESSAGE
+) -> list[tuple[int, bytes]]:
+    """``(target partition, [source, [obs...]])`` messages: per target partition, as few as the
+    size cap allows (never one per observation), in order."""
     by_target: dict[int, list[list[object]]] = {}
     for obs in observed:
         by_target.setdefault(derived_partition(obs.subject, partitions), []).append(obs.to_wire())
-    return {target: orjson.dumps([source, items]) for target, items in by_target.items()}
+    return [
+        (target, orjson.dumps([source, items[i : i + chunk]]))
+        for target, items in by_target.items()
+        for i in range(0, len(items), chunk)
+    ]
 
 
 def decode_derived(value: bytes | None) -> list[Obs | Reject]:
@@ -167,6 +218,49 @@ def decode_derived(value: bytes | None) -> list[Obs | Reject]:
     if not isinstance(items, list):
         return [Reject("not_an_object", "derived observations are not an array")]
     return [Obs.from_wire(item, source) for item in items]
+
+
+def alert_ids_in_tail(settings: Settings, wanted: set[str]) -> set[str]:
+    """Which of ``wanted`` are among the last ``outbox_tail_messages`` of each alert-topic
+    partition (blocking: run it in an executor)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka.split(","),
+        group_id=None,
+        enable_auto_commit=False,
+        consumer_timeout_ms=2000,
+        **kafka_python_kwargs(settings),
+    )
+    found: set[str] = set()
+    try:
+        parts = consumer.partitions_for_topic(settings.alert_topic) or set()
+        tps = [TopicPartition(settings.alert_topic, p) for p in parts]
+        if not tps:
+            return found
+        consumer.assign(tps)
+        ends = consumer.end_offsets(tps)
+        begins = consumer.beginning_offsets(tps)
+        for tp in tps:
+            consumer.seek(tp, max(begins[tp], ends[tp] - settings.outbox_tail_messages))
+        remaining = {tp for tp in tps if ends[tp] > begins[tp]}
+        while remaining:
+            batch = consumer.poll(timeout_ms=1000, max_records=5000)
+            if not batch:
+                break
+            for tp, messages in batch.items():
+                for message in messages:
+                    try:
+                        alert_id = orjson.loads(message.value).get("alert_id")
+                    except (orjson.JSONDecodeError, AttributeError):
+                        continue
+                    if alert_id in wanted:
+                        found.add(alert_id)
+                if consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        consumer.close()
+    return found
 
 
 def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.App:
@@ -223,6 +317,8 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
                 if observed:
                     messages = derived_messages(observed, partition, partitions)
                     await callers.send_confirmed(partition, partial(_forward, messages))
+                if not callers.engine.knows(partition):
+                    await callers.recover(partition, published_ids, _send_raw)
                 outcome = await callers.process(partition, items)
                 await callers.publish(
                     partition, outcome, partial(_sends, settings.cdr_topic, partition, outcome, raw)
@@ -233,6 +329,8 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
             by_partition, raw = split(events, decode_derived)
             for partition, items in by_partition.items():
+                if not subjects.engine.knows(partition):
+                    await subjects.recover(partition, published_ids, _send_raw)
                 outcome = await subjects.process(partition, items)
                 await subjects.publish(
                     partition,
@@ -278,10 +376,19 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
             pending.append(await dead.send(key=None, value=message.value or b"", headers=headers))
         return pending
 
-    async def _forward(messages: dict[int, bytes]) -> list[Any]:
-        return [
-            await derived.send(value=value, partition=target) for target, value in messages.items()
-        ]
+    async def published_ids(wanted: set[str]) -> set[str]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, partial(alert_ids_in_tail, settings, wanted))
+
+    async def _send_raw(alerts_json: list[bytes]) -> list[Any]:
+        pending = []
+        for value in alerts_json:
+            number = str(orjson.loads(value).get("number", ""))
+            pending.append(await alerts.send(key=number.encode(), value=value))
+        return pending
+
+    async def _forward(messages: list[tuple[int, bytes]]) -> list[Any]:
+        return [await derived.send(value=value, partition=target) for target, value in messages]
 
     async def _sends(
         source: str, partition: int, outcome: Outcome, raw: dict[tuple[int, int], bytes]
@@ -386,7 +493,9 @@ def run_worker(settings: Settings) -> int:
         },
         kafka_options=kafka_python_kwargs(settings),
     )
-    caller_engine, subject_engine = build_engines(settings, sources=settings.topic_partitions)
+    caller_engine, subject_engine = build_engines(
+        settings, sources=settings.topic_partitions, outbox=True
+    )
     metrics = Metrics()
     callers = Runtime(settings, caller_engine, metrics, STAGE_CALLERS)
     subjects = Runtime(settings, subject_engine, metrics, STAGE_SUBJECTS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from config.policy import load_policy
@@ -73,3 +74,32 @@ async def test_publish_retries_until_the_broker_confirms() -> None:
     assert len(attempts) == 3
     labels = {"detector": "bulk_dialling", "severity": "critical", "state": "raised"}
     assert rt.metrics.registry.get_sample_value("dialwatch_alerts_total", labels) == 1
+
+
+async def test_outbox_alerts_survive_a_crash_between_write_and_send() -> None:
+    """The first owner writes the state and its alerts, then dies before sending. The next
+    owner publishes the alerts the topic does not have yet, and only those."""
+    store = MemoryStore()
+    first = runtime(store)
+    first.engine.outbox = True
+    outcome = await first.process(0, list(enumerate(dial("17012345678", 260, 2000))))
+    ids = sorted(a.alert_id for a in outcome.alerts)
+    assert len(ids) == 4 and sorted(await store.pending_alerts(0)) == ids
+    # ... crash: nothing was sent. One alert did reach the topic before the crash.
+    on_topic = {ids[0]}
+    sent: list[bytes] = []
+
+    async def published(wanted: set[str]) -> set[str]:
+        return wanted & on_topic
+
+    async def send(values: list[bytes]) -> list[Any]:
+        sent.extend(values)
+        return []
+
+    second = runtime(store)
+    second.engine.outbox = True
+    assert await second.recover(0, published, send) == 3
+    assert sorted(orjson.loads(v)["alert_id"] for v in sent) == ids[1:]
+    assert await store.pending_alerts(0) == {}
+    replay = await second.process(0, list(enumerate(dial("17012345678", 260, 2000))))
+    assert replay.replayed == 260 and replay.alerts == []  # and nothing raised twice

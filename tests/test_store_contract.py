@@ -140,3 +140,17 @@ async def test_complaint_blobs_swap_only_when_unchanged(store: Store) -> None:
     # The engine's read brings the complaints of the batch's numbers along.
     read = await store.read(6, numbers, due_before_ms=0)
     assert read.complaints == {numbers[0]: b"[[1,2,3]]", numbers[1]: None}
+
+
+async def test_outbox_holds_alerts_until_confirmed(store: Store) -> None:
+    changes = Changes(PartitionMeta(3, 10), {}, {}, outbox={"a1": b'{"x":1}', "a2": b'{"x":2}'})
+    await store.write(7, -1, changes)
+    assert await store.pending_alerts(7) == {"a1": b'{"x":1}', "a2": b'{"x":2}'}
+    await store.confirm_alerts(7, ["a1"])
+    assert await store.pending_alerts(7) == {"a2": b'{"x":2}'}
+    # A write rejected by the fence adds nothing to the outbox either.
+    with pytest.raises(StaleOffset):
+        await store.write(7, -1, Changes(PartitionMeta(4, 11), {}, {}, outbox={"a3": b"{}"}))
+    assert set(await store.pending_alerts(7)) == {"a2"}
+    await store.confirm_alerts(7, ["a2", "never-there"])
+    assert await store.pending_alerts(7) == {}

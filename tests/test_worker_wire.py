@@ -64,7 +64,7 @@ def test_derived_partition_spreads_subjects_over_all_partitions() -> None:
 def test_one_message_per_target_partition_decodes_to_its_observations(source: int) -> None:
     observed = derived_obs(traffic(), INTL, source)
     assert {o.kind for o in observed} == {"callee", "block", "trunk"}
-    messages = derived_messages(observed, source, PARTITIONS)
+    messages = dict(derived_messages(observed, source, PARTITIONS))
     targets = {derived_partition(o.subject, PARTITIONS) for o in observed}
     assert set(messages) == targets
     assert len(messages) > 1
@@ -81,17 +81,26 @@ def test_one_message_per_target_partition_decodes_to_its_observations(source: in
 
 def test_the_message_source_wins_over_the_observations() -> None:
     observed = derived_obs(traffic()[:5], INTL, 2)
-    for message in derived_messages(observed, 6, PARTITIONS).values():
+    for _, message in derived_messages(observed, 6, PARTITIONS):
         assert {o.source for o in decode_derived(message) if isinstance(o, Obs)} == {6}
 
 
 def test_no_observations_no_messages() -> None:
-    assert derived_messages([], 0, PARTITIONS) == {}
+    assert derived_messages([], 0, PARTITIONS) == []
+
+
+def test_large_batches_are_split_in_order_under_the_size_cap() -> None:
+    observed = derived_obs(traffic() * 40, INTL, 1)
+    messages = derived_messages(observed, 1, 2, chunk=7)
+    assert all(len(orjson.loads(m)[1]) <= 7 for _, m in messages)
+    for target in (0, 1):
+        decoded = [o for t, m in messages if t == target for o in decode_derived(m)]
+        assert decoded == [o for o in observed if derived_partition(o.subject, 2) == target]
 
 
 def test_a_message_carries_the_source_once() -> None:
     observed = derived_obs([cdr("13812345678", T0, 1, callee="13900000001")], INTL, 3)
-    (message,) = derived_messages(observed[:1], 3, PARTITIONS).values()
+    ((_, message),) = derived_messages(observed[:1], 3, PARTITIONS)
     assert orjson.loads(message) == [3, [observed[0].to_wire()]]
 
 
@@ -117,8 +126,10 @@ _OBS = st.builds(
 )
 def test_derived_messages_round_trip(observed: list[Obs], source: int, partitions: int) -> None:
     messages = derived_messages(observed, source, partitions)
-    assert set(messages) <= set(range(partitions))
-    back = {target: decode_derived(message) for target, message in messages.items()}
+    assert {t for t, _ in messages} <= set(range(partitions))
+    back: dict[int, list[Obs | Reject]] = {}
+    for target, message in messages:
+        back.setdefault(target, []).extend(decode_derived(message))
     for target in range(partitions):
         expected = [
             o._replace(source=source)

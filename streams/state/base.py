@@ -136,6 +136,9 @@ class Changes:
     meta: PartitionMeta
     windows: dict[str, bytes]
     episodes: dict[str, tuple[bytes, int | None]]  # number -> (episodes blob, close time ms)
+    # The batch's alerts (alert_id -> alert JSON), kept until they are confirmed published, so
+    # a crash between the state write and the send cannot lose them (README "Delivery").
+    outbox: dict[str, bytes] = field(default_factory=dict)
 
 
 class StaleOffset(Exception):
@@ -153,6 +156,14 @@ class Store(Protocol):
 
     async def complaint_blobs(self, partition: int, numbers: list[str]) -> dict[str, bytes | None]:
         """The stored complaint reports of ``numbers`` (streams.complaints)."""
+        ...
+
+    async def pending_alerts(self, partition: int) -> dict[str, bytes]:
+        """Alerts written with the state but not yet confirmed published: alert_id -> JSON."""
+        ...
+
+    async def confirm_alerts(self, partition: int, alert_ids: list[str]) -> None:
+        """Forget outbox entries whose alerts the broker confirmed."""
         ...
 
     async def swap_complaints(

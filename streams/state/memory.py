@@ -15,6 +15,7 @@ class MemoryStore:
         self._episodes: dict[tuple[int, str], bytes] = {}
         self._due: dict[int, dict[str, int]] = {}
         self._complaints: dict[tuple[int, str], bytes] = {}
+        self._outbox: dict[int, dict[str, bytes]] = {}
 
     async def load_meta(self, partition: int) -> PartitionMeta:
         return self._meta.get(partition, PartitionMeta(-1, 0))
@@ -53,6 +54,7 @@ class MemoryStore:
                 self._windows[(partition, number)] = blob
             else:
                 self._windows.pop((partition, number), None)
+        self._outbox.setdefault(partition, {}).update(changes.outbox)
         due = self._due.setdefault(partition, {})
         for number, (blob, close_at) in changes.episodes.items():
             if blob and close_at is not None:
@@ -61,6 +63,14 @@ class MemoryStore:
             else:
                 self._episodes.pop((partition, number), None)
                 due.pop(number, None)
+
+    async def pending_alerts(self, partition: int) -> dict[str, bytes]:
+        return dict(self._outbox.get(partition, {}))
+
+    async def confirm_alerts(self, partition: int, alert_ids: list[str]) -> None:
+        box = self._outbox.get(partition, {})
+        for alert_id in alert_ids:
+            box.pop(alert_id, None)
 
     async def close(self) -> None:
         return None

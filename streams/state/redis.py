@@ -5,6 +5,7 @@ Redis Cluster too. Key layout (README "Redis keys")::
     {prefix}:{p<N>}:ep           hash, number -> open-episodes blob
     {prefix}:{p<N>}:due          zset, number -> time its episodes close if it stays quiet
     {prefix}:{p<N>}:cp           hash, number -> its recent complaint reports (stage 1 only)
+    {prefix}:{p<N>}:outbox       hash, alert_id -> alert JSON, until confirmed published
     {prefix}:{p<N>}:meta         hash, off = last applied offset, newest = newest start_time,
                                  s<M> = newest start_time from source partition M (stage 2)
 """
@@ -95,7 +96,10 @@ class RedisStore:
         args.append(len(changes.meta.sources))
         for source, newest in changes.meta.sources:
             args += (f"s{source}", newest)
-        keys = [self.key(partition, k) for k in ("meta", "ep", "due")]
+        args.append(len(changes.outbox))
+        for alert_id, alert in changes.outbox.items():
+            args += (alert_id, alert)
+        keys = [self.key(partition, k) for k in ("meta", "ep", "due", "outbox")]
         keys += [self.number_key(partition, n) for n in numbers]
         reply = await self._write(keys=keys, args=args)
         if int(reply[0]) != 1:
@@ -115,6 +119,14 @@ class RedisStore:
             args += (number, expected.get(number) or b"", blob)
         reply = await self._swap(keys=[self.key(partition, "cp")], args=args)
         return int(reply) == 1
+
+    async def pending_alerts(self, partition: int) -> dict[str, bytes]:
+        raw = await self.client.hgetall(self.key(partition, "outbox"))
+        return {bytes(k).decode(): bytes(v) for k, v in raw.items()}  # type: ignore[arg-type]
+
+    async def confirm_alerts(self, partition: int, alert_ids: list[str]) -> None:
+        if alert_ids:
+            await self.client.hdel(self.key(partition, "outbox"), *alert_ids)
 
     async def close(self) -> None:
         await self.client.aclose()
