@@ -2,6 +2,7 @@
 
     python -m benchmarks.probes redis-get URL
     python -m benchmarks.probes alert-latency BOOTSTRAP CDR_TOPIC ALERT_TOPIC PARTITIONS RATE N
+    python -m benchmarks.probes worker FETCH_WAIT_MS
 
 The alert consumer asks for a 5 ms fetch wait so that reading the alert adds little.
 
@@ -16,6 +17,10 @@ message keyed and partitioned by caller like ``streams.simulate.produce``). Each
 handed to the producer (no linger) to the moment its alert is read from ALERT_TOPIC. Prints one
 JSON object with the latencies' median, p99 and maximum in milliseconds and how many alerts
 never came (within 30 s of the last send).
+
+``worker``: ``dialwatch worker`` (settings from DIALWATCH_* as usual) whose Kafka consumers ask
+for FETCH_WAIT_MS instead of Faust's fixed 1,500 ms fetch wait. A diagnostic, to tell the
+broker's long-poll from dialwatch's own latency.
 """
 
 from __future__ import annotations
@@ -214,11 +219,33 @@ def alert_latency(argv: list[str]) -> int:
     return 0
 
 
+def worker(fetch_wait_ms: int) -> int:
+    """``dialwatch worker`` with every aiokafka consumer asking for ``fetch_wait_ms``.
+
+    faust-streaming 0.15 passes a fixed fetch_max_wait_ms=1500; a broker that holds each fetch
+    for its whole max wait (Tansu does) then adds up to 1.5 s to every hop. Diagnostic only.
+    """
+    import aiokafka
+
+    from streams.cli import main as cli
+
+    original = aiokafka.AIOKafkaConsumer.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs["fetch_max_wait_ms"] = fetch_wait_ms
+        original(self, *args, **kwargs)
+
+    aiokafka.AIOKafkaConsumer.__init__ = init
+    return cli(["worker"])
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["redis-get"] and len(argv) == 2:
         return redis_get(argv[1])
     if argv[:1] == ["alert-latency"] and len(argv) == 7:
         return alert_latency(argv[1:])
+    if argv[:1] == ["worker"] and len(argv) == 2:
+        return worker(int(argv[1]))
     sys.stderr.write(__doc__.split("\n\n")[1] + "\n")
     return 2
 

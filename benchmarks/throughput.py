@@ -2,6 +2,7 @@
 
     python -m benchmarks.throughput [--cdrs 200000] [--partitions 4] [--json PATH]
                                     [--kafka HOST:PORT] [--redis URL]
+                                    [--diallers 200] [--short-fetch-ms 10]
 
 One broker (Tansu) and one redis-server are started on free loopback ports unless --kafka and
 --redis name existing ones. The labelled scenario (streams.scenario, every harassment pattern)
@@ -17,6 +18,14 @@ arrays of 500 per message. Then, one after the other, each stage reads the same 
    topic;
 4. the same on the batched topic;
 5. dialwatch scan on the same records from a JSON Lines file, in-process store.
+
+If the worker fails on the batched topic, it is run again on it with DIALWATCH_BATCH_MAX=20.
+Then two extras: the alert latency of a fresh worker fed live traffic at half its measured rate
+on single CDRs (benchmarks.probes alert-latency: 200 planted bulk diallers, from producing the
+CDR that crosses the threshold to reading the alert), once as is and once with its consumers'
+fetch wait cut to 10 ms (Tansu holds every fetch for the whole wait, Faust asks for 1.5 s);
+and, during both worker stages and for 3 s before them, the GET round trip of another Redis
+client (benchmarks.probes redis-get, one GET every 10 ms).
 
 Every stage runs in its own process. Seconds run from the start of consumption to the last
 record done, CPU is user + system time of that process over the same span, peak RSS is its
@@ -47,6 +56,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -318,6 +328,7 @@ class WorkerRun:
     workdir: Path
     name: str
     settings: dict[str, str] = field(default_factory=dict)  # extra DIALWATCH_* variables
+    command: tuple[str, ...] = ("-m", "streams", "worker")
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
 
     def __post_init__(self) -> None:
@@ -345,7 +356,7 @@ class WorkerRun:
         )
         with self.log.open("wb") as fh:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams", "worker"],
+                [sys.executable, *self.command],
                 cwd=ROOT,
                 env=env,
                 stdout=fh,
@@ -524,12 +535,20 @@ def run_alert_latency(
     workdir: Path,
     rate: float,
     diallers: int,
+    fetch_wait_ms: int | None = None,
 ) -> None:
-    """A fresh worker on live traffic at ``rate`` CDRs/s (benchmarks.probes alert-latency)."""
+    """A fresh worker on live traffic at ``rate`` CDRs/s (benchmarks.probes alert-latency).
+    With ``fetch_wait_ms`` the worker's Kafka consumers ask for that fetch wait instead of
+    Faust's fixed 1,500 ms (benchmarks.probes worker)."""
     from benchmarks.probes import _record
 
     create_topics(kafka, {topic: partitions})
-    worker = WorkerRun(kafka, redis, topic, partitions, allowlist, workdir, stage.name)
+    command: tuple[str, ...] = ("-m", "streams", "worker")
+    if fetch_wait_ms is not None:
+        command = ("-m", "benchmarks.probes", "worker", str(fetch_wait_ms))
+    worker = WorkerRun(
+        kafka, redis, topic, partitions, allowlist, workdir, stage.name, command=command
+    )
     try:
         now = time.time()
         warm = [_record(f"1390000{i:04d}", "13900009999", i, now, True) for i in range(100)]
@@ -589,6 +608,7 @@ STAGES = (
     ("worker_batched_bounded", f"worker, {BATCH}/msg, BATCH_MAX={BOUNDED_BATCH_MAX}"),
     ("scan", "dialwatch scan, JSONL"),
     ("alert_latency", "worker, live at half its rate"),
+    ("alert_latency_short_fetch", "worker, live, short fetch wait"),
 )
 # (stage, floor): how the stage compares with the floor of its transport.
 RATIOS = (
@@ -632,7 +652,7 @@ def table(stages: dict[str, Stage], redis_idle: dict[str, Any] | None = None) ->
     lines = [head, "-" * len(head)]
     for name, _ in STAGES:
         stage = stages[name]
-        if name == "alert_latency" and stage.ok:
+        if name.startswith("alert_latency") and stage.ok:
             continue  # not a throughput: its own line below
         if stage.skipped:
             lines.append(f"{stage.label:28} not run: {stage.skipped}")
@@ -654,12 +674,15 @@ def table(stages: dict[str, Stage], redis_idle: dict[str, Any] | None = None) ->
             f"{label} / {floor}: rate x{r['rate_ratio']:.3f}"
             + (f", CPU per CDR x{cpu:.2f}" if cpu is not None else "")
         )
-    latency = stages["alert_latency"]
-    if latency.ok:
-        x = latency.extra
+    for name in ("alert_latency", "alert_latency_short_fetch"):
+        if not stages[name].ok:
+            continue
+        x = stages[name].extra
+        wait = x.get("fetch_wait_ms", 1500)
         lines.append(
-            f"alert latency at {x['rate_sent']:,.0f} CDRs/s (worker CPU {x['worker_cpu_share']:.0%}"
-            f" of a core), {x['alerts']} of {x['diallers']} diallers: {_ms(x)}"
+            f"alert latency, worker fetch wait {wait} ms, at {x['rate_sent']:,.0f} CDRs/s "
+            f"(worker CPU {x['worker_cpu_share']:.0%} of a core), {x['alerts']} of "
+            f"{x['diallers']} diallers: {_ms(x)}"
         )
     lines.append(f"Redis GET, other client, idle: {_ms(redis_idle)}")
     for name in ("worker_single", "worker_batched", "worker_batched_bounded"):
@@ -721,6 +744,12 @@ def main(argv: list[str] | None = None) -> int:
         default=200,
         help="alert latency: diallers planted in live traffic (0: skip)",
     )
+    parser.add_argument(
+        "--short-fetch-ms",
+        type=int,
+        default=10,
+        help="alert latency again with the worker's fetch wait at this (0: skip)",
+    )
     args = parser.parse_args(argv)
     if args.cdrs < 1 or args.partitions < 1:
         parser.error("--cdrs and --partitions must be positive")
@@ -733,6 +762,8 @@ def main(argv: list[str] | None = None) -> int:
             ["python -m benchmarks.throughput", *(sys.argv[1:] if argv is None else argv)]
         ),
         "machine": machine(),
+        # Other work on the machine shares its cores: the 1-minute load before and after.
+        "loadavg_before": round(os.getloadavg()[0], 2),
         "cdrs": args.cdrs,
         "partitions": args.partitions,
         "batch": BATCH,
@@ -835,31 +866,47 @@ def main(argv: list[str] | None = None) -> int:
                     ),
                 )
             attempt("scan", lambda: run_scan(stages["scan"], jsonl, allowlist, workdir))
-            latency = stages["alert_latency"]
-            if args.diallers <= 0:
-                latency.skipped = "--diallers 0"
-            elif not stages["worker_single"].ok:
-                latency.skipped = "needs the worker's rate on single CDRs"
-            else:
-                rate = stages["worker_single"].rate / 2
-                attempt(
-                    "alert_latency",
-                    lambda: run_alert_latency(
-                        latency,
-                        kafka,
-                        redis,
-                        f"bench-{run}-live",
-                        args.partitions,
-                        allowlist,
-                        workdir,
-                        rate,
-                        args.diallers,
-                    ),
-                )
+            # Live traffic at half the worker's rate on single CDRs: with Faust's own fetch
+            # wait, then (diagnostic) with a short one, to tell the broker's long-poll apart.
+            for name, wait in (
+                ("alert_latency", None),
+                ("alert_latency_short_fetch", args.short_fetch_ms or None),
+            ):
+                latency = stages[name]
+                if args.diallers <= 0:
+                    latency.skipped = "--diallers 0"
+                elif name.endswith("short_fetch") and wait is None:
+                    latency.skipped = "--short-fetch-ms 0"
+                elif not stages["worker_single"].ok:
+                    latency.skipped = "needs the worker's rate on single CDRs"
+                else:
+                    if wait is not None:
+                        latency.extra["fetch_wait_ms"] = wait
+                    attempt(
+                        name,
+                        partial(
+                            run_alert_latency,
+                            latency,
+                            kafka,
+                            redis,
+                            f"bench-{run}-{name}",
+                            args.partitions,
+                            allowlist,
+                            workdir,
+                            stages["worker_single"].rate / 2,
+                            args.diallers,
+                            wait,
+                        ),
+                    )
 
+    report["loadavg_after"] = round(os.getloadavg()[0], 2)
     report["stages"] = {name: stage.as_dict() for name, stage in stages.items()}
     report["ratios"] = ratios(stages)
     print(table(stages, report["redis_get_idle"]))
+    print(
+        f"1-minute load average {report['loadavg_before']} before, "
+        f"{report['loadavg_after']} after ({os.cpu_count()} CPUs)"
+    )
     if args.json:
         args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
     return 0 if all(stage.ok or stage.skipped for stage in stages.values()) else 1

@@ -49,6 +49,13 @@ def load_plan(path: Path | str) -> NumberingPlan:
     return parse_plan(raw, source=str(path))
 
 
+def plan_from_setting(value: str) -> NumberingPlan:
+    """``DIALWATCH_NUMBERING_PLAN``: a bundled plan's name, or the path of a plan file."""
+    if value in builtin_plan_names():
+        return builtin_plan(value)
+    return load_plan(value)
+
+
 def builtin_plan_names() -> tuple[str, ...]:
     """Names of the plans shipped in ``config/numbering/`` (``cn``, ``gb``, ...)."""
     return tuple(sorted(p.stem for p in PLANS_DIR.glob("*.toml")))

@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 DEFAULT_POLICY_FILE = Path(__file__).with_name("default_policy.toml")
 
@@ -73,6 +74,10 @@ class Settings:
     redis_ssl_cafile: Path | None = None
     redis_ssl_certfile: Path | None = None
     redis_ssl_keyfile: Path | None = None
+    # Redis Cluster (docs/cluster.md): every Redis URL (this one and --redis) names a seed node
+    # of a cluster, as a redis+cluster:// or rediss+cluster:// URL does by itself. Needed for a
+    # TLS cluster with redis_ssl_* files, whose URL must stay rediss://.
+    redis_cluster: bool = False
     # The worker's state-changing HTTP endpoints (POST /allowlist...) need this bearer token;
     # without one they are disabled. From the variable or from the file, never both.
     api_token: str | None = field(default=None, repr=False)
@@ -83,6 +88,8 @@ class Settings:
     # After a restart, pending outbox alerts are checked against the last this-many messages of
     # each alert-topic partition before being published, so none appears twice.
     outbox_tail_messages: int = 100_000
+    # The numbering plan: a bundled one by name (cn, gb) or a TOML file (config/numbering/).
+    numbering_plan: str = "cn"
 
     def __post_init__(self) -> None:
         for name in ("bucket_s", "long_bucket_s", "batch_max", "topic_partitions"):
@@ -95,6 +102,7 @@ class Settings:
         if self.allowlist_refresh_s <= 0:
             raise ValueError("allowlist_refresh_s must be positive")
         self._check_kafka_security()
+        self._check_redis_cluster()
         self._check_redis_security()
 
     @classmethod
@@ -201,12 +209,36 @@ class Settings:
         if self.redis_ssl_keyfile is not None and self.redis_ssl_certfile is None:
             raise ValueError("redis_ssl_keyfile needs redis_ssl_certfile")
 
+    def _check_redis_cluster(self) -> None:
+        if self.redis is None:
+            return
+        scheme = self.redis.partition("://")[0].lower()
+        if not (self.redis_cluster or scheme in REDIS_CLUSTER_SCHEMES):
+            return
+        if scheme not in ("redis", "rediss", *REDIS_CLUSTER_SCHEMES):
+            raise ValueError(
+                "redis_cluster needs a redis://, rediss://, redis+cluster:// or rediss+cluster://"
+                " URL"
+            )
+        if redis_url_database(self.redis) not in (None, 0):
+            raise ValueError("the redis URL names a database other than 0: a cluster has only 0")
+        if scheme == "rediss+cluster" and any(
+            path is not None
+            for path in (self.redis_ssl_cafile, self.redis_ssl_certfile, self.redis_ssl_keyfile)
+        ):
+            raise ValueError(
+                "redis_ssl_* files need a rediss:// URL: for a TLS cluster use rediss:// with"
+                " redis_cluster=true"
+            )
+
 
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 # Secret-bearing fields declared before field(repr=False) was the convention.
 _SECRET_FIELDS = frozenset({"pseudonym_key"})
 _URL_FIELDS = frozenset({"kafka", "redis"})
+# URL schemes naming a seed node of a Redis Cluster (streams.security.redis_client).
+REDIS_CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 
 # "user:password@" after "scheme://" or, in a bare "host:port" list, at the start of an entry.
 # The password runs to the last "@" before whitespace, "?" or "#", so an unescaped "@", "/" or
@@ -225,6 +257,16 @@ def redact_url(url: str) -> str:
     userinfo = _URL_USERINFO if "://" in url else _BARE_USERINFO
     url = userinfo.sub(lambda m: f"{m['head']}{m['user']}:***@", url)
     return _URL_SECRET_QUERY.sub(lambda m: f"{m['key']}***", url)
+
+
+def redis_url_database(url: str) -> int | None:
+    """The database a Redis URL names (path ``/N`` or ``?db=N``), None when it names none or
+    one redis-py would reject anyway."""
+    parts = urlsplit(url)
+    raw = parts.path.strip("/") or next(
+        (v for k, v in parse_qsl(parts.query) if k.lower() == "db"), ""
+    )
+    return int(raw) if raw.isdigit() else None
 
 
 def _check_secret_source(name: str, value: str | None, path: Path | None) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from detectors.numbering import is_emergency, normalise
+from detectors.numbering import CHINA, NumberingPlan, is_emergency, normalise
 
 
 def shared_key(key_prefix: str) -> str:
@@ -20,8 +20,9 @@ def shared_key(key_prefix: str) -> str:
 
 
 class Allowlist:
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, plan: NumberingPlan = CHINA) -> None:
         self.path = path
+        self.plan = plan
         self._from_file: frozenset[str] = frozenset()
         self._shared: frozenset[str] = frozenset()
         self._added: set[str] = set()
@@ -37,7 +38,7 @@ class Allowlist:
             text = line.split("#", 1)[0].strip()
             if not text:
                 continue
-            number = normalise(text)
+            number = normalise(text, self.plan)
             if number is None:
                 raise ValueError(f"{self.path}:{lineno}: not a phone number")
             numbers.add(number)
@@ -56,14 +57,14 @@ class Allowlist:
         numbers = set()
         for raw in members:
             text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-            number = normalise(text)
+            number = normalise(text, self.plan)
             if number is not None:
                 numbers.add(number)
         self._shared = frozenset(numbers)
         return len(numbers)
 
     def add(self, raw: str) -> str:
-        number = normalise(raw)
+        number = normalise(raw, self.plan)
         if number is None:
             raise ValueError("not a phone number")
         self._added.add(number)
@@ -76,7 +77,7 @@ class Allowlist:
             number in self._from_file
             or number in self._shared
             or number in self._added
-            or is_emergency(number)
+            or is_emergency(number, self.plan)
         )
 
     def __len__(self) -> int:

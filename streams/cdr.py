@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from detectors.numbering import normalise
+from detectors.numbering import CHINA, NumberingPlan, normalise
 
 MAX_ID_LEN = 128
 MAX_TEXT_LEN = 64
@@ -65,17 +65,17 @@ _TRUE = frozenset({"true", "1", "yes", "t", "y"})
 _FALSE = frozenset({"false", "0", "no", "f", "n", ""})
 
 
-def parse_record(obj: object) -> CDR | Reject:
+def parse_record(obj: object, plan: NumberingPlan = CHINA) -> CDR | Reject:
     """Validate one decoded record (a JSON object or a CSV row dict)."""
     if not isinstance(obj, Mapping):
         return Reject("not_an_object", f"expected an object, got {type(obj).__name__}")
     try:
-        return _parse(obj)
+        return _parse(obj, plan)
     except _Invalid as exc:
         return Reject(exc.reason, exc.detail)
 
 
-def decode_message(value: bytes | None) -> list[CDR | Reject]:
+def decode_message(value: bytes | None, plan: NumberingPlan = CHINA) -> list[CDR | Reject]:
     """Decode one Kafka message value: a JSON object or a JSON array of objects."""
     if value is None:
         return [Reject("malformed_json", "empty message")]
@@ -86,12 +86,12 @@ def decode_message(value: bytes | None) -> list[CDR | Reject]:
     except orjson.JSONDecodeError as exc:
         return [Reject("malformed_json", str(exc)[:120])]
     if isinstance(doc, list):
-        return [parse_record(item) for item in doc]
-    return [parse_record(doc)]
+        return [parse_record(item, plan) for item in doc]
+    return [parse_record(doc, plan)]
 
 
-def parse_records(objs: Iterable[object]) -> list[CDR | Reject]:
-    return [parse_record(o) for o in objs]
+def parse_records(objs: Iterable[object], plan: NumberingPlan = CHINA) -> list[CDR | Reject]:
+    return [parse_record(o, plan) for o in objs]
 
 
 class _Invalid(Exception):
@@ -100,7 +100,7 @@ class _Invalid(Exception):
         self.detail = detail
 
 
-def _parse(obj: Mapping[str, Any]) -> CDR:
+def _parse(obj: Mapping[str, Any], plan: NumberingPlan) -> CDR:
     for name in REQUIRED:
         if obj.get(name) is None:
             raise _Invalid("missing_field", f"missing {name}")
@@ -109,8 +109,8 @@ def _parse(obj: Mapping[str, Any]) -> CDR:
         cdr_id = str(cdr_id)
     if not isinstance(cdr_id, str) or not cdr_id or len(cdr_id) > MAX_ID_LEN:
         raise _Invalid("bad_id", "cdr_id must be a non-empty string of at most 128 characters")
-    caller = _number(obj["caller"], "caller")
-    callee = _number(obj["callee"], "callee")
+    caller = _number(obj["caller"], "caller", plan)
+    callee = _number(obj["callee"], "callee", plan)
     start_ms = _start_ms(obj["start_time"])
     duration_s = _duration(obj["duration_s"])
     answered = _bool(obj["answered"], "answered")
@@ -140,12 +140,12 @@ def parse_start_ms(value: object) -> int | Reject:
         return Reject(exc.reason, exc.detail)
 
 
-def _number(value: object, name: str) -> str:
+def _number(value: object, name: str, plan: NumberingPlan) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or len(value) > 40:
         raise _Invalid("bad_number", f"{name} is not a phone number")
-    number = normalise(value)
+    number = normalise(value, plan)
     if number is None:
         raise _Invalid("bad_number", f"{name} is not a phone number")
     return number

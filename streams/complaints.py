@@ -17,7 +17,7 @@ from typing import Protocol
 
 import orjson
 
-from detectors.numbering import normalise
+from detectors.numbering import CHINA, NumberingPlan, normalise
 from streams.cdr import MAX_ID_LEN, MAX_MESSAGE_BYTES, Reject, parse_start_ms
 
 CATEGORIES = (
@@ -42,14 +42,14 @@ class Complaint:
         return int.from_bytes(hashlib.blake2b(self.complaint_id.encode(), digest_size=6).digest())
 
 
-def parse_complaint(obj: object) -> Complaint | Reject:
+def parse_complaint(obj: object, plan: NumberingPlan = CHINA) -> Complaint | Reject:
     if not isinstance(obj, Mapping):
         return Reject("not_an_object", "a complaint is a JSON object")
     cid = obj.get("complaint_id")
     if not isinstance(cid, str) or not 0 < len(cid) <= MAX_ID_LEN:
         return Reject("bad_id", "complaint_id must be a non-empty string of at most 128 chars")
     raw = obj.get("number")
-    number = normalise(raw) if isinstance(raw, str) and len(raw) <= 40 else None
+    number = normalise(raw, plan) if isinstance(raw, str) and len(raw) <= 40 else None
     if number is None:
         return Reject("bad_number", "number is not a phone number")
     category = obj.get("category")
@@ -61,7 +61,7 @@ def parse_complaint(obj: object) -> Complaint | Reject:
     return Complaint(cid, number, str(category), reported)
 
 
-def decode_complaints(value: bytes | None) -> list[Complaint | Reject]:
+def decode_complaints(value: bytes | None, plan: NumberingPlan = CHINA) -> list[Complaint | Reject]:
     """One Kafka message: a complaint object or an array of them."""
     if not value:
         return [Reject("malformed_json", "empty message")]
@@ -72,7 +72,7 @@ def decode_complaints(value: bytes | None) -> list[Complaint | Reject]:
     except orjson.JSONDecodeError:
         return [Reject("malformed_json", "complaint message is not JSON")]
     items = doc if isinstance(doc, list) else [doc]
-    return [parse_complaint(item) for item in items]
+    return [parse_complaint(item, plan) for item in items]
 
 
 # A number's stored reports: [[id hash, reported ms, category index], ...], oldest first.

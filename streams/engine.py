@@ -28,7 +28,7 @@ from config.policy import SEVERITIES, DetectorPolicy, Policy
 from config.settings import Settings
 from detectors.alerts import Alert, clear_alert, episode_id, raise_alert
 from detectors.levels import scaled
-from detectors.numbering import classify
+from detectors.numbering import CHINA, NumberingPlan, classify
 from detectors.pseudonym import pseudonym
 from detectors.registry import Detector, load_all
 from detectors.snapshot import N_FEATURES, Finding, Tally, WindowSnapshot
@@ -129,6 +129,7 @@ class Engine:
         kinds: Collection[str] = CALLER_KINDS,
         sources: int = 1,
         outbox: bool = False,
+        plan: NumberingPlan = CHINA,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -142,6 +143,7 @@ class Engine:
         self.sources = sources
         # Write each batch's alerts with its state, until confirmed published (the worker).
         self.outbox = outbox
+        self.numbering = plan  # the numbering plan (detectors.numbering)
         self.tz = ZoneInfo(settings.timezone)
         self.pseudonym_key = settings.pseudonym_key.encode()
         self.trunks = settings.international_trunks
@@ -247,7 +249,7 @@ class Engine:
                 continue
             last_offset = max(last_offset, offset)
             if isinstance(rec, CDR):
-                rec = caller_obs(rec, self.trunks)
+                rec = caller_obs(rec, self.trunks, self.numbering)
                 if rec is None:
                     out.to_trunk += 1
                     continue
@@ -308,8 +310,8 @@ class Engine:
         if kind == "trunk":
             return "trunk"
         if kind == "block":
-            return str(classify(subject + "00"))
-        return str(classify(subject))
+            return str(classify(subject + "00", self.numbering))
+        return str(classify(subject, self.numbering))
 
     def display(self, kind: str, subject: str) -> str:
         """How an alert names the subject: callees only by pseudonym."""
@@ -552,7 +554,7 @@ class Engine:
             raise_alert(
                 finding,
                 number=member,
-                number_class=str(classify(member)),
+                number_class=str(classify(member, self.numbering)),
                 episode=episode_id(member, name, event_ms),
                 escalated=False,
                 event_ms=event_ms,
@@ -578,7 +580,8 @@ class Engine:
         for ep_key, episode in sorted(state.episodes.items()):
             name, sep, member = ep_key.partition(_MEMBER)
             if sep:
-                shown, shown_kind, number_class = member, "number", str(classify(member))
+                shown, shown_kind = member, "number"
+                number_class = str(classify(member, self.numbering))
             else:
                 shown, shown_kind = self.display(kind, subject), kind
                 number_class = self.number_class(kind, subject)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from config.numbering import plan_from_setting
 from config.policy import load_policy
 from config.settings import Settings
 from streams.allowlist import Allowlist
@@ -31,11 +32,21 @@ def build_engine(
 ) -> Engine:
     """An engine over Redis when a URL is given (or configured), else over memory."""
     policy = load_policy(settings.policy_file)
+    plan = plan_from_setting(settings.numbering_plan)
     if allowlist is None:
-        allowlist = Allowlist(settings.allowlist_file)
+        allowlist = Allowlist(settings.allowlist_file, plan)
     url = redis_url or settings.redis
     store: Store = MemoryStore()
-    engine = Engine(settings, policy, store, allowlist, kinds=kinds, sources=sources, outbox=outbox)
+    engine = Engine(
+        settings,
+        policy,
+        store,
+        allowlist,
+        kinds=kinds,
+        sources=sources,
+        outbox=outbox,
+        plan=plan,
+    )
     if url:
         engine.store = RedisStore(
             redis_client(settings, url),
@@ -53,7 +64,7 @@ def build_engines(
 
     ``sources``: stage-1 partitions feeding stage 2 (the worker: the CDR topic's partitions;
     scan: its one partition). ``outbox``: keep alerts in the store until confirmed sent."""
-    allowlist = Allowlist(settings.allowlist_file)
+    allowlist = Allowlist(settings.allowlist_file, plan_from_setting(settings.numbering_plan))
     return (
         build_engine(settings, redis_url, CALLER_KINDS, allowlist, outbox=outbox),
         build_engine(settings, redis_url, DERIVED_KINDS, allowlist, sources, outbox),

@@ -12,6 +12,7 @@ from typing import IO
 
 import orjson
 
+from detectors.numbering import CHINA, NumberingPlan
 from streams.cdr import CDR, Reject, parse_record
 
 
@@ -23,7 +24,7 @@ def open_text(path: str) -> IO[str]:
     return Path(path).open(encoding="utf-8-sig", errors="replace", newline="")
 
 
-def read_records(path: str) -> Iterator[CDR | Reject]:
+def read_records(path: str, plan: NumberingPlan = CHINA) -> Iterator[CDR | Reject]:
     """Yield every record of one file; the format is sniffed from the first non-blank character."""
     with open_text(path) as fh:
         text = fh.read()
@@ -31,12 +32,12 @@ def read_records(path: str) -> Iterator[CDR | Reject]:
     if not stripped:
         return
     if stripped[0] in "[{":
-        yield from _jsonl(text)
+        yield from _jsonl(text, plan)
     else:
-        yield from (parse_record(row) for row in csv.DictReader(io.StringIO(text)))
+        yield from (parse_record(row, plan) for row in csv.DictReader(io.StringIO(text)))
 
 
-def _jsonl(text: str) -> Iterator[CDR | Reject]:
+def _jsonl(text: str, plan: NumberingPlan) -> Iterator[CDR | Reject]:
     # Only "\n" ends a line: JSON strings may hold U+2028 and friends unescaped.
     for line in text.split("\n"):
         if not line.strip():
@@ -47,6 +48,6 @@ def _jsonl(text: str) -> Iterator[CDR | Reject]:
             yield Reject("malformed_json", str(exc)[:120])
             continue
         if isinstance(doc, list):
-            yield from (parse_record(item) for item in doc)
+            yield from (parse_record(item, plan) for item in doc)
         else:
-            yield parse_record(doc)
+            yield parse_record(doc, plan)

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from detectors.numbering import NumberClass, classify
+from detectors.numbering import CHINA, NumberClass, NumberingPlan, classify
 from streams.cdr import CDR, Reject
 
 UNASSERTED = "~"  # marks a counterpart whose identity the network did not assert
@@ -83,7 +83,9 @@ def trunk_id(raw: str | None) -> str:
     return "h-" + hashlib.blake2b(raw.encode(), digest_size=8).hexdigest()
 
 
-def is_spoofed(cdr: CDR, international_trunks: tuple[str, ...]) -> bool:
+def is_spoofed(
+    cdr: CDR, international_trunks: tuple[str, ...], plan: NumberingPlan = CHINA
+) -> bool:
     """The network did not assert the caller's identity: attestation C, or a domestic number
     presented on an international ingress trunk."""
     if cdr.attestation is not None and cdr.attestation.strip().upper() == "C":
@@ -92,7 +94,7 @@ def is_spoofed(cdr: CDR, international_trunks: tuple[str, ...]) -> bool:
     return (
         trunk is not None
         and trunk.startswith(international_trunks)
-        and classify(cdr.caller) in _DOMESTIC
+        and classify(cdr.caller, plan) in _DOMESTIC
     )
 
 
@@ -103,27 +105,32 @@ def _obs(kind: str, subject: str, cdr: CDR, other: str, source: int = -1) -> Obs
     )
 
 
-def caller_obs(cdr: CDR, international_trunks: tuple[str, ...]) -> Obs | None:
+def caller_obs(
+    cdr: CDR, international_trunks: tuple[str, ...], plan: NumberingPlan = CHINA
+) -> Obs | None:
     """The caller-side observation, or None when the identity is not asserted."""
-    if is_spoofed(cdr, international_trunks):
+    if is_spoofed(cdr, international_trunks, plan):
         return None
     return _obs("number", cdr.caller, cdr, cdr.callee)
 
 
 def derived_obs(
-    cdrs: Iterable[CDR], international_trunks: tuple[str, ...], source: int = 0
+    cdrs: Iterable[CDR],
+    international_trunks: tuple[str, ...],
+    source: int = 0,
+    plan: NumberingPlan = CHINA,
 ) -> list[Obs]:
     """The callee, block and trunk observations of ``cdrs`` (read from stage-1 partition
     ``source``), in order."""
     out: list[Obs] = []
     for cdr in cdrs:
-        if is_spoofed(cdr, international_trunks):
+        if is_spoofed(cdr, international_trunks, plan):
             out.append(_obs("trunk", trunk_id(cdr.ingress_trunk), cdr, cdr.caller, source))
             # The presented number still tells repeats apart (a spoofed flood is still a flood),
             # but marked, so it can never become a member to intercept.
             out.append(_obs("callee", cdr.callee, cdr, UNASSERTED + cdr.caller, source))
             continue
         out.append(_obs("callee", cdr.callee, cdr, cdr.caller, source))
-        if classify(cdr.caller) in _BLOCK_CLASSES:
+        if classify(cdr.caller, plan) in _BLOCK_CLASSES:
             out.append(_obs("block", cdr.caller[:-BLOCK_DIGITS], cdr, cdr.caller, source))
     return out

@@ -31,7 +31,7 @@ async def load_complaints(engine: Engine, path: str, totals: Counter[str]) -> No
         for line in fh:
             if not line.strip():
                 continue
-            for rec in decode_complaints(line):
+            for rec in decode_complaints(line, engine.numbering):
                 if isinstance(rec, Reject):
                     totals[f"complaints_rejected:{rec.reason}"] += 1
                 else:
@@ -56,7 +56,7 @@ async def scan(
         await load_complaints(engine, complaints, totals)
     records: list[CDR] = []
     for path in paths:
-        for rec in read_records(path):
+        for rec in read_records(path, engine.numbering):
             if isinstance(rec, Reject):
                 totals[f"rejected:{rec.reason}"] += 1
             else:
@@ -73,7 +73,7 @@ async def scan(
         outcome = await engine.process(SCAN_PARTITION, items)
         _count(outcome, totals, out, engine)
         if derived is not None:
-            observed = derived_obs(chunk, trunks)
+            observed = derived_obs(chunk, trunks, SCAN_PARTITION, engine.numbering)
             items = [(second + j, o) for j, o in enumerate(observed)]
             second += len(observed)
             _count(await derived.process(SCAN_PARTITION, items), totals, out, engine, stage=2)

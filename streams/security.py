@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
-from config.settings import Settings, redact_url
+from config.settings import REDIS_CLUSTER_SCHEMES, Settings, redact_url, redis_url_database
 
 if TYPE_CHECKING:
     from faust.auth import Credentials
@@ -118,20 +119,49 @@ def redis_url_and_kwargs(settings: Settings, url: str | None = None) -> tuple[st
         "ssl_certfile": settings.redis_ssl_certfile,
         "ssl_keyfile": settings.redis_ssl_keyfile,
     }
-    if any(files.values()) and not url.lower().startswith("rediss://"):
+    tls = url.lower().startswith(("rediss://", "rediss+cluster://"))
+    if any(files.values()) and not tls:
         raise ValueError(f"redis_ssl_* files are set but {redact_url(url)} is not rediss:// (TLS)")
     kwargs.update({key: str(path) for key, path in files.items() if path is not None})
     return url, kwargs
 
 
-def redis_client(settings: Settings, url: str | None = None) -> aioredis.Redis:
+# What redis_client returns: one server, or a Redis Cluster (docs/cluster.md).
+RedisClient = aioredis.Redis | RedisCluster
+
+
+def redis_cluster_url(settings: Settings, url: str) -> str | None:
+    """The ``redis://`` or ``rediss://`` URL of a cluster seed node when ``url`` names a Redis
+    Cluster (a ``redis+cluster://`` or ``rediss+cluster://`` URL, or any URL with
+    ``settings.redis_cluster``), None for a single server."""
+    scheme, _, rest = url.partition("://")
+    scheme = scheme.lower()
+    if scheme in REDIS_CLUSTER_SCHEMES:
+        return f"{scheme.removesuffix('+cluster')}://{rest}"
+    if not settings.redis_cluster:
+        return None
+    if scheme not in ("redis", "rediss"):
+        raise ValueError(f"redis_cluster needs a redis:// or rediss:// URL, not {redact_url(url)}")
+    return url
+
+
+def redis_client(settings: Settings, url: str | None = None) -> RedisClient:
     """An asyncio Redis client for the store, authenticated and over TLS as configured.
+
+    A cluster URL (``redis+cluster://host:port``, ``rediss+cluster://``, or any URL with
+    ``redis_cluster`` set) gives a ``redis.asyncio.cluster.RedisCluster`` seeded from that node,
+    with the same credentials and TLS files; every other URL a ``redis.asyncio.Redis``.
 
     Nothing connects yet: a wrong password or an untrusted certificate shows on the first
     command, as ``redis.exceptions.AuthenticationError`` or ``ConnectionError``.
     """
     url, kwargs = redis_url_and_kwargs(settings, url)
-    return aioredis.Redis.from_url(url, decode_responses=False, **kwargs)
+    cluster_url = redis_cluster_url(settings, url)
+    if cluster_url is None:
+        return aioredis.Redis.from_url(url, decode_responses=False, **kwargs)
+    if redis_url_database(cluster_url) not in (None, 0):
+        raise ValueError(f"{redact_url(url)} names a database other than 0: a cluster has only 0")
+    return RedisCluster.from_url(cluster_url, decode_responses=False, **kwargs)
 
 
 # The commands the store sends (streams/state/redis.py) and the ones its Lua scripts call
@@ -285,4 +315,6 @@ def describe(settings: Settings) -> str:
             redis += f" ca={settings.redis_ssl_cafile}"
         if settings.redis_ssl_certfile is not None:
             redis += " client-cert"
+        if settings.redis_cluster:
+            redis += " cluster"
     return f"kafka: {kafka}; redis: {redis}"

@@ -15,6 +15,10 @@ import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import redis
 from pathlib import Path
 
 
@@ -166,3 +170,113 @@ def create_topics(
                 admin.create_topics(new)
     finally:
         admin.close()
+
+
+CLUSTER_SLOTS = 16384
+
+
+@dataclass
+class ClusterService:
+    """A Redis Cluster of ``nodes`` primaries (no replicas) on loopback. ``address`` is the
+    cluster URL dialwatch takes (``redis+cluster://127.0.0.1:<first port>``, see
+    docs/cluster.md); any node serves as the client's seed."""
+
+    nodes: list[Service]
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    @property
+    def address(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def _slot_ranges(nodes: int) -> list[tuple[int, int]]:
+    """The slots each node serves, split as ``redis-cli --cluster create`` does."""
+    bounds = [round(i * CLUSTER_SLOTS / nodes) for i in range(nodes + 1)]
+    return [(bounds[i], bounds[i + 1] - 1) for i in range(nodes)]
+
+
+def _free_ports(n: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def start_redis_cluster(nodes: int = 3, timeout_s: float = 30.0) -> ClusterService:
+    """Start ``nodes`` cluster-enabled redis-servers (7.0 or later) on free loopback ports, give
+    each an equal share of the 16384 slots, introduce them (CLUSTER MEET) and wait until every
+    node reports ``cluster_state:ok`` and knows every other node.
+
+    Each node is a ``start_redis`` service (own session, own temporary directory holding its
+    cluster config file, stopped by pid). The cluster bus port is chosen free too
+    (``--cluster-port``) rather than port + 10000, which may be taken or beyond 65535.
+    """
+    if nodes < 1:
+        raise ValueError("a cluster needs at least one node")
+    import redis  # noqa: F811 (at run time only here: the other services do not need it)
+
+    ports = _free_ports(2 * nodes)
+    started: list[Service] = []
+    clients: list[redis.Redis] = []
+    try:
+        for i in range(nodes):
+            port, bus = ports[2 * i], ports[2 * i + 1]
+            extra = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                f"nodes-{port}.conf",  # relative to the node's own --dir
+                "--cluster-port",
+                str(bus),
+            ]
+            started.append(start_redis(port, extra, timeout_s))
+        clients = [redis.Redis(host="127.0.0.1", port=node.port) for node in started]
+        for epoch, (client, (first, last)) in enumerate(
+            zip(clients, _slot_ranges(nodes), strict=True), start=1
+        ):
+            # Distinct config epochs, as redis-cli sets them: no collision to resolve later.
+            client.cluster("SET-CONFIG-EPOCH", epoch)
+            client.cluster("ADDSLOTSRANGE", first, last)
+        for i in range(1, nodes):
+            port, bus = ports[2 * i], ports[2 * i + 1]
+            clients[0].cluster("MEET", "127.0.0.1", port, bus)
+        _wait_for_cluster(clients, nodes, timeout_s)
+    except BaseException as exc:
+        for service in started:
+            service.stop()
+        if isinstance(exc, redis.RedisError):
+            raise ServiceError(f"could not form the Redis Cluster: {exc}") from exc
+        raise
+    finally:
+        for client in clients:
+            client.close()
+    return ClusterService(started)
+
+
+def _wait_for_cluster(clients: list[redis.Redis], nodes: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    info: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        ready = True
+        for client in clients:
+            info = client.cluster("INFO")
+            if (
+                info.get("cluster_state") != "ok"
+                or int(info.get("cluster_known_nodes", 0)) != nodes
+                or int(info.get("cluster_slots_ok", 0)) != CLUSTER_SLOTS
+            ):
+                ready = False
+                break
+        if ready:
+            return
+        time.sleep(0.1)
+    raise ServiceError(f"Redis Cluster not ready after {timeout_s} s: {info}")

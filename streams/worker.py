@@ -290,6 +290,7 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
     dead = app.topic(settings.dead_letter_topic, key_type=bytes, value_type=bytes)
     tz = callers.engine.tz
     trunks = settings.international_trunks
+    plan = callers.engine.numbering
     partitions = settings.topic_partitions
 
     def split(
@@ -308,12 +309,12 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
     @app.agent(cdrs, name="by_caller")
     async def by_caller(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
-            by_partition, raw = split(events, decode_message)
+            by_partition, raw = split(events, partial(decode_message, plan=plan))
             for partition, items in by_partition.items():
                 # Derived observations go out before the state write: a crash in between
                 # replays them, and stage 2 drops the repeats by cdr_id.
                 cdrs = (r for _, r in items if isinstance(r, CDR))
-                observed = derived_obs(cdrs, trunks, partition)
+                observed = derived_obs(cdrs, trunks, partition, plan)
                 if observed:
                     messages = derived_messages(observed, partition, partitions)
                     await callers.send_confirmed(partition, partial(_forward, messages))
@@ -348,7 +349,7 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
             by_partition: dict[int, list[Complaint]] = {}
             rejects: list[tuple[Any, Reject]] = []
             for event in events:
-                for rec in decode_complaints(event.message.value):
+                for rec in decode_complaints(event.message.value, plan):
                     if isinstance(rec, Reject):
                         rejects.append((event.message, rec))
                         continue
@@ -438,7 +439,7 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
                 return self.json({"error": "unauthorised"}, status=401)
             try:
                 body = await request.json()
-                number = normalise(str(body["number"])[:40])
+                number = normalise(str(body["number"])[:40], plan)
             except (ValueError, KeyError, TypeError):
                 number = None
             if number is None or not isinstance(allowlist, Allowlist):

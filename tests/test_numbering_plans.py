@@ -543,3 +543,20 @@ def test_any_valid_plan_normalises_idempotently(data: st.DataObject) -> None:
     if once is not None:
         assert OUTPUT.fullmatch(once), (plan, raw, once)
         assert normalise(once, plan) == once, (plan, raw, once)
+
+
+def test_the_setting_picks_a_bundled_plan_or_a_file(tmp_path: Path) -> None:
+    from config.numbering import plan_from_setting
+    from config.settings import Settings
+    from streams.factory import build_engine
+
+    assert plan_from_setting("cn") == CHINA
+    gb = plan_from_setting("gb")
+    assert gb.country_code == "44"
+    copy = tmp_path / "mine.toml"
+    copy.write_text((PLANS_DIR / "gb.toml").read_text(encoding="utf-8"), encoding="utf-8")
+    assert plan_from_setting(str(copy)) == gb
+    engine = build_engine(Settings(numbering_plan="gb"))
+    assert engine.numbering == gb
+    assert engine.number_class("number", "7700900123") == "mobile"
+    assert build_engine(Settings()).number_class("number", "7700900123") != "mobile"

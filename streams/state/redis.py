@@ -15,6 +15,7 @@ from __future__ import annotations
 from importlib import resources
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from streams.state.base import Changes, PartitionMeta, ReadResult, StaleOffset
 
@@ -28,7 +29,7 @@ def _lua(name: str) -> str:
 
 class RedisStore:
     def __init__(
-        self, client: aioredis.Redis, *, prefix: str, window_ttl_ms: int, partition_ttl_ms: int
+        self, client: aioredis.Redis | RedisCluster, *, prefix: str, window_ttl_ms: int, partition_ttl_ms: int
     ) -> None:
         self.client = client
         self.prefix = prefix
