@@ -222,7 +222,7 @@ def start_redis_cluster(nodes: int = 3, timeout_s: float = 30.0) -> ClusterServi
     """
     if nodes < 1:
         raise ValueError("a cluster needs at least one node")
-    import redis  # noqa: F811 (at run time only here: the other services do not need it)
+    import redis
 
     ports = _free_ports(2 * nodes)
     started: list[Service] = []

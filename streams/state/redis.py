@@ -29,7 +29,12 @@ def _lua(name: str) -> str:
 
 class RedisStore:
     def __init__(
-        self, client: aioredis.Redis | RedisCluster, *, prefix: str, window_ttl_ms: int, partition_ttl_ms: int
+        self,
+        client: aioredis.Redis | RedisCluster,
+        *,
+        prefix: str,
+        window_ttl_ms: int,
+        partition_ttl_ms: int,
     ) -> None:
         self.client = client
         self.prefix = prefix
