@@ -186,17 +186,25 @@ REDIS_ACL_COMMANDS = (
 )
 
 
-def redis_acl_rule(username: str, key_prefix: str, password: str) -> str:
+# What the Redis Cluster client sends besides (docs/cluster.md): CLUSTER SLOTS to learn which node
+# serves which slot, COMMAND to learn where commands keep their keys, and ASKING before a command
+# redirected to the node a slot is migrating to.
+REDIS_CLUSTER_ACL_COMMANDS = ("cluster|slots", "command", "asking")
+
+
+def redis_acl_rule(username: str, key_prefix: str, password: str, *, cluster: bool = False) -> str:
     """The ``user`` line of a Redis ACL file granting the store exactly what it needs.
 
     Keys are limited to ``<key_prefix>:*`` (both stages' keys live there), commands to
-    REDIS_ACL_COMMANDS, and the password is stored as its SHA-256 (``#<hex>``), so the line
-    holds no secret. Load it with ``aclfile`` or send it, without ``user``, to ``ACL SETUSER``.
+    REDIS_ACL_COMMANDS (plus REDIS_CLUSTER_ACL_COMMANDS with ``cluster``, for every node of a
+    Redis Cluster), and the password is stored as its SHA-256 (``#<hex>``), so the line holds no
+    secret. Load it with ``aclfile`` or send it, without ``user``, to ``ACL SETUSER``.
     """
     if any(c in key_prefix for c in "*?[]\\ "):
         raise ValueError("key_prefix must not contain glob characters or spaces")
     digest = hashlib.sha256(password.encode()).hexdigest()
-    commands = " ".join(f"+{c}" for c in REDIS_ACL_COMMANDS)
+    allowed = REDIS_ACL_COMMANDS + (REDIS_CLUSTER_ACL_COMMANDS if cluster else ())
+    commands = " ".join(f"+{c}" for c in allowed)
     return f"user {username} reset on #{digest} ~{key_prefix}:* resetchannels -@all {commands}"
 
 

@@ -514,8 +514,17 @@ async def read_state(client: Any, prefix: str) -> Stored:
         else:
             number_keys.append((key, int(m.group(1)), m.group(2)))
     state = Stored()
-    for i in range(0, len(number_keys), MGET_CHUNK):
-        chunk = number_keys[i : i + MGET_CHUNK]
+    # One MGET per partition and chunk: a partition's keys share a hash slot, so this also
+    # works on a Redis Cluster, where MGET may not span slots.
+    by_partition: dict[int, list[tuple[bytes, int, str]]] = {}
+    for entry in number_keys:
+        by_partition.setdefault(entry[1], []).append(entry)
+    chunks = [
+        keys[i : i + MGET_CHUNK]
+        for keys in by_partition.values()
+        for i in range(0, len(keys), MGET_CHUNK)
+    ]
+    for chunk in chunks:
         blobs = await client.mget([k for k, _, _ in chunk])
         for (_, p, number), blob in zip(chunk, blobs, strict=True):
             if blob is None:  # expired between SCAN and MGET

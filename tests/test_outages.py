@@ -1,0 +1,293 @@
+"""Outages of the real services a worker depends on, injected mid-stream.
+
+Each test starts its own Tansu broker and redis-server (not the session fixtures: pausing those
+would disturb other tests), produces about 40,000 CDRs as JSON arrays of 100 on 4 partitions,
+starts a worker, and when about 30% is applied takes one service away for a while:
+
+* Redis frozen (SIGSTOP) for 8 s, then thawed (SIGCONT);
+* the broker frozen likewise (not restarted: Tansu's memory storage keeps nothing across one);
+* Redis shut down cleanly (``SHUTDOWN``, the AOF complete) and restarted on the same port and
+  directory.
+
+The worker must stay up and catch up. Afterwards ``dialwatch verify`` accounts for every record,
+no alert id appears twice on the alert topic, and the caller-stage alert ids equal those of a
+fault-free run of the same records (``scan``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+
+from config.settings import Settings
+from streams import simulate as sim
+from streams.cli import default_start
+from streams.services import Service, create_topics, free_port, start_broker, start_redis
+from tests.test_faults import (
+    CALLER_DETECTORS,
+    PARTITIONS,
+    applied,
+    end_offsets,
+    fault_free,
+    read_alerts,
+    worker_env,
+)
+
+pytestmark = pytest.mark.e2e
+SPEC = sim.SimSpec(
+    start=default_start(Settings()), seed=31, hours=12, subscribers=6_000, bulk_diallers=2
+)
+OUTAGE_S = 8.0
+CATCH_UP_S = 150.0
+
+
+@pytest.fixture(scope="module")
+def records() -> list[dict[str, object]]:
+    return sim.generate(SPEC)[0]
+
+
+@pytest.fixture(scope="module")
+def reference(
+    records: list[dict[str, object]], tmp_path_factory: pytest.TempPathFactory
+) -> list[dict[str, object]]:
+    return fault_free(records, tmp_path_factory.mktemp("reference"))
+
+
+def health(port: int) -> int | None:
+    """The status of the worker's /health, None when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+@dataclass
+class Rig:
+    """One test's broker, Redis, topics and worker."""
+
+    broker: Service
+    redis: Service
+    env: dict[str, str]
+    log: Path
+    total: int = 0  # messages on the CDR topic
+    proc: subprocess.Popen[bytes] | None = None
+    statuses: list[int | None] = field(default_factory=list)  # /health during the outage
+
+    @property
+    def prefix(self) -> str:
+        return self.env["DIALWATCH_KEY_PREFIX"]
+
+    @property
+    def web_port(self) -> int:
+        return int(self.env["DIALWATCH_WEB_PORT"])
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis.address, socket_timeout=5)
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def alive(self) -> None:
+        assert self.proc is not None and self.proc.poll() is None, self.tail()
+
+    def start_worker(self) -> None:
+        with self.log.open("ab") as fh:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streams", "worker"],
+                env=self.env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_applied(self, fraction: float, timeout_s: float = 90) -> None:
+        client = self.client()
+        deadline = time.monotonic() + timeout_s
+        try:
+            while sum(applied(client, self.prefix, PARTITIONS).values()) < self.total * fraction:
+                self.alive()
+                assert time.monotonic() < deadline, self.tail()
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def watch(self, seconds: float) -> None:
+        """Poll /health for ``seconds`` while the worker must stay up."""
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            self.alive()
+            self.statuses.append(health(self.web_port))
+            time.sleep(0.2)
+
+    def wait_caught_up(self) -> None:
+        """Both stages at or past their topics' end offsets, and stable (see test_faults)."""
+        client = self.client()
+        deadline = time.monotonic() + CATCH_UP_S
+        kafka = self.env["DIALWATCH_KAFKA"]
+        try:
+            for topic, key in (
+                (self.env["DIALWATCH_CDR_TOPIC"], self.prefix),
+                (self.env["DIALWATCH_DERIVED_TOPIC"], f"{self.prefix}:x"),
+            ):
+                while True:
+                    self.alive()
+                    ends = end_offsets(kafka, topic)
+                    done = applied(client, key, PARTITIONS)
+                    if ends and all(done[p] >= end for p, end in ends.items()):
+                        time.sleep(2)
+                        if applied(client, key, PARTITIONS) == done:
+                            break
+                    assert time.monotonic() < deadline, (topic, ends, done, self.tail())
+                    time.sleep(0.5)
+        finally:
+            client.close()
+
+    def check(self, records: list[dict[str, object]], ref: list[dict[str, object]]) -> None:
+        alerts = read_alerts(self.env["DIALWATCH_KAFKA"], self.env["DIALWATCH_ALERT_TOPIC"])
+        ids = [str(a["alert_id"]) for a in alerts]
+        assert len(ids) == len(set(ids)), "an alert was published twice"
+
+        def caller_ids(rows: list[dict[str, object]]) -> set[str]:
+            return {str(a["alert_id"]) for a in rows if a["detector"] in CALLER_DETECTORS}
+
+        assert caller_ids(ref), "the reference run raised no caller alert"
+        assert caller_ids(alerts) == caller_ids(ref)
+        verify = subprocess.run(
+            [
+                sys.executable, "-m", "streams", "verify",
+                "--topic", self.env["DIALWATCH_CDR_TOPIC"],
+                "--alerts", self.env["DIALWATCH_ALERT_TOPIC"],
+                "--redis", self.redis.address,
+                "--prefix", self.prefix,
+            ],
+            capture_output=True, env=self.env, timeout=180,
+        )  # fmt: skip
+        output = verify.stdout.decode() + verify.stderr.decode()
+        assert verify.returncode == 0 and "ALL-RECORDS-ACCOUNTED" in output, output[-3000:]
+
+
+@pytest.fixture
+def rig(
+    records: list[dict[str, object]], unique: str, tmp_path: Path
+) -> Iterator[Callable[..., Rig]]:
+    """``rig(redis_port=None, redis_extra=None)``: own services, topics produced, worker up."""
+    made: list[Rig] = []
+
+    def make(redis_port: int | None = None, redis_extra: list[str] | None = None) -> Rig:
+        broker = start_broker()
+        try:
+            store = start_redis(redis_port, redis_extra)
+        except BaseException:
+            broker.stop()
+            raise
+        env = worker_env(broker.address, store.address, unique, free_port())
+        env["DIALWATCH_RETRY_MAX_BACKOFF_S"] = "1"
+        one = Rig(broker, store, env, tmp_path / "worker.log")
+        made.append(one)
+        create_topics(
+            broker.address,
+            {
+                env["DIALWATCH_CDR_TOPIC"]: PARTITIONS,
+                env["DIALWATCH_ALERT_TOPIC"]: 1,
+                env["DIALWATCH_DEAD_LETTER_TOPIC"]: 1,
+            },
+        )
+        sim.produce(records, broker.address, env["DIALWATCH_CDR_TOPIC"], PARTITIONS, 100)
+        one.total = sum(end_offsets(broker.address, env["DIALWATCH_CDR_TOPIC"]).values())
+        one.start_worker()
+        return one
+
+    yield make
+    for one in made:
+        for service in (one.broker, one.redis):
+            if service.proc.poll() is None:
+                os.kill(service.proc.pid, signal.SIGCONT)  # a stopped process ignores SIGTERM
+        if one.proc is not None and one.proc.poll() is None:
+            one.proc.terminate()
+            try:
+                one.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                one.proc.kill()
+                one.proc.wait()
+        one.broker.stop()
+        one.redis.stop()
+
+
+def freeze(service: Service, rig: Rig) -> None:
+    """SIGSTOP ``service`` for OUTAGE_S while polling /health, then SIGCONT."""
+    os.kill(service.proc.pid, signal.SIGSTOP)
+    try:
+        rig.watch(OUTAGE_S)
+    finally:
+        os.kill(service.proc.pid, signal.SIGCONT)
+
+
+@pytest.mark.timeout(600)
+def test_redis_frozen_mid_stream_degrades_health_then_catches_up_exactly(
+    rig: Callable[..., Rig],
+    records: list[dict[str, object]],
+    reference: list[dict[str, object]],
+) -> None:
+    one = rig()
+    one.wait_applied(0.3)
+    freeze(one.redis, one)
+    assert 503 in one.statuses, f"/health during the Redis outage: {one.statuses}"
+    one.wait_caught_up()
+    assert health(one.web_port) == 200
+    one.check(records, reference)
+
+
+@pytest.mark.timeout(600)
+def test_broker_frozen_mid_stream_worker_resumes_exactly(
+    rig: Callable[..., Rig],
+    records: list[dict[str, object]],
+    reference: list[dict[str, object]],
+) -> None:
+    one = rig()
+    one.wait_applied(0.3)
+    freeze(one.broker, one)
+    one.wait_caught_up()
+    one.check(records, reference)
+
+
+@pytest.mark.timeout(600)
+def test_redis_shut_down_and_restarted_mid_stream_catches_up_exactly(
+    rig: Callable[..., Rig],
+    records: list[dict[str, object]],
+    reference: list[dict[str, object]],
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "redis-data"
+    data.mkdir()
+    port = free_port()
+    persistent = ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(data)]
+    one = rig(port, persistent)
+    one.wait_applied(0.3)
+    before = one.client()
+    try:
+        before.shutdown()  # the AOF is fsynced on every write and closed on SHUTDOWN
+    finally:
+        before.close()
+    one.redis.proc.wait(timeout=30)
+    assert one.redis.proc.returncode == 0, (one.redis.workdir / "redis.log").read_text()
+    one.watch(OUTAGE_S / 2)  # down: connections refused
+    one.redis.stop()  # its (empty) temporary directory only; the data live in ``data``
+    one.redis = start_redis(port, persistent)
+    one.watch(OUTAGE_S / 2)
+    assert 503 in one.statuses, f"/health while Redis was down: {one.statuses}"
+    one.wait_caught_up()
+    assert health(one.web_port) == 200
+    one.check(records, reference)
