@@ -17,8 +17,8 @@ when BENCH_EXPECT messages were seen; the parent then stops it.
 Both report the record count, the wall-clock time (time.time()) and the process's CPU seconds
 (getrusage: user + system, all threads) at the start and at the end of the measured span, and
 the peak RSS (VmHWM) in KiB. The aiokafka span starts just before the first ``getmany``; the
-Faust span starts when the agent receives its first batch (Faust gives no earlier hook on the
-same footing), so up to one batch of 2,000 messages is read before it starts.
+Faust span when the first rebalance completes (``app.on_rebalance_complete``), just before
+Faust seeks the partitions and resumes the flow.
 
 Imports are local to each command so that neither floor carries the other's modules.
 """
@@ -124,6 +124,13 @@ def faust_floor() -> int:
     )
     source = app.topic(env["BENCH_TOPIC"], key_type=bytes, value_type=bytes)
     state: dict[str, Any] = {"n": 0, "first": None, "done": False}
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
+    async def started(sender: Any, **kwargs: Any) -> None:
+        # Sent just before Faust seeks the stream partitions and resumes the flow: nothing has
+        # been consumed yet (the worker's span starts at the same point, from its log).
+        if state["first"] is None:
+            state["first"] = (time.time(), cpu_self())
 
     @app.agent(source, name="floor")
     async def floor(stream: Any) -> None:

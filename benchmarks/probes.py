@@ -192,7 +192,14 @@ async def _alert_latency(
         reader.cancel()
         await producer.stop()
         await consumer.stop()
-    latencies = [alerted[n] - crossing_sent[n] for n in alerted]
+    # In planting order: if the last quarter is much slower than the first, the worker was
+    # falling behind (a growing backlog), not merely slow.
+    latencies = [alerted[n] - crossing_sent[n] for n in crossing_sent if n in alerted]
+    quarter = max(1, len(latencies) // 4)
+    drift = {
+        "p50_first_quarter_ms": percentiles(latencies[:quarter]).get("p50_ms"),
+        "p50_last_quarter_ms": percentiles(latencies[-quarter:]).get("p50_ms"),
+    }
     seconds = t_end - t_start
     return {
         "rate_target": round(rate, 1),
@@ -204,6 +211,7 @@ async def _alert_latency(
         "t_start": t_start,
         "t_end": t_end,
         **percentiles(latencies),
+        **drift,
     }
 
 

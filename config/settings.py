@@ -88,6 +88,9 @@ class Settings:
     # After a restart, pending outbox alerts are checked against the last this-many messages of
     # each alert-topic partition before being published, so none appears twice.
     outbox_tail_messages: int = 100_000
+    # A Redis call (or connection attempt) taking longer fails, is retried, and turns /health
+    # to degraded meanwhile.
+    redis_timeout_s: float = 5.0
     # The numbering plan: a bundled one by name (cn, gb) or a TOML file (config/numbering/).
     numbering_plan: str = "cn"
 
@@ -101,6 +104,8 @@ class Settings:
             raise ValueError("set api_token or api_token_file, not both")
         if self.allowlist_refresh_s <= 0:
             raise ValueError("allowlist_refresh_s must be positive")
+        if self.redis_timeout_s <= 0:
+            raise ValueError("redis_timeout_s must be positive")
         self._check_kafka_security()
         self._check_redis_cluster()
         self._check_redis_security()

@@ -23,8 +23,8 @@ def condition_holds(name: str, value: float, tally: Tally, members: int) -> bool
         return tally.share("answered") <= value
     if name == "min_answer_rate":
         return tally.share("answered") >= value
-    if name == "min_short_share":
-        return tally.share("short") >= value
+    if name == "min_short_share":  # vacuous when nothing was answered: no call to judge
+        return tally.answered == 0 or tally.share("short") >= value
     if name == "min_distinct_share":
         return tally.share("distinct") >= value
     if name == "max_distinct_share":

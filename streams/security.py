@@ -123,6 +123,9 @@ def redis_url_and_kwargs(settings: Settings, url: str | None = None) -> tuple[st
     if any(files.values()) and not tls:
         raise ValueError(f"redis_ssl_* files are set but {redact_url(url)} is not rediss:// (TLS)")
     kwargs.update({key: str(path) for key, path in files.items() if path is not None})
+    # Our own bound, not the library's default: a hung Redis must show as degraded health.
+    kwargs["socket_timeout"] = settings.redis_timeout_s
+    kwargs["socket_connect_timeout"] = settings.redis_timeout_s
     return url, kwargs
 
 

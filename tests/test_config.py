@@ -16,7 +16,7 @@ from config.settings import DEFAULT_POLICY_FILE, Settings
 
 def test_bundled_default_policy_loads() -> None:
     policy = load_policy(DEFAULT_POLICY_FILE)
-    assert policy.version == "2026.11.2"
+    assert policy.version == "2026.11.3"
     assert dict(policy.windows) == {
         "5m": 300,
         "10m": 600,
@@ -40,7 +40,7 @@ def test_bundled_default_policy_loads() -> None:
     critical, warning = bulk.levels
     assert (critical.severity, critical.action) == ("critical", "intercept")
     assert dict(critical.thresholds) == {"5m": 22, "40m": 250, "24h": 2000}
-    assert dict(critical.conditions) == {"max_answer_rate": 0.45}
+    assert dict(critical.conditions) == {"max_answer_rate": 0.45, "min_short_share": 0.5}
     assert (warning.severity, warning.action) == ("warning", "monitor")
     assert dict(warning.conditions) == {}
     assert policy.factor("mvno") == 0.8 and policy.factor("mobile") == 1.0

@@ -21,10 +21,18 @@ POLICY = load_policy(DEFAULT_POLICY_FILE)
 AT = 1_793_581_200_000
 
 
-def dialler(calls: int, answered_share: float = 0.3, repeats: int = 0, **more: int) -> Tally:
-    """A tally of ``calls`` with a dialler's profile unless told otherwise."""
+def dialler(
+    calls: int,
+    answered_share: float = 0.3,
+    repeats: int = 0,
+    short_share: float = 0.8,
+    **more: int,
+) -> Tally:
+    """A tally of ``calls`` with a dialler's profile (answered calls mostly short) unless told
+    otherwise."""
     answered = round(calls * answered_share)
-    return Tally(calls=calls, answered=answered, short=answered // 2, repeats=repeats, **more)
+    short = round(answered * short_share)
+    return Tally(calls=calls, answered=answered, short=short, repeats=repeats, **more)
 
 
 def snap(
@@ -68,6 +76,10 @@ CASES = [
     ("robocall", snap({"1h": dialler(29)}), None),
     ("robocall", snap({"1h": dialler(40, answered_share=0.85)}), None),  # courier
     ("robocall", snap({"1h": dialler(40, repeats=20)}), None),  # taxi dispatch: same drivers
+    # an estate agent on a bad afternoon: few answered, but those are conversations
+    ("robocall", snap({"1h": dialler(32, answered_share=0.44, short_share=0.0)}), None),
+    ("robocall", snap({"1h": dialler(30, answered_share=0.0)}), INTERCEPT),  # none answered
+    ("bulk_dialling", snap({"5m": dialler(25, short_share=0.3)}), None),
     # the new hire's quota
     ("quota_dialling", snap({"24h": dialler(250)}), INTERCEPT),
     ("quota_dialling", snap({"24h": dialler(249)}), None),
@@ -158,6 +170,7 @@ def test_evidence_and_reasons_explain_the_finding() -> None:
     assert finding is not None
     assert finding.evidence["window_calls"] == 25
     assert finding.evidence["answered"] == 8
+    assert finding.evidence["short_answered"] == 6
     assert finding.reasons[0] == "25 calls in 5m >= 22"
     assert "max_answer_rate 0.45 holds in 5m" in finding.reasons
     assert finding.category == "telemarketing"
@@ -171,7 +184,7 @@ def test_evidence_and_reasons_explain_the_finding() -> None:
         ("min_answer_rate", 0.5, Tally(calls=10, answered=5), 0, True),
         ("min_short_share", 0.5, Tally(calls=10, answered=4, short=2), 0, True),
         ("min_short_share", 0.5, Tally(calls=10, answered=4, short=1), 0, False),
-        ("min_short_share", 0.5, Tally(calls=10), 0, False),  # nothing answered
+        ("min_short_share", 0.5, Tally(calls=10), 0, True),  # nothing answered: vacuous
         ("min_distinct_share", 0.9, Tally(calls=10, repeats=1), 0, True),
         ("min_distinct_share", 0.9, Tally(calls=10, repeats=2), 0, False),
         ("max_distinct_share", 0.6, Tally(calls=10, repeats=4), 0, True),

@@ -80,7 +80,7 @@ class Rig:
     """One test's broker, Redis, topics and worker."""
 
     broker: Service
-    redis: Service
+    store: Service  # the redis-server
     env: dict[str, str]
     log: Path
     total: int = 0  # messages on the CDR topic
@@ -96,7 +96,7 @@ class Rig:
         return int(self.env["DIALWATCH_WEB_PORT"])
 
     def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis.address, socket_timeout=5)
+        return redis.Redis.from_url(self.store.address, socket_timeout=5)
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
@@ -114,15 +114,20 @@ class Rig:
             )
 
     def wait_applied(self, fraction: float, timeout_s: float = 90) -> None:
+        """Until ``fraction`` of the CDR messages is applied; asserts the stream is not done."""
         client = self.client()
         deadline = time.monotonic() + timeout_s
         try:
-            while sum(applied(client, self.prefix, PARTITIONS).values()) < self.total * fraction:
+            while (done := sum(applied(client, self.prefix, PARTITIONS).values())) < (
+                self.total * fraction
+            ):
                 self.alive()
                 assert time.monotonic() < deadline, self.tail()
                 time.sleep(0.05)
         finally:
             client.close()
+        assert done < self.total * 0.9, (done, self.total)  # the fault comes mid-stream
+        print(f"fault at {done} of {self.total} CDR messages applied")
 
     def watch(self, seconds: float) -> None:
         """Poll /health for ``seconds`` while the worker must stay up."""
@@ -131,6 +136,7 @@ class Rig:
             self.alive()
             self.statuses.append(health(self.web_port))
             time.sleep(0.2)
+        print(f"/health so far during the outage: {self.statuses}")
 
     def wait_caught_up(self) -> None:
         """Both stages at or past their topics' end offsets, and stable (see test_faults)."""
@@ -170,7 +176,7 @@ class Rig:
                 sys.executable, "-m", "streams", "verify",
                 "--topic", self.env["DIALWATCH_CDR_TOPIC"],
                 "--alerts", self.env["DIALWATCH_ALERT_TOPIC"],
-                "--redis", self.redis.address,
+                "--redis", self.store.address,
                 "--prefix", self.prefix,
             ],
             capture_output=True, env=self.env, timeout=180,
@@ -212,7 +218,7 @@ def rig(
 
     yield make
     for one in made:
-        for service in (one.broker, one.redis):
+        for service in (one.broker, one.store):
             if service.proc.poll() is None:
                 os.kill(service.proc.pid, signal.SIGCONT)  # a stopped process ignores SIGTERM
         if one.proc is not None and one.proc.poll() is None:
@@ -223,7 +229,7 @@ def rig(
                 one.proc.kill()
                 one.proc.wait()
         one.broker.stop()
-        one.redis.stop()
+        one.store.stop()
 
 
 def freeze(service: Service, rig: Rig) -> None:
@@ -243,7 +249,7 @@ def test_redis_frozen_mid_stream_degrades_health_then_catches_up_exactly(
 ) -> None:
     one = rig()
     one.wait_applied(0.3)
-    freeze(one.redis, one)
+    freeze(one.store, one)
     assert 503 in one.statuses, f"/health during the Redis outage: {one.statuses}"
     one.wait_caught_up()
     assert health(one.web_port) == 200
@@ -278,14 +284,22 @@ def test_redis_shut_down_and_restarted_mid_stream_catches_up_exactly(
     one.wait_applied(0.3)
     before = one.client()
     try:
+        kept = applied(before, one.prefix, PARTITIONS)
         before.shutdown()  # the AOF is fsynced on every write and closed on SHUTDOWN
     finally:
         before.close()
-    one.redis.proc.wait(timeout=30)
-    assert one.redis.proc.returncode == 0, (one.redis.workdir / "redis.log").read_text()
+    one.store.proc.wait(timeout=30)
+    assert one.store.proc.returncode == 0, (one.store.workdir / "redis.log").read_text()
     one.watch(OUTAGE_S / 2)  # down: connections refused
-    one.redis.stop()  # its (empty) temporary directory only; the data live in ``data``
-    one.redis = start_redis(port, persistent)
+    one.store.stop()  # its (empty) temporary directory only; the data live in ``data``
+    one.store = start_redis(port, persistent)
+    after = one.client()
+    try:  # the restarted server reloaded the state from the AOF
+        reloaded = applied(after, one.prefix, PARTITIONS)
+    finally:
+        after.close()
+    assert sum(kept.values()) > 0, kept
+    assert all(reloaded[p] >= kept[p] for p in kept), (kept, reloaded)
     one.watch(OUTAGE_S / 2)
     assert 503 in one.statuses, f"/health while Redis was down: {one.statuses}"
     one.wait_caught_up()

@@ -185,13 +185,23 @@ def group(
             worker.proc.wait()
 
 
-def wait_for(what: str, ready: Callable[[], bool], g: Group, live: list[Worker], timeout_s: float):
+def wait_for(
+    what: str, ready: Callable[[], bool], g: Group, live: list[Worker], timeout_s: float
+) -> None:
     deadline = time.monotonic() + timeout_s
     while not ready():
         for worker in live:
             worker.alive()
         assert time.monotonic() < deadline, f"timed out waiting for {what}\n{g.logs()}"
         time.sleep(0.2)
+
+
+def busy(worker: Worker) -> bool:
+    """Has the worker applied any CDR yet (False while its web server is still starting)?"""
+    try:
+        return worker.cdrs() > 0
+    except OSError:
+        return False
 
 
 def end_offsets(kafka: str, topic: str) -> dict[int, int]:
@@ -362,16 +372,24 @@ def test_a_worker_joining_and_another_leaving_mid_stream_change_nothing(
 
         wait_for("a third applied", lambda: share() >= 1 / 3, group, [first], 120)
         second = group.start()
+        # Shared: the second worker has applied something while the first still runs ...
         wait_for(
-            "two thirds applied, some by the second worker",
-            lambda: share() >= 2 / 3 and second.cdrs() > 0,
+            "the second worker to apply CDRs", lambda: busy(second), group, [first, second], 90
+        )
+        shared_from, first_then = share(), first.cdrs()
+        # ... and both go on for a while (a tenth of the stream) before the first one leaves.
+        wait_for(
+            "two thirds applied, by both workers",
+            lambda: share() >= max(2 / 3, shared_from + 0.1) and first.cdrs() > first_then,
             group,
             [first, second],
             120,
         )
-        assert first.cdrs() > 0
         stopped_at = share()
         assert stopped_at < 1, "the stream ended before the first worker left"
+        print(
+            f"both workers applying from {shared_from:.0%} applied, first left at {stopped_at:.0%}"
+        )
         assert first.stop() == 0, first.tail()
         producer.join(timeout=120)
         assert not producer.is_alive() and not failed, failed
