@@ -558,19 +558,30 @@ class RedisProbe:
         return self.result
 
 
-def slowlog(url: str, reset: bool = False) -> dict[str, Any] | None:
-    """Redis's own log of commands over 10 ms (its default): how many and the longest, and
-    which command that was. ``reset`` empties it first (and returns None)."""
+def slowlog_mark(url: str) -> int:
+    """The newest id in Redis's slowlog (-1 if empty or unreadable): entries after it are new."""
     import redis as redis_py
 
     try:
         client = redis_py.Redis.from_url(url)
         try:
-            if reset:
-                client.slowlog_reset()
-                return None
-            entries = client.slowlog_get(100_000)
-            keep = int(client.config_get("slowlog-max-len").get("slowlog-max-len") or 0)
+            entries = client.slowlog_get(1)
+        finally:
+            client.close()
+    except Exception:
+        return -1
+    return int(entries[0]["id"]) if entries else -1
+
+
+def slowlog(url: str, after: int) -> dict[str, Any] | None:
+    """Redis's own log of commands over 10 ms (its default) since ``slowlog_mark``: how many,
+    the longest and which command that was. The log is read, never reset."""
+    import redis as redis_py
+
+    try:
+        client = redis_py.Redis.from_url(url)
+        try:
+            entries = [e for e in client.slowlog_get(100_000) if int(e["id"]) > after]
         finally:
             client.close()
     except Exception as exc:
@@ -583,8 +594,8 @@ def slowlog(url: str, reset: bool = False) -> dict[str, Any] | None:
     return {
         "over_10ms": len(entries),
         # Redis keeps only slowlog-max-len entries (128 by default; 10,000 in the Redis this
-        # command starts): at that many, the count is a lower bound.
-        "over_10ms_capped": len(entries) >= keep,
+        # command starts): when the oldest new one is gone, the count is a lower bound.
+        "over_10ms_capped": min(int(e["id"]) for e in entries) > after + 1,
         "max_ms": round(worst["duration"] / 1000, 1),
         "max_command": name.decode() if isinstance(name, bytes) else str(name),
     }
@@ -908,7 +919,7 @@ def main(argv: list[str] | None = None) -> int:
                 kafka, redis, topic, args.partitions, allowlist, workdir, name, settings or {}
             )
             probe = RedisProbe(redis)
-            slowlog(redis, reset=True)
+            mark = slowlog_mark(redis)
             try:
                 # Another Redis client's GETs, from the first count to the last.
                 run_worker(stages[name], worker, n, expect_derived, svc, probe.start)
@@ -917,7 +928,7 @@ def main(argv: list[str] | None = None) -> int:
                 got = probe.stop()
                 if got is not None:
                     stages[name].extra["redis_get_other_client"] = got
-                stages[name].extra["redis_slowlog"] = slowlog(redis)
+                stages[name].extra["redis_slowlog"] = slowlog(redis, mark)
 
         report["redis_get_idle"] = redis_idle(redis)
         with ServiceCpu(pids) as svc:
