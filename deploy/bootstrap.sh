@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up dialwatch on a fresh Debian/Ubuntu machine with Python 3.11+: a virtualenv in .venv
-# with the locked dependencies, and redis-server from the distribution when it is missing.
+# with the locked dependencies, and redis-server (and openssl, for the TLS tests) from the
+# distribution when they are missing.
 # Idempotent: a second run only checks. Run from the repository root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,5 +36,10 @@ if ! command -v redis-server >/dev/null && [ ! -x /usr/bin/redis-server ]; then
     echo "bootstrap: installing redis-server" >&2
     apt_install redis-server
   fi
+fi
+# The TLS tests make their certificates with the openssl command line tool.
+if ! command -v openssl >/dev/null; then
+  echo "bootstrap: installing openssl" >&2
+  apt_install openssl
 fi
 echo "bootstrap: ready (.venv/bin/dialwatch)" >&2
