@@ -88,6 +88,10 @@ class Settings:
     # After a restart, pending outbox alerts are checked against the last this-many messages of
     # each alert-topic partition before being published, so none appears twice.
     outbox_tail_messages: int = 100_000
+    # How often the worker compares the offset stored with each partition's state against the
+    # last offset it handled, and re-reads from Kafka what a store that lost writes is missing
+    # (an idle partition gets no batch that would reveal the gap).
+    store_audit_s: float = 5.0
     # A Redis call (or connection attempt) taking longer fails, is retried, and turns /health
     # to degraded meanwhile.
     redis_timeout_s: float = 5.0
@@ -104,6 +108,8 @@ class Settings:
             raise ValueError("set api_token or api_token_file, not both")
         if self.allowlist_refresh_s <= 0:
             raise ValueError("allowlist_refresh_s must be positive")
+        if self.store_audit_s <= 0:
+            raise ValueError("store_audit_s must be positive")
         if self.redis_timeout_s <= 0:
             raise ValueError("redis_timeout_s must be positive")
         self._check_kafka_security()

@@ -48,6 +48,12 @@ class Metrics:
         self.store_errors = Counter(
             "dialwatch_store_errors", "Store calls that failed and were retried", registry=r
         )
+        self.restored = Counter(
+            "dialwatch_restored_messages",
+            "Messages read again from Kafka because the store was behind them (it lost writes)",
+            ["stage"],
+            registry=r,
+        )
         self.watermark = Gauge(
             "dialwatch_watermark_seconds",
             "Newest partition watermark (event time, epoch seconds)",

@@ -16,9 +16,10 @@ import asyncio
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 import orjson
@@ -48,6 +49,21 @@ from streams.state.base import StaleOffset
 from streams.state.redis import RedisStore
 
 log = logging.getLogger("dialwatch.worker")
+T = TypeVar("T")
+FIRST_DELAY_S = 0.05
+REREAD_CHUNK = 20_000  # messages per re-read from Kafka when the store lost writes
+REREAD_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class Links:
+    """The broker calls a stage needs to recover a partition (``Runtime.handle``)."""
+
+    published: Callable[[set[str]], Awaitable[set[str]]]  # which ids the alert topic holds
+    send_raw: Callable[[list[bytes]], Awaitable[list[Any]]]  # send alert JSON as stored
+    # (partition, start, end): the stage's decoded items for input offsets [start, end), at
+    # most REREAD_CHUNK messages from ``start`` on, [] when the log holds none of them
+    reread: Callable[[int, int, int], Awaitable[list[Item]]]
 
 
 class Runtime:
@@ -63,6 +79,17 @@ class Runtime:
         self.healthy = True
         self.last_error: str | None = None
         self.last_batch_at: float | None = None
+        self._delay = FIRST_DELAY_S  # the next backoff after a store error, reset on success
+        self.handled: dict[int, int] = {}  # partition -> last input offset this process handled
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    def lock(self, partition: int) -> asyncio.Lock:
+        """Serialises the agent's batches and the store audit on one partition."""
+        return self._locks.setdefault(partition, asyncio.Lock())
+
+    def revoke(self, partition: int) -> None:
+        self.engine.forget(partition)
+        self.handled.pop(partition, None)
 
     async def recover(
         self,
@@ -100,45 +127,148 @@ class Runtime:
         )
         return len(missing)
 
-    async def process(self, partition: int, items: Sequence[Item]) -> Outcome:
-        """Apply one partition's batch, retrying in place until the store takes it."""
-        delay = 0.05
-        while True:
-            started = time.perf_counter()
-            try:
-                outcome = await self.engine.process(partition, items)
-            except StaleOffset as exc:
-                # The stored offset moved (a replay after a restart, or another owner): reload
-                # it; records at or below it are then skipped as already applied.
-                log.warning("partition %d: %s; reloading its offset", partition, exc)
-                self.engine.forget(partition)
-                continue
-            except (RedisError, OSError) as exc:
-                self.healthy, self.last_error = False, type(exc).__name__
-                self.metrics.store_errors.inc()
-                self.engine.forget(partition)
-                log.warning("store unavailable (%s); retrying in %.2f s", type(exc).__name__, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.settings.retry_max_backoff_s)
-                continue
-            except Exception as exc:  # a bug: stall visibly rather than drop the batch
-                log.exception("partition %d: batch failed (%s); retrying", partition, exc)
-                self.healthy, self.last_error = False, type(exc).__name__
-                self.engine.forget(partition)
-                await asyncio.sleep(self.settings.retry_max_backoff_s)
-                continue
-            self.healthy, self.last_error = True, None
-            self.last_batch_at = time.time()
-            self.metrics.record(outcome, time.perf_counter() - started, self.stage)
-            return outcome
+    async def handle(
+        self, partition: int, first_offset: int, items: Sequence[Item], links: Links
+    ) -> Outcome:
+        """Apply one partition's batch, whose first message is ``first_offset``.
 
-    async def retry(self, what: str, call: Callable[[], Awaitable[None]]) -> None:
-        """Run a store call until it succeeds, backing off while the store is unavailable."""
-        delay = 0.05
+        Whenever this process (re)loads the partition (first meeting, or after a store error or
+        a fenced write that found another offset), it first publishes the outbox's pending
+        alerts and re-applies from Kafka whatever the store lost (``restore``): the offset
+        stored with the state is the truth, not the consumer's position.
+        """
+        async with self.lock(partition):
+            while True:
+                if not self.engine.knows(partition):
+                    await self.recover(partition, links.published, links.send_raw)
+                    if not await self.restore(partition, first_offset, links):
+                        continue
+                outcome = await self.attempt(partition, items)
+                if outcome is not None:
+                    if items:
+                        self.handled[partition] = max(offset for offset, _ in items)
+                    return outcome
+
+    async def audit(self, links: Links) -> int:
+        """Re-apply what the store lost on partitions with no new input to reveal it: for each
+        partition this process handled, compare the stored offset with the last one handled.
+        Returns how many partitions were behind. A store error skips the round."""
+        behind = 0
+        for partition in list(self.handled):
+            async with self.lock(partition):
+                last = self.handled.get(partition)
+                if last is None:  # revoked meanwhile
+                    continue
+                try:
+                    stored = (await self.engine.store.load_meta(partition)).offset
+                except (RedisError, OSError) as exc:
+                    log.warning("store audit skipped (%s)", type(exc).__name__)
+                    return behind
+                if stored >= last:
+                    continue
+                behind += 1
+                while True:
+                    self.engine.forget(partition)
+                    await self.recover(partition, links.published, links.send_raw)
+                    if await self.restore(partition, last + 1, links):
+                        break
+        return behind
+
+    async def restore(self, partition: int, first_offset: int, links: Links) -> bool:
+        """Re-read and apply the messages between the stored offset and ``first_offset``.
+
+        They were applied once (the consumer only moves past what was written and published),
+        but the store no longer has them: a Redis that lost its last writes (kill -9 under
+        ``appendfsync everysec``, a failover to a lagging replica, a restore from a snapshot).
+        Their dead letters and derived observations went out the first time; alerts they raise
+        again go through the outbox and are published only if the alert topic lacks them.
+        Returns False when the partition had to be reloaded meanwhile.
+        """
+        meta = await self.retry("offset read", partial(self.engine.meta, partition))
+        start = meta.offset + 1
+        if start >= first_offset:
+            return True
+        log.warning(
+            "partition %d (%s): the store is behind the input (stored offset %d, batch starts "
+            "at %d); re-reading the gap from Kafka",
+            partition,
+            self.stage,
+            meta.offset,
+            first_offset,
+        )
+        restored = 0
+        while start < first_offset:
+            chunk = await self.retry(
+                "re-read", partial(links.reread, partition, start, first_offset), (Exception,)
+            )
+            if not chunk:  # a hole in the log: compacted, or transaction markers
+                break
+            if await self.attempt(partition, chunk, count=False) is None:
+                return False
+            offsets = {offset for offset, _ in chunk}
+            restored += len(offsets)
+            self.metrics.restored.labels(self.stage).inc(len(offsets))
+            start = max(offsets) + 1
+        log.warning("partition %d (%s): %d messages re-applied", partition, self.stage, restored)
+        await self.recover(partition, links.published, links.send_raw)
+        return True
+
+    async def process(self, partition: int, items: Sequence[Item]) -> Outcome:
+        """Apply one partition's batch, retrying in place until the store takes it (no outbox
+        recovery and no restore: ``handle`` adds those)."""
+        while True:
+            outcome = await self.attempt(partition, items)
+            if outcome is not None:
+                return outcome
+
+    async def attempt(
+        self, partition: int, items: Sequence[Item], count: bool = True
+    ) -> Outcome | None:
+        """Try the batch once. None when the partition was dropped from the cache (the store
+        failed, or its offset moved): the caller reloads it before trying again."""
+        started = time.perf_counter()
+        try:
+            outcome = await self.engine.process(partition, items)
+        except StaleOffset as exc:
+            # The stored offset moved (a replay after a restart, another owner, or a store that
+            # lost writes): reload it; records at or below it are then skipped as applied.
+            log.warning("partition %d: %s; reloading its offset", partition, exc)
+            self.engine.forget(partition)
+            return None
+        except (RedisError, OSError) as exc:
+            self.healthy, self.last_error = False, type(exc).__name__
+            self.metrics.store_errors.inc()
+            self.engine.forget(partition)
+            log.warning(
+                "store unavailable (%s); retrying in %.2f s", type(exc).__name__, self._delay
+            )
+            await asyncio.sleep(self._delay)
+            self._delay = min(self._delay * 2, self.settings.retry_max_backoff_s)
+            return None
+        except Exception as exc:  # a bug: stall visibly rather than drop the batch
+            log.exception("partition %d: batch failed (%s); retrying", partition, exc)
+            self.healthy, self.last_error = False, type(exc).__name__
+            self.engine.forget(partition)
+            await asyncio.sleep(self.settings.retry_max_backoff_s)
+            return None
+        self.healthy, self.last_error, self._delay = True, None, FIRST_DELAY_S
+        self.last_batch_at = time.time()
+        if count:
+            self.metrics.record(outcome, time.perf_counter() - started, self.stage)
+        return outcome
+
+    async def retry(
+        self,
+        what: str,
+        call: Callable[[], Awaitable[T]],
+        errors: tuple[type[BaseException], ...] = (RedisError, OSError, RuntimeError),
+    ) -> T:
+        """Run a call until it succeeds, backing off while its service is unavailable."""
+        delay = FIRST_DELAY_S
         while True:
             try:
-                await call()
-            except (RedisError, OSError, RuntimeError) as exc:
+                result = await call()
+            except errors as exc:
                 self.healthy, self.last_error = False, type(exc).__name__
                 self.metrics.store_errors.inc()
                 log.warning("%s failed (%s); retrying in %.2f s", what, type(exc).__name__, delay)
@@ -146,7 +276,7 @@ class Runtime:
                 delay = min(delay * 2, self.settings.retry_max_backoff_s)
                 continue
             self.healthy, self.last_error = True, None
-            return
+            return result
 
     async def publish(
         self, partition: int, outcome: Outcome, sends: Callable[[], Awaitable[list[Any]]]
@@ -171,7 +301,7 @@ class Runtime:
         self, partition: int, sends: Callable[[], Awaitable[list[Any]]]
     ) -> None:
         """Run ``sends`` and wait for every delivery, retrying the lot until all are confirmed."""
-        delay = 0.05
+        delay = FIRST_DELAY_S
         while True:
             try:
                 await asyncio.gather(*(await sends()))
@@ -263,6 +393,57 @@ def alert_ids_in_tail(settings: Settings, wanted: set[str]) -> set[str]:
     return found
 
 
+def read_range(
+    settings: Settings, topic: str, partition: int, start: int, end: int, limit: int
+) -> list[tuple[int, bytes | None]]:
+    """``(offset, value)`` of the messages of one partition in offsets [start, end), at most
+    ``limit`` from ``start`` on (blocking: run it in an executor). Raises TimeoutError when the
+    broker stops answering before ``end`` is reached."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka.split(","),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **kafka_python_kwargs(settings),
+    )
+    tp = TopicPartition(topic, partition)
+    found: list[tuple[int, bytes | None]] = []
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, max(start, consumer.beginning_offsets([tp])[tp]))
+        quiet_since = time.monotonic()
+        while len(found) < limit and consumer.position(tp) < end:
+            batch = consumer.poll(timeout_ms=500, max_records=min(limit - len(found), 5000))
+            messages = [m for m in batch.get(tp, []) if m.offset < end]
+            if not messages and not batch:
+                if time.monotonic() - quiet_since > REREAD_TIMEOUT_S:
+                    raise TimeoutError(f"no messages from {topic}/{partition} at {start}")
+                continue
+            quiet_since = time.monotonic()
+            found.extend((m.offset, m.value) for m in messages)
+            if len(messages) < len(batch.get(tp, [])):
+                break  # reached ``end``
+    finally:
+        consumer.close()
+    return found[:limit]
+
+
+def items_of(
+    messages: Iterable[tuple[int, bytes | None]], decode: Callable[[bytes | None], list[Any]]
+) -> list[Item]:
+    """A partition's items in message order; a message that decodes to nothing still advances
+    the stored offset (``None``), so the next batch never looks like a gap."""
+    items: list[Item] = []
+    for offset, value in messages:
+        records = decode(value)
+        items.extend((offset, rec) for rec in records)
+        if not records:
+            items.append((offset, None))
+    return items
+
+
 def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.App:
     app = faust.App(
         settings.app_id,
@@ -295,21 +476,31 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
 
     def split(
         events: list[Any], decode: Callable[[bytes | None], list[Any]]
-    ) -> tuple[dict[int, list[Item]], dict[tuple[int, int], bytes]]:
-        by_partition: dict[int, list[Item]] = {}
+    ) -> tuple[dict[int, list[Item]], dict[tuple[int, int], bytes], dict[int, int]]:
+        """Per partition: its items, the raw values by offset, and its first offset."""
+        messages: dict[int, list[tuple[int, bytes | None]]] = {}
         raw: dict[tuple[int, int], bytes] = {}
         for event in events:
             message = event.message
-            part = by_partition.setdefault(message.partition, [])
-            for rec in decode(message.value):
-                part.append((message.offset, rec))
+            messages.setdefault(message.partition, []).append((message.offset, message.value))
             raw[(message.partition, message.offset)] = message.value or b""
-        return by_partition, raw
+        by_partition = {p: items_of(m, decode) for p, m in messages.items()}
+        return by_partition, raw, {p: m[0][0] for p, m in messages.items()}
+
+    decode_cdrs = partial(decode_message, plan=plan)
+
+    def links(topic: str, decode: Callable[[bytes | None], list[Any]]) -> Links:
+        async def reread(partition: int, start: int, end: int) -> list[Item]:
+            loop = asyncio.get_running_loop()
+            read = partial(read_range, settings, topic, partition, start, end, REREAD_CHUNK)
+            return items_of(await loop.run_in_executor(None, read), decode)
+
+        return Links(published_ids, _send_raw, reread)
 
     @app.agent(cdrs, name="by_caller")
     async def by_caller(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
-            by_partition, raw = split(events, partial(decode_message, plan=plan))
+            by_partition, raw, firsts = split(events, decode_cdrs)
             for partition, items in by_partition.items():
                 # Derived observations go out before the state write: a crash in between
                 # replays them, and stage 2 drops the repeats by cdr_id.
@@ -318,9 +509,7 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
                 if observed:
                     messages = derived_messages(observed, partition, partitions)
                     await callers.send_confirmed(partition, partial(_forward, messages))
-                if not callers.engine.knows(partition):
-                    await callers.recover(partition, published_ids, _send_raw)
-                outcome = await callers.process(partition, items)
+                outcome = await callers.handle(partition, firsts[partition], items, caller_links)
                 await callers.publish(
                     partition, outcome, partial(_sends, settings.cdr_topic, partition, outcome, raw)
                 )
@@ -328,11 +517,9 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
     @app.agent(derived, name="by_subject")
     async def by_subject(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
-            by_partition, raw = split(events, decode_derived)
+            by_partition, raw, firsts = split(events, decode_derived)
             for partition, items in by_partition.items():
-                if not subjects.engine.knows(partition):
-                    await subjects.recover(partition, published_ids, _send_raw)
-                outcome = await subjects.process(partition, items)
+                outcome = await subjects.handle(partition, firsts[partition], items, subject_links)
                 await subjects.publish(
                     partition,
                     outcome,
@@ -388,6 +575,9 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
             pending.append(await alerts.send(key=number.encode(), value=value))
         return pending
 
+    caller_links = links(settings.cdr_topic, decode_cdrs)
+    subject_links = links(settings.derived_topic, decode_derived)
+
     async def _forward(messages: list[tuple[int, bytes]]) -> list[Any]:
         return [await derived.send(value=value, partition=target) for target, value in messages]
 
@@ -426,6 +616,11 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
     @app.timer(settings.allowlist_refresh_s)  # type: ignore[untyped-decorator]
     async def allowlist_timer() -> None:
         await refresh_allowlist()
+
+    @app.timer(settings.store_audit_s)  # type: ignore[untyped-decorator]
+    async def store_audit() -> None:
+        for runtime, stage_links in ((callers, caller_links), (subjects, subject_links)):
+            await runtime.audit(stage_links)
 
     @app.page("/allowlist")
     class AllowlistView(faust.web.View):
@@ -475,8 +670,8 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
         for tp in revoked:
-            engine = subjects.engine if tp.topic == settings.derived_topic else callers.engine
-            engine.forget(tp.partition)
+            runtime = subjects if tp.topic == settings.derived_topic else callers
+            runtime.revoke(tp.partition)
 
     return app
 
