@@ -87,7 +87,19 @@ class Runtime:
         """Serialises the agent's batches and the store audit on one partition."""
         return self._locks.setdefault(partition, asyncio.Lock())
 
-    def revoke(self, partition: int) -> None:
+    async def revoke(self, partition: int, wait_s: float) -> None:
+        """Forget a partition taken away by a rebalance, after its batch in flight (state
+        write and alert sends) finishes, for at most ``wait_s``: the next owner then finds
+        those alerts on the topic rather than publishing them again from the outbox."""
+        lock = self.lock(partition)
+        try:
+            await asyncio.wait_for(lock.acquire(), wait_s)
+        except TimeoutError:
+            log.warning(
+                "partition %d (%s): revoked while a batch is still retrying", partition, self.stage
+            )
+        else:
+            lock.release()
         self.engine.forget(partition)
         self.handled.pop(partition, None)
 
@@ -135,19 +147,19 @@ class Runtime:
         Whenever this process (re)loads the partition (first meeting, or after a store error or
         a fenced write that found another offset), it first publishes the outbox's pending
         alerts and re-applies from Kafka whatever the store lost (``restore``): the offset
-        stored with the state is the truth, not the consumer's position.
+        stored with the state is the truth, not the consumer's position. The caller holds
+        ``lock(partition)`` across this and the batch's ``publish``.
         """
-        async with self.lock(partition):
-            while True:
-                if not self.engine.knows(partition):
-                    await self.recover(partition, links.published, links.send_raw)
-                    if not await self.restore(partition, first_offset, links):
-                        continue
-                outcome = await self.attempt(partition, items)
-                if outcome is not None:
-                    if items:
-                        self.handled[partition] = max(offset for offset, _ in items)
-                    return outcome
+        while True:
+            if not self.engine.knows(partition):
+                await self.recover(partition, links.published, links.send_raw)
+                if not await self.restore(partition, first_offset, links):
+                    continue
+            outcome = await self.attempt(partition, items)
+            if outcome is not None:
+                if items:
+                    self.handled[partition] = max(offset for offset, _ in items)
+                return outcome
 
     async def audit(self, links: Links) -> int:
         """Re-apply what the store lost on partitions with no new input to reveal it: for each
@@ -444,6 +456,26 @@ def items_of(
     return items
 
 
+# Faust's producer sends requests of at most 1,000,000 bytes; a dead letter must fit in one with
+# its headers, or its send would fail for ever and stall the partition.
+DEAD_LETTER_MAX_BYTES = 900_000
+
+
+def dead_letter(value: bytes, reject: Reject, source: str) -> tuple[bytes, dict[str, bytes]]:
+    """The dead-letter message of a rejected record: the original bytes and why, with
+    ``source`` (topic/partition/offset) pointing at the original. Bytes beyond
+    DEAD_LETTER_MAX_BYTES are cut, and ``truncated`` gives the original length."""
+    headers = {
+        "reason": reject.reason.encode(),
+        "detail": reject.detail.encode(),
+        "source": source.encode(),
+    }
+    if len(value) > DEAD_LETTER_MAX_BYTES:
+        headers["truncated"] = str(len(value)).encode()
+        value = value[:DEAD_LETTER_MAX_BYTES]
+    return value, headers
+
+
 def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.App:
     app = faust.App(
         settings.app_id,
@@ -509,22 +541,24 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
                 if observed:
                     messages = derived_messages(observed, partition, partitions)
                     await callers.send_confirmed(partition, partial(_forward, messages))
-                outcome = await callers.handle(partition, firsts[partition], items, caller_links)
-                await callers.publish(
-                    partition, outcome, partial(_sends, settings.cdr_topic, partition, outcome, raw)
-                )
+                async with callers.lock(partition):
+                    outcome = await callers.handle(
+                        partition, firsts[partition], items, caller_links
+                    )
+                    sends = partial(_sends, settings.cdr_topic, partition, outcome, raw)
+                    await callers.publish(partition, outcome, sends)
 
     @app.agent(derived, name="by_subject")
     async def by_subject(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
             by_partition, raw, firsts = split(events, decode_derived)
             for partition, items in by_partition.items():
-                outcome = await subjects.handle(partition, firsts[partition], items, subject_links)
-                await subjects.publish(
-                    partition,
-                    outcome,
-                    partial(_sends, settings.derived_topic, partition, outcome, raw),
-                )
+                async with subjects.lock(partition):
+                    outcome = await subjects.handle(
+                        partition, firsts[partition], items, subject_links
+                    )
+                    sends = partial(_sends, settings.derived_topic, partition, outcome, raw)
+                    await subjects.publish(partition, outcome, sends)
 
     complaint_topic = app.topic(settings.complaint_topic, key_type=bytes, value_type=bytes)
     horizon_ms = callers.engine.policy.complaints.horizon_s * 1000
@@ -556,12 +590,9 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
     async def _dead_complaints(rejects: list[tuple[Any, Reject]]) -> list[Any]:
         pending = []
         for message, reject in rejects:
-            headers = {
-                "reason": reject.reason.encode(),
-                "detail": reject.detail.encode(),
-                "source": f"{message.topic}/{message.partition}/{message.offset}".encode(),
-            }
-            pending.append(await dead.send(key=None, value=message.value or b"", headers=headers))
+            source = f"{message.topic}/{message.partition}/{message.offset}"
+            value, headers = dead_letter(message.value or b"", reject, source)
+            pending.append(await dead.send(key=None, value=value, headers=headers))
         return pending
 
     async def published_ids(wanted: set[str]) -> set[str]:
@@ -589,14 +620,10 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
             for alert in outcome.alerts
         ]
         for offset, reject in outcome.rejects:
-            headers = {
-                "reason": reject.reason.encode(),
-                "detail": reject.detail.encode(),
-                "source": f"{source}/{partition}/{offset}".encode(),
-            }
-            pending.append(
-                await dead.send(key=None, value=raw[(partition, offset)], headers=headers)
+            value, headers = dead_letter(
+                raw[(partition, offset)], reject, f"{source}/{partition}/{offset}"
             )
+            pending.append(await dead.send(key=None, value=value, headers=headers))
         return pending
 
     allowlist = callers.engine.allowlist
@@ -671,7 +698,7 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
     async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
         for tp in revoked:
             runtime = subjects if tp.topic == settings.derived_topic else callers
-            runtime.revoke(tp.partition)
+            await runtime.revoke(tp.partition, settings.rebalance_timeout_s / 2)
 
     return app
 

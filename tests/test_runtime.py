@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Any
 
@@ -211,5 +212,30 @@ async def test_the_audit_restores_an_idle_partition_that_lost_writes() -> None:
     assert (await store.load_meta(0)).offset == 259
     assert await rt.audit(broker.links()) == 0
     assert len(broker.alerts) == len(set(broker.alerts)) == 4
-    rt.revoke(0)
+    await rt.revoke(0, wait_s=1)
     assert rt.handled == {}
+
+
+async def test_revoke_waits_for_the_batch_in_flight() -> None:
+    rt = runtime(MemoryStore())
+    order: list[str] = []
+
+    async def batch() -> None:
+        async with rt.lock(0):
+            await asyncio.sleep(0.05)
+            order.append("published")
+
+    task = asyncio.create_task(batch())
+    await asyncio.sleep(0)
+    await rt.revoke(0, wait_s=5)
+    order.append("revoked")
+    await task
+    assert order == ["published", "revoked"]
+
+
+async def test_revoke_gives_up_waiting_on_a_stuck_batch() -> None:
+    rt = runtime(MemoryStore())
+    await rt.lock(0).acquire()
+    started = asyncio.get_running_loop().time()
+    await rt.revoke(0, wait_s=0.05)
+    assert asyncio.get_running_loop().time() - started < 1 and 0 not in rt.handled

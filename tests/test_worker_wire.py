@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 
 from streams.cdr import CDR, REJECT_REASONS, Reject
 from streams.observe import Obs, derived_obs
-from streams.worker import decode_derived, derived_messages, derived_partition
+from streams.worker import (
+    DEAD_LETTER_MAX_BYTES,
+    dead_letter,
+    decode_derived,
+    derived_messages,
+    derived_partition,
+)
 from tests.factories import T0, cdr
 
 PARTITIONS = 8
@@ -217,3 +223,17 @@ def test_decode_derived_never_raises(value: bytes) -> None:
         assert isinstance(rec, Obs | Reject)
         if isinstance(rec, Reject):
             assert rec.reason in REJECT_REASONS
+
+
+def test_a_dead_letter_keeps_the_original_bytes_and_the_reason() -> None:
+    value, headers = dead_letter(b"{not json", Reject("malformed_json", "at 1"), "cdrs/2/17")
+    assert value == b"{not json"
+    assert headers == {"reason": b"malformed_json", "detail": b"at 1", "source": b"cdrs/2/17"}
+
+
+def test_a_dead_letter_too_large_for_one_request_is_cut_and_says_so() -> None:
+    original = b"x" * (DEAD_LETTER_MAX_BYTES + 5)
+    value, headers = dead_letter(original, Reject("too_large", "big"), "cdrs/0/1")
+    assert value == original[:DEAD_LETTER_MAX_BYTES]
+    assert headers["truncated"] == str(len(original)).encode()
+    assert sum(len(v) for v in headers.values()) + len(value) < 1_000_000
