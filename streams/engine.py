@@ -53,6 +53,12 @@ CALLER_KINDS = frozenset({"number"})
 DERIVED_KINDS = frozenset({"callee", "block", "trunk"})
 UNALLOCATED = 1  # Q.850 cause 1
 MAX_PEERS = 512  # counterparts remembered per subject, newest kept
+# A subject's state stays bounded however many calls it makes. Duplicate ids are recognised
+# among its newest MAX_SEEN calls within the lateness horizon (a number making more than that
+# in the horizon, 15 minutes by default, is a flood flagged anyway); a counterpart's newest
+# MAX_PEER_TIMES calls are kept (member thresholds are a few calls).
+MAX_SEEN = 4096
+MAX_PEER_TIMES = 64
 _MEMBER = ">"
 NO_REPORTS = Reports(0, None)  # episode key "detector>member" for a member's own episode
 
@@ -608,6 +614,9 @@ class Engine:
         # back from its own time, so buckets are kept from there: relative to the watermark,
         # not only to the subject's newest call, which another source may have pushed ahead.
         state.seen = {h: t for h, t in state.seen.items() if t >= watermark}
+        if len(state.seen) > MAX_SEEN:
+            newest = sorted(state.seen.items(), key=lambda kv: kv[1])[-MAX_SEEN:]
+            state.seen = dict(newest)
         ref = min(state.newest_ms, watermark)
         low = ref // self.short_ms - self.short_keep
         state.short = {b: c for b, c in state.short.items() if b > low}
@@ -615,7 +624,10 @@ class Engine:
         state.long = {b: c for b, c in state.long.items() if b > low}
         if state.peers:
             oldest = (ref - self.longest_s * 1000) // 1000
-            peers = {o: t[bisect_left(t, oldest) :] for o, t in state.peers.items()}
+            peers = {
+                o: t[max(bisect_left(t, oldest), len(t) - MAX_PEER_TIMES) :]
+                for o, t in state.peers.items()
+            }
             peers = {o: t for o, t in peers.items() if t}
             if len(peers) > MAX_PEERS:
                 newest_first = sorted(peers, key=lambda o: peers[o][-1], reverse=True)

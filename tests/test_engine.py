@@ -14,8 +14,17 @@ from config.settings import Settings
 from detectors.alerts import Alert
 from detectors.pseudonym import pseudonym
 from streams.cdr import CDR, Reject
-from streams.engine import CALLER_KINDS, DERIVED_KINDS, Engine, Outcome
+from streams.engine import (
+    CALLER_KINDS,
+    DERIVED_KINDS,
+    MAX_PEER_TIMES,
+    MAX_SEEN,
+    Engine,
+    Outcome,
+    store_key,
+)
 from streams.observe import Obs, derived_obs
+from streams.state.base import NumberState
 from streams.state.memory import MemoryStore
 from tests.factories import T0, cdr, dial
 
@@ -154,6 +163,29 @@ async def test_duplicate_cdr_ids_count_once() -> None:
     # beyond the horizon a repeat is rejected as too late instead: still not counted
     stale = await run(engine, [cdr("13500000000", T0 + 4000, 1), calls[0]])
     assert [r.reason for _, r in stale.rejects] == ["too_late"]
+
+
+async def test_a_flood_keeps_the_subject_state_bounded() -> None:
+    """20,000 calls in 10 minutes from one number: its stored state stays within a bound set
+    by MAX_SEEN (ids within the lateness horizon), not by the number of calls."""
+    engine = make_engine()
+    await run(engine, dial("17012345678", 20_000, 600), batch=2000)
+    store = engine.store
+    assert isinstance(store, MemoryStore)
+    blob = store._windows[(0, store_key("number", "17012345678"))]
+    assert len(NumberState.from_blobs(blob, None).seen) == MAX_SEEN
+    assert len(blob) < 40 * MAX_SEEN  # about 34 B of JSON per remembered id
+
+
+async def test_a_bombed_callee_keeps_a_bounded_list_per_caller() -> None:
+    engine = default_engine(DERIVED_KINDS)
+    calls = [cdr("17012345678", T0 + i * 3, i, callee="13900139000") for i in range(1000)]
+    observed = derived_obs(calls, SETTINGS.international_trunks, 0)
+    await feed(engine, [observed])
+    store = engine.store
+    assert isinstance(store, MemoryStore)
+    state = NumberState.from_blobs(store._windows[(0, store_key("callee", "13900139000"))], None)
+    assert [len(times) for times in state.peers.values()] == [MAX_PEER_TIMES]
 
 
 async def test_replayed_offsets_are_skipped() -> None:
