@@ -18,7 +18,7 @@ import time
 import zlib
 from bisect import bisect_left, insort
 from collections import Counter
-from collections.abc import Callable, Collection, Container, Sequence
+from collections.abc import Awaitable, Callable, Collection, Container, Sequence
 from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
 
@@ -73,6 +73,9 @@ class Outcome:
     rejects: list[tuple[int, Reject]] = field(default_factory=list)
     numbers: int = 0
     watermark_ms: int = 0
+    # Stage 1: the CDRs it admitted (its own callers and unasserted identities alike), in
+    # order: only these are forwarded to stage 2, so a CDR rejected here is rejected once.
+    admitted: list[CDR] = field(default_factory=list)
 
     def reject_counts(self) -> Counter[str]:
         return Counter(r.reason for _, r in self.rejects)
@@ -240,7 +243,15 @@ class Engine:
             meta = self._meta[partition] = await self.store.load_meta(partition)
         return meta
 
-    async def process(self, partition: int, items: Sequence[Item]) -> Outcome:
+    async def process(
+        self,
+        partition: int,
+        items: Sequence[Item],
+        before_write: Callable[[Outcome], Awaitable[None]] | None = None,
+    ) -> Outcome:
+        """Apply a partition's batch: one store read, one fenced store write. ``before_write``
+        runs with the outcome after the detectors and before the write (the worker forwards
+        stage 1's admitted CDRs to stage 2 there, so a crash in between replays them)."""
         out = Outcome()
         meta = await self.meta(partition)
         now_ms = self.clock_ms()
@@ -254,23 +265,27 @@ class Engine:
                 out.replayed += 1
                 continue
             last_offset = max(last_offset, offset)
-            if isinstance(rec, CDR):
-                rec = caller_obs(rec, self.trunks, self.numbering)
-                if rec is None:
-                    out.to_trunk += 1
-                    continue
             if rec is None:
                 continue
             if isinstance(rec, Reject):
                 out.rejects.append((offset, rec))
                 continue
-            src = rec.source
+            src = rec.source if isinstance(rec, Obs) else -1
             front = newest if src < 0 else sources.get(src, 0)
             if rec.start_ms > now_ms + self.skew_ms:
                 out.rejects.append((offset, Reject("future", "start_time is in the future")))
-            elif rec.start_ms < front - self.lateness_ms:
+                continue
+            if rec.start_ms < front - self.lateness_ms:
                 out.rejects.append((offset, Reject("too_late", "older than allowed lateness")))
-            elif rec.kind in self.kinds:
+                continue
+            if isinstance(rec, CDR):
+                out.admitted.append(rec)
+                obs = caller_obs(rec, self.trunks, self.numbering)
+                if obs is None:
+                    out.to_trunk += 1
+                    continue
+                rec = obs
+            if rec.kind in self.kinds:
                 if rec.start_ms > newest:
                     newest = rec.start_ms
                 if src >= 0 and rec.start_ms > front:
@@ -308,6 +323,8 @@ class Engine:
             changes.episodes[key] = (state.episodes_blob(), close_at if state.episodes else None)
         if self.outbox:
             changes.outbox = {a.alert_id: orjson.dumps(a.to_dict(self.tz)) for a in out.alerts}
+        if before_write is not None:
+            await before_write(out)
         await self.store.write(partition, meta.offset, changes)
         self._meta[partition] = changes.meta
         return out

@@ -32,6 +32,12 @@ class Metrics:
         self.rejects = Counter(
             "dialwatch_rejected_cdrs", "Rejected CDRs, by reason", ["reason"], registry=r
         )
+        self.rejected_observations = Counter(
+            "dialwatch_rejected_observations",
+            "Stage-2 observations rejected, by reason (its CDR was admitted by stage 1)",
+            ["reason"],
+            registry=r,
+        )
         self.alerts = Counter(
             "dialwatch_alerts", "Alerts published", ["detector", "severity", "state"], registry=r
         )
@@ -74,8 +80,9 @@ class Metrics:
         ):
             if n:
                 counter.labels(result).inc(n)
+        rejects = self.rejects if stage == STAGE_CALLERS else self.rejected_observations
         for reason, n in outcome.reject_counts().items():
-            self.rejects.labels(reason).inc(n)
+            rejects.labels(reason).inc(n)
         if outcome.watermark_ms and stage == STAGE_CALLERS:
             self.watermark.set(outcome.watermark_ms / 1000)
 

@@ -73,7 +73,7 @@ async def scan(
         outcome = await engine.process(SCAN_PARTITION, items)
         _count(outcome, totals, out, engine)
         if derived is not None:
-            observed = derived_obs(chunk, trunks, SCAN_PARTITION, engine.numbering)
+            observed = derived_obs(outcome.admitted, trunks, SCAN_PARTITION, engine.numbering)
             items = [(second + j, o) for j, o in enumerate(observed)]
             second += len(observed)
             _count(await derived.process(SCAN_PARTITION, items), totals, out, engine, stage=2)

@@ -127,17 +127,19 @@ class Recount:
     def __post_init__(self) -> None:
         self.now_ms = self.rules.now_ms if self.rules.now_ms is not None else _now_ms()
 
-    def add(self, partition: int, offset: int, rec: CDR | Reject) -> None:
-        self.read += 1
+    def advance(self, partition: int, offset: int) -> PartitionCount:
+        """The partition's count, its last offset moved to ``offset`` if that is later."""
         part = self.partitions.get(partition)
         if part is None:
             part = self.partitions[partition] = PartitionCount()
         part.last_offset = max(part.last_offset, offset)
+        return part
+
+    def add(self, partition: int, offset: int, rec: CDR | Reject) -> None:
+        self.read += 1
+        part = self.advance(partition, offset)
         if isinstance(rec, Reject):
             self.rejected[rec.reason] += 1
-            return
-        if is_spoofed(rec, self.rules.trunks):
-            self.spoofed += 1
             return
         start = rec.start_ms
         if start > self.now_ms + self.rules.future_skew_s * 1000:
@@ -145,6 +147,9 @@ class Recount:
             return
         if start < part.newest_ms - self.rules.lateness_s * 1000:
             self.rejected["too_late"] += 1
+            return
+        if is_spoofed(rec, self.rules.trunks):
+            self.spoofed += 1
             return
         part.newest_ms = max(part.newest_ms, start)
         calls = part.numbers.get(rec.caller)
@@ -391,8 +396,11 @@ def recount_topic(
 ) -> Recount:
     recount = Recount(rules)
     for partition, offset, value in consume(bootstrap, topic, kafka_options):
-        for rec in decode_message(value):
+        records = decode_message(value)
+        for rec in records:
             recount.add(partition, offset, rec)
+        if not records:  # e.g. []: no record, but the state reflects its offset
+            recount.advance(partition, offset)
     return recount
 
 

@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 from config.settings import Settings
 from detectors.numbering import normalise
 from streams.allowlist import Allowlist, shared_key
-from streams.cdr import CDR, Reject, decode_message
+from streams.cdr import Reject, decode_message
 from streams.complaints import Complaint, decode_complaints, record
 from streams.engine import Engine, Item, Outcome
 from streams.factory import build_engines
@@ -53,6 +53,8 @@ T = TypeVar("T")
 FIRST_DELAY_S = 0.05
 REREAD_CHUNK = 20_000  # messages per re-read from Kafka when the store lost writes
 REREAD_TIMEOUT_S = 15.0
+BeforeWrite = Callable[[Outcome], Awaitable[None]]
+ADMISSION_REASONS = frozenset({"future", "too_late"})  # decided by the engine, not the parser
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,12 @@ class Runtime:
         return len(missing)
 
     async def handle(
-        self, partition: int, first_offset: int, items: Sequence[Item], links: Links
+        self,
+        partition: int,
+        first_offset: int,
+        items: Sequence[Item],
+        links: Links,
+        before_write: BeforeWrite | None = None,
     ) -> Outcome:
         """Apply one partition's batch, whose first message is ``first_offset``.
 
@@ -155,7 +162,7 @@ class Runtime:
                 await self.recover(partition, links.published, links.send_raw)
                 if not await self.restore(partition, first_offset, links):
                     continue
-            outcome = await self.attempt(partition, items)
+            outcome = await self.attempt(partition, items, before_write=before_write)
             if outcome is not None:
                 if items:
                     self.handled[partition] = max(offset for offset, _ in items)
@@ -234,13 +241,17 @@ class Runtime:
                 return outcome
 
     async def attempt(
-        self, partition: int, items: Sequence[Item], count: bool = True
+        self,
+        partition: int,
+        items: Sequence[Item],
+        count: bool = True,
+        before_write: BeforeWrite | None = None,
     ) -> Outcome | None:
         """Try the batch once. None when the partition was dropped from the cache (the store
         failed, or its offset moved): the caller reloads it before trying again."""
         started = time.perf_counter()
         try:
-            outcome = await self.engine.process(partition, items)
+            outcome = await self.engine.process(partition, items, before_write)
         except StaleOffset as exc:
             # The stored offset moved (a replay after a restart, another owner, or a store that
             # lost writes): reload it; records at or below it are then skipped as applied.
@@ -534,16 +545,9 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
             by_partition, raw, firsts = split(events, decode_cdrs)
             for partition, items in by_partition.items():
-                # Derived observations go out before the state write: a crash in between
-                # replays them, and stage 2 drops the repeats by cdr_id.
-                cdrs = (r for _, r in items if isinstance(r, CDR))
-                observed = derived_obs(cdrs, trunks, partition, plan)
-                if observed:
-                    messages = derived_messages(observed, partition, partitions)
-                    await callers.send_confirmed(partition, partial(_forward, messages))
                 async with callers.lock(partition):
                     outcome = await callers.handle(
-                        partition, firsts[partition], items, caller_links
+                        partition, firsts[partition], items, caller_links, forward(partition)
                     )
                     sends = partial(_sends, settings.cdr_topic, partition, outcome, raw)
                     await callers.publish(partition, outcome, sends)
@@ -557,7 +561,9 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
                     outcome = await subjects.handle(
                         partition, firsts[partition], items, subject_links
                     )
-                    sends = partial(_sends, settings.derived_topic, partition, outcome, raw)
+                    sends = partial(
+                        _sends, settings.derived_topic, partition, outcome, raw, internal=True
+                    )
                     await subjects.publish(partition, outcome, sends)
 
     complaint_topic = app.topic(settings.complaint_topic, key_type=bytes, value_type=bytes)
@@ -606,6 +612,18 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
             pending.append(await alerts.send(key=number.encode(), value=value))
         return pending
 
+    def forward(partition: int) -> BeforeWrite:
+        """Stage 1's admitted CDRs go to stage 2 before the state write: a crash in between
+        replays them, and stage 2 drops the repeats by cdr_id."""
+
+        async def send(outcome: Outcome) -> None:
+            observed = derived_obs(outcome.admitted, trunks, partition, plan)
+            if observed:
+                messages = derived_messages(observed, partition, partitions)
+                await callers.send_confirmed(partition, partial(_forward, messages))
+
+        return send
+
     caller_links = links(settings.cdr_topic, decode_cdrs)
     subject_links = links(settings.derived_topic, decode_derived)
 
@@ -613,13 +631,22 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
         return [await derived.send(value=value, partition=target) for target, value in messages]
 
     async def _sends(
-        source: str, partition: int, outcome: Outcome, raw: dict[tuple[int, int], bytes]
+        source: str,
+        partition: int,
+        outcome: Outcome,
+        raw: dict[tuple[int, int], bytes],
+        internal: bool = False,
     ) -> list[Any]:
+        """The alerts and dead letters of a batch. ``internal`` (the derived topic): a stage-2
+        admission reject is only counted; its record's dead letter, if any, came from stage 1,
+        and the derived message holds a whole batch of other calls."""
         pending = [
             await alerts.send(key=alert.number.encode(), value=orjson.dumps(alert.to_dict(tz)))
             for alert in outcome.alerts
         ]
         for offset, reject in outcome.rejects:
+            if internal and reject.reason in ADMISSION_REASONS:
+                continue
             value, headers = dead_letter(
                 raw[(partition, offset)], reject, f"{source}/{partition}/{offset}"
             )

@@ -484,3 +484,17 @@ async def test_stage2_spoofed_flood_is_attributed_to_its_trunk() -> None:
         default_engine(DERIVED_KINDS), [derived_obs(calls, SETTINGS.international_trunks, 0)]
     )
     assert flagged(out.alerts) == {("trunk", "intl-gw7", "spoofed_identity", "intercept")}
+
+
+async def test_only_admitted_cdrs_are_forwarded_to_stage_2() -> None:
+    """A CDR stage 1 rejects (future, too late) is not forwarded, so it is rejected and
+    dead-lettered once; a spoofed call is admitted and forwarded for its trunk."""
+    engine = default_engine(CALLER_KINDS)
+    newest = cdr("13512345678", T0 + 7200, 1)
+    late = cdr("13512345679", T0, 2)
+    future = cdr("13512345670", NOW_MS / 1000 + 86_400, 3)
+    spoofed = replace(cdr("13512345671", T0 + 7100, 4), attestation="C")
+    out = await engine.process(0, list(enumerate([newest, late, future, spoofed])))
+    assert [c.cdr_id for c in out.admitted] == [newest.cdr_id, spoofed.cdr_id]
+    assert sorted(r.reason for _, r in out.rejects) == ["future", "too_late"]
+    assert out.to_trunk == 1

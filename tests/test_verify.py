@@ -123,14 +123,14 @@ CASES = [
             (0, rec("t1", A, 3600)),
             (0, rec("t2", B, 1800)),  # exactly the allowed lateness behind: admitted
             (0, rec("t3", B, 1799)),  # one second more: too late
-            (0, rec("t4", C, 0, attestation="C")),  # spoofed: neither late nor counted
+            (0, rec("t4", C, 0, attestation="C")),  # spoofed and too late: rejected as late
             (0, rec("t5", C, 9000, attestation="C")),  # a spoofed call moves nothing on
             (0, rec("t6", C, 1900)),
             (0, rec("t7", B, 1799)),  # a too-late record did not move the newest either
         ],
         {(0, A): 1, (0, B): 1, (0, C): 1},
-        spoofed=2,
-        rejected={"too_late": 2},
+        spoofed=1,
+        rejected={"too_late": 3},
     ),
     Case(
         "lateness is per partition",
