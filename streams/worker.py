@@ -54,6 +54,8 @@ FIRST_DELAY_S = 0.05
 REREAD_CHUNK = 20_000  # messages per re-read from Kafka when the store lost writes
 REREAD_TIMEOUT_S = 15.0
 BeforeWrite = Callable[[Outcome], Awaitable[None]]
+BROKER_PROBE_S = 5.0
+BROKER_PROBE_TIMEOUT_S = 3.0
 ADMISSION_REASONS = frozenset({"future", "too_late"})  # decided by the engine, not the parser
 
 
@@ -676,6 +678,25 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
         for runtime, stage_links in ((callers, caller_links), (subjects, subject_links)):
             await runtime.audit(stage_links)
 
+    broker = {"ok": True}
+
+    @app.timer(BROKER_PROBE_S)  # type: ignore[untyped-decorator]
+    async def broker_probe() -> None:
+        """A metadata round trip on the producer's connection: /health turns degraded while
+        the broker does not answer, even when there is nothing to send."""
+        try:
+            producer: Any = app.producer  # faust's aiokafka driver; its client is aiokafka's
+            client = producer._ensure_producer().client
+            await asyncio.wait_for(client.fetch_all_metadata(), BROKER_PROBE_TIMEOUT_S)
+        except Exception as exc:  # any failure means "not reachable now"
+            if broker["ok"]:
+                log.warning("broker unreachable (%s)", type(exc).__name__)
+            broker["ok"] = False
+            return
+        if not broker["ok"]:
+            log.info("broker reachable again")
+        broker["ok"] = True
+
     @app.page("/allowlist")
     class AllowlistView(faust.web.View):
         """GET: how many entries. POST {"number": ...} (bearer token): add a shared entry."""
@@ -713,10 +734,12 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
 
     @app.page("/health")
     async def health_page(web: Any, request: Any) -> Any:
-        healthy = callers.healthy and subjects.healthy
+        stages_ok = callers.healthy and subjects.healthy
+        healthy = stages_ok and broker["ok"]
         body = {
             "status": "ok" if healthy else "degraded",
-            "store": "ok" if healthy else (callers.last_error or subjects.last_error),
+            "store": "ok" if stages_ok else (callers.last_error or subjects.last_error),
+            "broker": "ok" if broker["ok"] else "unreachable",
             "last_batch_at": callers.last_batch_at,
         }
         return web.json(body, status=200 if healthy else 503)

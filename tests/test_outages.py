@@ -265,7 +265,9 @@ def test_broker_frozen_mid_stream_worker_resumes_exactly(
     one = rig()
     one.wait_applied(0.3)
     freeze(one.broker, one)
+    assert 503 in one.statuses, f"/health during the broker outage: {one.statuses}"
     one.wait_caught_up()
+    assert health(one.web_port) == 200
     one.check(records, reference)
 
 
