@@ -92,6 +92,10 @@ class Settings:
     # last offset it handled, and re-reads from Kafka what a store that lost writes is missing
     # (an idle partition gets no batch that would reveal the gap).
     store_audit_s: float = 5.0
+    # Window keys expire (wall clock) once their longest window, the lateness and one long
+    # bucket have passed. A soak that compresses days of event time into minutes scales that
+    # lifetime by the same factor; leave 1 in production.
+    key_ttl_scale: float = 1.0
     # A Redis call (or connection attempt) taking longer fails, is retried, and turns /health
     # to degraded meanwhile.
     redis_timeout_s: float = 5.0
@@ -108,6 +112,8 @@ class Settings:
             raise ValueError("set api_token or api_token_file, not both")
         if self.allowlist_refresh_s <= 0:
             raise ValueError("allowlist_refresh_s must be positive")
+        if not 0 < self.key_ttl_scale <= 1:
+            raise ValueError("key_ttl_scale must be in (0, 1]")
         if self.store_audit_s <= 0:
             raise ValueError("store_audit_s must be positive")
         if self.redis_timeout_s <= 0:

@@ -51,7 +51,7 @@ def build_engine(
         engine.store = RedisStore(
             redis_client(settings, url),
             prefix=key_prefix(settings, kinds),
-            window_ttl_ms=engine.window_ttl_ms(),
+            window_ttl_ms=max(1000, int(engine.window_ttl_ms() * settings.key_ttl_scale)),
             partition_ttl_ms=PARTITION_KEYS_TTL_MS,
         )
     return engine
