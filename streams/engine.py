@@ -60,6 +60,8 @@ MAX_PEERS = 512  # counterparts remembered per subject, newest kept
 MAX_SEEN = 4096
 MAX_PEER_TIMES = 64
 _MEMBER = ">"
+# window name -> (end bucket, feature sums, spec) of a subject's newest window (Engine._window)
+WindowCache = dict[str, tuple[int, list[int], WindowSpec]]
 NO_REPORTS = Reports(0, None)  # episode key "detector>member" for a member's own episode
 
 
@@ -365,6 +367,7 @@ class Engine:
             >= scaled(int(min(plan.min_long, 1e9)), gate)
         )
         seen, short, long, ring = state.seen, state.short, state.long, state.ring
+        cache: WindowCache = {}  # this subject's in-order window sums, kept up to date below
         keep_peers = plan.peer_spec is not None
         for obs in records:
             h = id_hash(obs.cdr_id)
@@ -383,6 +386,10 @@ class Engine:
                 else:
                     for i, v in enumerate(inc):
                         vector[i] += v
+            for end, total, spec in cache.values():
+                if end - spec.n_buckets < start // (spec.bucket_s * 1000) <= end:
+                    for i, v in enumerate(inc):
+                        total[i] += v
             if keep_peers and obs.other:
                 insort(state.peers.setdefault(obs.other, []), start // 1000)
             if start > state.newest_ms:
@@ -405,6 +412,7 @@ class Engine:
                         now_ms,
                         out,
                         reports,
+                        cache,
                     )
 
     def _features(self, state: NumberState, obs: Obs, ring: list[int]) -> list[int]:
@@ -446,6 +454,7 @@ class Engine:
         state: NumberState,
         needs: Collection[str] | None = None,
         at_ms: int | None = None,
+        cache: WindowCache | None = None,
     ) -> WindowSnapshot:
         """The subject's windows that contain ``at_ms`` (default: its newest call), each the
         busiest such window (detectors.windows.busiest_window_end)."""
@@ -455,7 +464,7 @@ class Engine:
         for spec in plan.specs:
             if needs is not None and spec.name not in needs:
                 continue
-            windows[spec.name] = Tally.of(self._window(state, spec, at_ms))
+            windows[spec.name] = Tally.of(self._window(state, spec, at_ms, cache))
         peers: dict[str, int] = {}
         if plan.peer_spec is not None:
             spec = plan.peer_spec
@@ -473,12 +482,22 @@ class Engine:
                     peers[other] = n
         return WindowSnapshot(subject, kind, number_class, at_ms, windows, peers, factor)
 
-    def _window(self, state: NumberState, spec: WindowSpec, at_ms: int) -> list[int]:
+    def _window(
+        self, state: NumberState, spec: WindowSpec, at_ms: int, cache: WindowCache | None = None
+    ) -> list[int]:
         buckets = state.long if spec.long else state.short
         at = bucket_of(at_ms, spec.bucket_s)
-        end = busiest_window_end(
-            buckets, at, bucket_of(state.newest_ms, spec.bucket_s), spec.n_buckets
-        )
+        newest = bucket_of(state.newest_ms, spec.bucket_s)
+        if cache is not None and at >= newest:
+            # In order (the record is in the subject's newest bucket): the window ends there,
+            # and its sums are kept up to date by _apply as records are added.
+            hit = cache.get(spec.name)
+            if hit is not None and hit[0] == at:
+                return hit[1]
+            total = sum_in_window(buckets, at, spec.n_buckets, N_FEATURES)
+            cache[spec.name] = (at, total, spec)
+            return total
+        end = busiest_window_end(buckets, at, newest, spec.n_buckets)
         return sum_in_window(buckets, end, spec.n_buckets, N_FEATURES)
 
     def _evaluate(
@@ -493,10 +512,11 @@ class Engine:
         now_ms: int,
         out: Outcome,
         reports: Reports = NO_REPORTS,
+        cache: WindowCache | None = None,
     ) -> None:
         plan = self.plans[kind]
         needs = {w for d, _ in active for w in plan.needs[d.name]}
-        snap = self.snapshot(kind, subject, number_class, factor, state, needs, event_ms)
+        snap = self.snapshot(kind, subject, number_class, factor, state, needs, event_ms, cache)
         for detector, dpolicy in active:
             finding = detector.fn(snap, dpolicy)
             if finding is None:
