@@ -43,6 +43,9 @@ class Settings:
     timezone: str = "Asia/Shanghai"
     batch_max: int = 2000
     batch_within_s: float = 0.2
+    # At most about this many records per store round trip: a batch of batch_max messages of
+    # JSON arrays is cut into chunks, so memory stays bounded whatever producers send.
+    chunk_records: int = 20_000
     retry_max_backoff_s: float = 5.0
     policy_file: Path = DEFAULT_POLICY_FILE
     allowlist_file: Path | None = None
@@ -103,7 +106,7 @@ class Settings:
     numbering_plan: str = "cn"
 
     def __post_init__(self) -> None:
-        for name in ("bucket_s", "long_bucket_s", "batch_max", "topic_partitions"):
+        for name in ("bucket_s", "long_bucket_s", "batch_max", "chunk_records", "topic_partitions"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.long_bucket_s % self.bucket_s:

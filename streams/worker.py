@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -489,6 +489,24 @@ def dead_letter(value: bytes, reject: Reject, source: str) -> tuple[bytes, dict[
     return value, headers
 
 
+def chunks(
+    messages: Sequence[tuple[int, bytes | None]],
+    decode: Callable[[bytes | None], list[Any]],
+    limit: int,
+) -> Iterator[list[Item]]:
+    """A partition's items, decoded lazily and cut after the message that reaches ``limit``
+    records: Faust's batch counts messages, and a batch of JSON arrays can hold a million
+    CDRs. Each chunk is one store round trip; only one chunk is decoded at a time."""
+    chunk: list[Item] = []
+    for offset, value in messages:
+        chunk.extend(items_of([(offset, value)], decode))
+        if len(chunk) >= limit:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.App:
     app = faust.App(
         settings.app_id,
@@ -520,17 +538,16 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
     partitions = settings.topic_partitions
 
     def split(
-        events: list[Any], decode: Callable[[bytes | None], list[Any]]
-    ) -> tuple[dict[int, list[Item]], dict[tuple[int, int], bytes], dict[int, int]]:
-        """Per partition: its items, the raw values by offset, and its first offset."""
+        events: list[Any],
+    ) -> tuple[dict[int, list[tuple[int, bytes | None]]], dict[tuple[int, int], bytes]]:
+        """Per partition its ``(offset, value)`` messages, and the raw values by offset."""
         messages: dict[int, list[tuple[int, bytes | None]]] = {}
         raw: dict[tuple[int, int], bytes] = {}
         for event in events:
             message = event.message
             messages.setdefault(message.partition, []).append((message.offset, message.value))
             raw[(message.partition, message.offset)] = message.value or b""
-        by_partition = {p: items_of(m, decode) for p, m in messages.items()}
-        return by_partition, raw, {p: m[0][0] for p, m in messages.items()}
+        return messages, raw
 
     decode_cdrs = partial(decode_message, plan=plan)
 
@@ -545,28 +562,30 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
     @app.agent(cdrs, name="by_caller")
     async def by_caller(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
-            by_partition, raw, firsts = split(events, decode_cdrs)
-            for partition, items in by_partition.items():
-                async with callers.lock(partition):
-                    outcome = await callers.handle(
-                        partition, firsts[partition], items, caller_links, forward(partition)
-                    )
-                    sends = partial(_sends, settings.cdr_topic, partition, outcome, raw)
-                    await callers.publish(partition, outcome, sends)
+            by_partition, raw = split(events)
+            for partition, messages in by_partition.items():
+                for items in chunks(messages, decode_cdrs, settings.chunk_records):
+                    async with callers.lock(partition):
+                        outcome = await callers.handle(
+                            partition, items[0][0], items, caller_links, forward(partition)
+                        )
+                        sends = partial(_sends, settings.cdr_topic, partition, outcome, raw)
+                        await callers.publish(partition, outcome, sends)
 
     @app.agent(derived, name="by_subject")
     async def by_subject(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
-            by_partition, raw, firsts = split(events, decode_derived)
-            for partition, items in by_partition.items():
-                async with subjects.lock(partition):
-                    outcome = await subjects.handle(
-                        partition, firsts[partition], items, subject_links
-                    )
-                    sends = partial(
-                        _sends, settings.derived_topic, partition, outcome, raw, internal=True
-                    )
-                    await subjects.publish(partition, outcome, sends)
+            by_partition, raw = split(events)
+            for partition, messages in by_partition.items():
+                for items in chunks(messages, decode_derived, settings.chunk_records):
+                    async with subjects.lock(partition):
+                        outcome = await subjects.handle(
+                            partition, items[0][0], items, subject_links
+                        )
+                        sends = partial(
+                            _sends, settings.derived_topic, partition, outcome, raw, internal=True
+                        )
+                        await subjects.publish(partition, outcome, sends)
 
     complaint_topic = app.topic(settings.complaint_topic, key_type=bytes, value_type=bytes)
     horizon_ms = callers.engine.policy.complaints.horizon_s * 1000

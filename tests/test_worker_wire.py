@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import replace
+from functools import partial
 
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.cdr import CDR, REJECT_REASONS, Reject
+from detectors.numbering import CHINA
+from streams.cdr import CDR, REJECT_REASONS, Reject, decode_message
 from streams.observe import Obs, derived_obs
 from streams.worker import (
     DEAD_LETTER_MAX_BYTES,
+    chunks,
     dead_letter,
     decode_derived,
     derived_messages,
@@ -237,3 +240,20 @@ def test_a_dead_letter_too_large_for_one_request_is_cut_and_says_so() -> None:
     assert value == original[:DEAD_LETTER_MAX_BYTES]
     assert headers["truncated"] == str(len(original)).encode()
     assert sum(len(v) for v in headers.values()) + len(value) < 1_000_000
+
+
+def test_a_batch_of_arrays_is_cut_into_chunks_of_about_the_limit() -> None:
+    decode = partial(decode_message, plan=CHINA)
+    record = {
+        "cdr_id": "x", "caller": "13800138000", "callee": "13900139000",
+        "start_time": "2026-11-28T09:00:00+08:00", "duration_s": 5, "answered": True,
+    }  # fmt: skip
+    array = orjson.dumps([{**record, "cdr_id": f"c{i}"} for i in range(300)])
+    messages: list[tuple[int, bytes | None]] = [(10 + i, array) for i in range(10)]
+    messages.insert(3, (99, b"[]"))
+    got = list(chunks(messages, decode, 1000))
+    assert [len(c) for c in got] == [1201, 1200, 600]  # cut after the message reaching 1,000
+    assert [c[0][0] for c in got] == [10, 14, 18]
+    assert got[0][900] == (99, None)  # a message with no record still advances the offset
+    flat = [o for c in got for o, _ in c]
+    assert sorted(set(flat)) == sorted(o for o, _ in messages)
