@@ -66,7 +66,7 @@ async def scan(
     trunks = engine.settings.international_trunks
     first = (await engine.meta(SCAN_PARTITION)).offset + 1
     second = (await derived.meta(SCAN_PARTITION)).offset + 1 if derived else 0
-    batch = engine.settings.batch_max
+    batch = engine.settings.chunk_records  # records per store round trip, as in the worker
     for i in range(0, len(records), batch):
         chunk = records[i : i + batch]
         items: list[Item] = [(first + i + j, r) for j, r in enumerate(chunk)]
