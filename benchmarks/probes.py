@@ -25,6 +25,7 @@ broker's long-poll from dialwatch's own latency.
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import sys
@@ -228,22 +229,14 @@ def alert_latency(argv: list[str]) -> int:
 
 
 def worker(fetch_wait_ms: int) -> int:
-    """``dialwatch worker`` with every aiokafka consumer asking for ``fetch_wait_ms``.
+    """``dialwatch worker`` with ``DIALWATCH_FETCH_MAX_WAIT_MS`` set to ``fetch_wait_ms``.
 
     faust-streaming 0.15 passes a fixed fetch_max_wait_ms=1500; a broker that holds each fetch
-    for its whole max wait (Tansu does) then adds up to 1.5 s to every hop. Diagnostic only.
+    for its whole max wait (Tansu does) then adds up to 1.5 s to every hop.
     """
-    import aiokafka
-
     from streams.cli import main as cli
 
-    original = aiokafka.AIOKafkaConsumer.__init__
-
-    def init(self: Any, *args: Any, **kwargs: Any) -> None:
-        kwargs["fetch_max_wait_ms"] = fetch_wait_ms
-        original(self, *args, **kwargs)
-
-    aiokafka.AIOKafkaConsumer.__init__ = init
+    os.environ["DIALWATCH_FETCH_MAX_WAIT_MS"] = str(fetch_wait_ms)
     return cli(["worker"])
 
 

@@ -18,7 +18,7 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import partial, wraps
 from typing import Any, TypeVar
 
 import faust
@@ -772,11 +772,34 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
     return app
 
 
+def set_fetch_max_wait(ms: int) -> None:
+    """Make every aiokafka consumer this process creates (Faust's) ask for ``ms`` of fetch wait.
+
+    faust-streaming 0.15 passes a fixed ``fetch_max_wait_ms=1500`` with no setting for it
+    (``faust/transport/drivers/aiokafka.py``), so the constructor's argument is replaced here.
+    """
+    import aiokafka
+
+    original = aiokafka.AIOKafkaConsumer.__init__
+    if getattr(original, "dialwatch_fetch_wait", None) == ms:
+        return
+
+    @wraps(original)
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs["fetch_max_wait_ms"] = ms
+        original(self, *args, **kwargs)
+
+    init.dialwatch_fetch_wait = ms  # type: ignore[attr-defined]
+    aiokafka.AIOKafkaConsumer.__init__ = init
+
+
 def run_worker(settings: Settings) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     log.info("starting: %s", describe(settings))
+    if settings.fetch_max_wait_ms is not None:
+        set_fetch_max_wait(settings.fetch_max_wait_ms)
     create_topics(
         settings.kafka,
         {

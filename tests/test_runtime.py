@@ -239,3 +239,22 @@ async def test_revoke_gives_up_waiting_on_a_stuck_batch() -> None:
     started = asyncio.get_running_loop().time()
     await rt.revoke(0, wait_s=0.05)
     assert asyncio.get_running_loop().time() - started < 1 and 0 not in rt.handled
+
+
+async def test_the_fetch_wait_setting_reaches_every_aiokafka_consumer() -> None:
+    import aiokafka
+
+    from streams.worker import set_fetch_max_wait
+
+    original = aiokafka.AIOKafkaConsumer.__init__
+    try:
+        set_fetch_max_wait(10)
+        set_fetch_max_wait(10)  # idempotent: not wrapped twice
+        consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")
+        assert consumer._fetch_max_wait_ms == 10
+        consumer = aiokafka.AIOKafkaConsumer(
+            bootstrap_servers="127.0.0.1:1", fetch_max_wait_ms=1500
+        )  # what faust-streaming passes
+        assert consumer._fetch_max_wait_ms == 10
+    finally:
+        aiokafka.AIOKafkaConsumer.__init__ = original  # type: ignore[method-assign]
