@@ -77,6 +77,7 @@ from benchmarks.throughput import (
     cpu_seconds,
     machine,
     make_records,
+    row_head,
     run_scan,
     run_worker,
     services,
@@ -237,10 +238,7 @@ def cdr_summary(sizes: list[int], runs: dict[int, tuple[Stage, Stage]]) -> dict[
 
 
 def cdr_table(sizes: list[int], runs: dict[int, tuple[Stage, Stage]], summary: Any) -> str:
-    head = (
-        f"{'path':22} {'CDRs':>10} {'seconds':>8} {'CDRs/s':>8} {'CPU s/M':>8} "
-        f"{'peak RSS MB':>11} {'broker+redis CPU s/M':>21}"
-    )
+    head = row_head("path", 22)
     lines = [
         f"A. CDR growth (labelled scenario, same shape; worker on JSON arrays of {BATCH} CDRs)",
         head,
@@ -248,20 +246,7 @@ def cdr_table(sizes: list[int], runs: dict[int, tuple[Stage, Stage]], summary: A
     ]
     for i, path in enumerate(("dialwatch scan, JSONL", f"worker, {BATCH} CDRs/msg")):
         for n in sizes:
-            stage = runs[n][i]
-            if stage.skipped:
-                lines.append(f"{path:22} {n:>10,} not run: {stage.skipped}")
-                continue
-            if not stage.ok:
-                lines.append(f"{path:22} {n:>10,} FAILED: {str(stage.error).splitlines()[0][:200]}")
-                continue
-            svc = [c for c in (stage.broker_cpu_s, stage.redis_cpu_s) if c is not None]
-            svc_text = f"{stage.per_million(sum(svc)):.1f}" if svc else "-"
-            lines.append(
-                f"{path:22} {stage.records:>10,} {stage.seconds:>8.2f} {stage.rate:>8,.0f} "
-                f"{stage.per_million(stage.cpu_s):>8.1f} {stage.peak_rss_kb / 1024:>11.1f} "
-                f"{svc_text:>21}"
-            )
+            lines.append(runs[n][i].row(path, 22))
     for path in ("scan", "worker"):
         got = summary.get(path)
         if not got:

@@ -117,6 +117,20 @@ class Stage:
     def per_million(self, cpu: float | None) -> float | None:
         return None if cpu is None or not self.ok else cpu / self.records * 1e6
 
+    def row(self, label: str, width: int = 28) -> str:
+        """The stage's line of a results table (``ROW_HEAD`` gives the columns)."""
+        if self.skipped:
+            return f"{label:{width}} not run: {self.skipped}"
+        if not self.ok:
+            return f"{label:{width}} FAILED: {str(self.error).splitlines()[0][:300]}"
+        svc = [c for c in (self.broker_cpu_s, self.redis_cpu_s) if c is not None]
+        svc_text = f"{self.per_million(sum(svc)):.1f}" if svc else "-"
+        return (
+            f"{label:{width}} {self.records:>9,} {self.seconds:>8.2f} {self.rate:>9,.0f} "
+            f"{self.per_million(self.cpu_s):>8.1f} {self.peak_rss_kb / 1024:>11.1f} "
+            f"{svc_text:>21}"
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "label": self.label,
@@ -727,29 +741,22 @@ def _ms(doc: dict[str, Any] | None) -> str:
     return f"p50 {doc['p50_ms']:.2f} ms, p99 {doc['p99_ms']:.2f} ms, max {doc['max_ms']:.2f} ms"
 
 
-def table(stages: dict[str, Stage], redis_idle: dict[str, Any] | None = None) -> str:
-    head = (
-        f"{'stage':28} {'records':>9} {'seconds':>8} {'CDRs/s':>9} {'CPU s/M':>8} "
+def row_head(first: str, width: int = 28) -> str:
+    """The column heads of ``Stage.row`` lines."""
+    return (
+        f"{first:{width}} {'records':>9} {'seconds':>8} {'CDRs/s':>9} {'CPU s/M':>8} "
         f"{'peak RSS MB':>11} {'broker+redis CPU s/M':>21}"
     )
+
+
+def table(stages: dict[str, Stage], redis_idle: dict[str, Any] | None = None) -> str:
+    head = row_head("stage")
     lines = [head, "-" * len(head)]
     for name, _ in STAGES:
         stage = stages[name]
         if name.startswith("alert_latency") and stage.ok:
             continue  # not a throughput: its own line below
-        if stage.skipped:
-            lines.append(f"{stage.label:28} not run: {stage.skipped}")
-            continue
-        if not stage.ok:
-            lines.append(f"{stage.label:28} FAILED: {str(stage.error).splitlines()[0][:300]}")
-            continue
-        svc = [c for c in (stage.broker_cpu_s, stage.redis_cpu_s) if c is not None]
-        svc_text = f"{stage.per_million(sum(svc)):.1f}" if svc else "-"
-        lines.append(
-            f"{stage.label:28} {stage.records:>9,} {stage.seconds:>8.2f} {stage.rate:>9,.0f} "
-            f"{stage.per_million(stage.cpu_s):>8.1f} {stage.peak_rss_kb / 1024:>11.1f} "
-            f"{svc_text:>21}"
-        )
+        lines.append(stage.row(stage.label))
     for r in ratios(stages):
         label, floor = dict(STAGES)[r["stage"]], dict(STAGES)[r["floor"]]
         cpu = r["cpu_per_cdr_ratio"]
