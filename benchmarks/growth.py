@@ -32,7 +32,7 @@ B. Distinct-number growth: same calls per number, more numbers. For each M in --
    /proc. Reported per M: CDRs/s (scan's own seconds), CPU s per million CDRs (scan, Redis),
    the growth of Redis's used_memory, bytes per distinct caller, ``dbsize`` and keys per
    distinct caller (the callee and 100-number block keys of stage 2 are counted too), the
-   event time one scan batch (settings.batch_max records) spans, and the ratio between the
+   event time one scan batch (settings.chunk_records records) spans, and the ratio between the
    largest and smallest M of bytes per number and of CPU per CDR. With few numbers a batch
    spans hours of event time, more than the 30 min allowed lateness, so the engine prunes the
    early calls' duplicate-check ids and short buckets within the batch: the smallest M's state
@@ -392,9 +392,9 @@ def number_growth(m: int, settings: Settings) -> NumbersRun:
         rejected=sum(v for k, v in totals.items() if k.startswith("rejected:")),
         alerts=sum(v for k, v in totals.items() if k.startswith("alerts:")),
         calls_per_caller=round(n / callers, 3),
-        # Event time one scan batch (settings.batch_max records) spans: the batch's watermark
+        # Event time one scan batch (settings.chunk_records records) spans: the batch's watermark
         # runs that far ahead of its oldest calls, and what the engine prunes depends on it.
-        batch_span_min=round(settings.batch_max / n * HOURS * 60, 2),
+        batch_span_min=round(settings.chunk_records / n * HOURS * 60, 2),
         # This process's RSS before the scan and its peak during it (VmHWM, reset before it).
         rss_before_mb=None if rss0 is None else round(rss0 / 1024, 1),
         scan_peak_rss_mb=None if rss0 is None else round(peak / 1024, 1),
