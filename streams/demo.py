@@ -200,6 +200,8 @@ def _worker_env(
         "DIALWATCH_HEARTBEAT_INTERVAL_S": "1",
         "DIALWATCH_REBALANCE_TIMEOUT_S": "6",
         "DIALWATCH_LOG_LEVEL": "warning",
+        # The bundled Tansu holds every fetch for the whole wait: keep the demo's alerts quick.
+        "DIALWATCH_FETCH_MAX_WAIT_MS": os.environ.get("DIALWATCH_FETCH_MAX_WAIT_MS", "10"),
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("DIALWATCH_REDIS", None)
