@@ -220,7 +220,10 @@ class Runtime:
         restored = 0
         while start < first_offset:
             chunk = await self.retry(
-                "re-read", partial(links.reread, partition, start, first_offset), (Exception,)
+                "re-read",
+                partial(links.reread, partition, start, first_offset),
+                (Exception,),
+                store=False,
             )
             if not chunk:  # a hole in the log: compacted, or transaction markers
                 break
@@ -287,15 +290,18 @@ class Runtime:
         what: str,
         call: Callable[[], Awaitable[T]],
         errors: tuple[type[BaseException], ...] = (RedisError, OSError, RuntimeError),
+        store: bool = True,
     ) -> T:
-        """Run a call until it succeeds, backing off while its service is unavailable."""
+        """Run a call until it succeeds, backing off while its service is unavailable.
+        ``store``: a failure counts in ``dialwatch_store_errors_total`` (not for the broker)."""
         delay = FIRST_DELAY_S
         while True:
             try:
                 result = await call()
             except errors as exc:
                 self.healthy, self.last_error = False, type(exc).__name__
-                self.metrics.store_errors.inc()
+                if store:
+                    self.metrics.store_errors.inc()
                 log.warning("%s failed (%s); retrying in %.2f s", what, type(exc).__name__, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_max_backoff_s)
