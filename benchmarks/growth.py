@@ -21,11 +21,11 @@ A. CDR growth: same population shape, more CDRs. For each N in --cdrs, the first
    smallest for CPU s/M (1.0 = cost linear in CDRs), CDRs/s and peak RSS.
 
 B. Distinct-number growth: same calls per number, more numbers. For each M in --numbers,
-   ``streams.simulate.generate`` makes M normal subscribers (no bulk diallers, no near misses)
+   ``streams.tools.simulate.generate`` makes M normal subscribers (no bulk diallers, no near misses)
    over 24 h at 2 calls a day each, in a separate process so that its records are not on this
    process's heap during the measurement; the period ends at least an hour before now, so no
    record is "in the future". The JSON Lines file is then scanned into a fresh redis-server
-   (``streams.services.start_redis``) with both stages, as ``dialwatch scan --redis`` does
+   (``streams.tools.services.start_redis``) with both stages, as ``dialwatch scan --redis`` does
    (``streams.factory.build_engines`` and ``streams.scan.scan``), in this process: the CPU is
    ``time.process_time()`` around the scan (read, parse, sort, both stages, the Redis client),
    with no interpreter start-up to subtract; the Redis server's CPU over the same span comes from
@@ -83,11 +83,12 @@ from benchmarks.throughput import (
     services,
 )
 from config.settings import Settings
-from streams import simulate as sim
 from streams.cdr import CDR, parse_records
 from streams.engine import Engine
 from streams.observe import derived_obs
-from streams.services import create_topics, start_redis
+from streams.tools import simulate as sim
+from streams.tools.services import start_redis
+from streams.topics import create_topics
 
 LINEAR = 0.25  # a per-unit figure that changes by less than this is "linear"
 HOURS = 24.0  # part B: the simulated period

@@ -11,7 +11,7 @@ one JSON object with the count and the median, p99 and maximum round trip in mil
 
 ``alert-latency``: produces live traffic at RATE CDRs a second for as long as it takes to plant
 N bulk diallers (normal calls from a pool of 200,000 callers, event time now, one CDR per
-message keyed and partitioned by caller like ``streams.simulate.produce``). Each dialler sends
+message keyed and partitioned by caller like ``streams.tools.simulate.produce``). Each dialler sends
 21 unanswered calls to distinct numbers, then 0.5 s later the 22nd, which crosses the 5-minute
 ``bulk_dialling`` threshold (22). The latency of a dialler is from just before its 22nd CDR is
 handed to the producer (no linger) to the moment its alert is read from ALERT_TOPIC. Prints one
@@ -106,7 +106,7 @@ async def _alert_latency(
     import orjson
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-    from streams.simulate import partition_for
+    from streams.topics import partition_for
 
     rng = random.Random(20261128)
     pool = [_mobile(rng) for _ in range(200_000)]

@@ -17,10 +17,10 @@ from zoneinfo import ZoneInfo
 import redis
 
 from config.settings import Settings
-from streams import simulate as sim
 from streams.factory import build_engine
 from streams.scan import scan
-from streams.services import start_redis
+from streams.tools import simulate as sim
+from streams.tools.services import start_redis
 
 
 def main() -> int:

@@ -9,12 +9,12 @@ One broker (Tansu) and one redis-server are started on free loopback ports unles
 (``python -m streams worker``, Redis store, both stages) runs as a subprocess on its own topics,
 app id and key prefix (benchmarks.throughput.WorkerRun), logging to a temporary directory.
 
-The traffic is ``streams.simulate``'s steady population (--subscribers normal subscribers and a
-few bulk diallers, no near miss) over --days of event time ending about now, sorted by
+The traffic is ``streams.tools.simulate``'s steady population (--subscribers normal subscribers
+and a few bulk diallers, no near miss) over --days of event time ending about now, sorted by
 start_time. It is produced in real time, compressed: --days of event time go by in --minutes of
 wall time, so every record is already in the past when it is sent (the worker rejects records
 from the future). Messages are JSON arrays of about 200 CDRs whose callers share one partition
-(``streams.simulate.batch_by_partition``).
+(``streams.tools.simulate.batch_by_partition``).
 
 Every --sample-s seconds one line is printed: wall seconds, the event time reached (day and
 hour since the start of the traffic), CDRs produced, CDRs the worker counted
@@ -63,12 +63,12 @@ from kafka import KafkaProducer  # type: ignore[import-untyped, unused-ignore]
 
 from benchmarks.throughput import WorkerRun, _tail, flow_started, machine, services
 from config.settings import Settings
-from streams import simulate as sim
 from streams.cdr import CDR, parse_record
 from streams.engine import CALLER_KINDS, store_key
 from streams.factory import build_engines
 from streams.observe import caller_obs, derived_obs
-from streams.services import create_topics
+from streams.tools import simulate as sim
+from streams.topics import create_topics
 
 BATCH = 200  # CDRs per message
 GROWTH_LIMIT = 0.10  # FLAT: each figure grew less than this over the filled phase

@@ -5,7 +5,7 @@
                                     [--diallers 200] [--short-fetch-ms 10]
 
 One broker (Tansu) and one redis-server are started on free loopback ports unless --kafka and
---redis name existing ones. The labelled scenario (streams.scenario, every harassment pattern)
+--redis name existing ones. The labelled scenario (streams.tools.scenario, every harassment pattern)
 is generated with enough subscribers for about --cdrs records and its first --cdrs records are
 produced twice before anything is measured: one CDR per message (keyed by caller) and JSON
 arrays of 500 per message. Then, one after the other, each stage reads the same records:
@@ -64,12 +64,13 @@ import orjson
 
 from benchmarks.floors import peak_rss_kb
 from config.settings import Settings
-from streams import simulate as sim
 from streams.cdr import CDR, parse_records
-from streams.cli import default_start
 from streams.observe import derived_obs
-from streams.scenario import ScenarioSpec, generate_scenario
-from streams.services import Service, create_topics, free_port, start_broker, start_redis
+from streams.tools import simulate as sim
+from streams.tools.scenario import ScenarioSpec, generate_scenario
+from streams.tools.services import Service, free_port, start_broker, start_redis
+from streams.tools.simulate import default_start
+from streams.topics import create_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 500  # CDRs per message on the batched topic

@@ -54,6 +54,9 @@ class Settings:
     heartbeat_interval_s: float = 3.0
     rebalance_timeout_s: float = 60.0
     topic_partitions: int = 8
+    # Replication factor of the topics dialwatch creates itself (derived, complaints); 1 suits
+    # a single broker, production clusters want 3 (README "Topics").
+    topic_replication: int = 1
     log_level: str = "info"
     # Key of the pseudonyms that name callees in alerts (detectors.pseudonym). Set a secret one
     # in production; this default only keeps demos and tests reproducible.
@@ -111,7 +114,14 @@ class Settings:
     numbering_plan: str = "cn"
 
     def __post_init__(self) -> None:
-        for name in ("bucket_s", "long_bucket_s", "batch_max", "chunk_records", "topic_partitions"):
+        for name in (
+            "bucket_s",
+            "long_bucket_s",
+            "batch_max",
+            "chunk_records",
+            "topic_partitions",
+            "topic_replication",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.long_bucket_s % self.bucket_s:

@@ -51,7 +51,7 @@ EMPTY: Mapping[str, int] = MappingProxyType({})
 class WindowSnapshot:
     subject: str  # normalised number, block prefix or trunk id
     kind: str  # one of KINDS
-    number_class: str  # detectors.numbering.NumberClass value ("trunk" for trunks)
+    number_class: str  # config.numbering.NumberClass value ("trunk" for trunks)
     at_ms: int  # evaluation time: the subject's newest start_time, epoch ms
     windows: Mapping[str, Tally]  # window name -> tally at at_ms
     # Counterparts (callers of a callee, members of a block) -> calls within the peer window.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from detectors.numbering import CHINA, NumberingPlan, is_emergency, normalise
+from config.numbering import CHINA, NumberingPlan, is_emergency, normalise
 
 
 def shared_key(key_prefix: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from detectors.numbering import CHINA, NumberingPlan, normalise
+from config.numbering import CHINA, NumberingPlan, normalise
 
 MAX_ID_LEN = 128
 MAX_TEXT_LEN = 64
@@ -44,7 +44,7 @@ REQUIRED = ("cdr_id", "caller", "callee", "start_time", "duration_s", "answered"
 @dataclass(frozen=True, slots=True)
 class CDR:
     cdr_id: str
-    caller: str  # normalised (detectors.numbering.normalise)
+    caller: str  # normalised (config.numbering.normalise)
     callee: str  # normalised; personal data: never logged, never exported in clear
     start_ms: int  # event time, epoch milliseconds
     duration_s: int

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from config.settings import Settings
 
@@ -86,13 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "simulate":
         return _simulate(args, settings)
     if args.command == "demo":
-        from streams.demo import run_demo
+        from streams.tools.demo import run_demo
 
         return run_demo(settings, subscribers=args.subscribers, hours=args.hours, seed=args.seed)
     if args.command == "evaluate":
         return _evaluate(parser, args, settings)
     if args.command == "verify":
-        from streams.verify import run as run_verify
+        from streams.tools.verify import run as run_verify
 
         return run_verify(args, settings)
     parser.error(f"unknown command {args.command}")
@@ -121,7 +120,7 @@ def _scan(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Settings) -> int:
-    from streams import evaluate as ev
+    from streams.tools import evaluate as ev
 
     settings = settings.with_(policy_file=args.config or settings.policy_file)
     existing = (args.cdrs, args.labels, args.alerts)
@@ -142,12 +141,14 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, setting
         hours=args.hours,
         scale=args.scale,
     )
+    from streams.tools.simulate import default_start
+
     return ev.run_benchmark(settings, spec, default_start(settings), json_path=args.json)
 
 
 def _allowlist(args: argparse.Namespace, settings: Settings) -> int:
     """Edit the Redis set every worker merges into its allowlist within allowlist_refresh_s."""
-    from detectors.numbering import normalise
+    from config.numbering import normalise
     from streams.allowlist import shared_key
     from streams.security import redis_client
 
@@ -176,15 +177,10 @@ def _allowlist(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def default_start(settings: Settings) -> datetime:
-    tz = ZoneInfo(settings.timezone)
-    yesterday = datetime.now(tz) - timedelta(days=1)
-    return yesterday.replace(hour=9, minute=0, second=0, microsecond=0)
-
-
 def _simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from streams import simulate as sim
-    from streams.scenario import write_scenario_csv as scenario_csv
+    from streams.tools import simulate as sim
+    from streams.tools.scenario import write_scenario_csv as scenario_csv
+    from streams.tools.simulate import default_start
 
     start = datetime.fromisoformat(args.start) if args.start else default_start(settings)
     if args.scenario:
@@ -235,7 +231,7 @@ def _fill_defaults(args: argparse.Namespace, defaults: dict[str, object]) -> Non
 
 def _scenario(args: argparse.Namespace, start: datetime) -> list[dict[str, object]]:
     """The labelled benchmark day; options not given keep the ScenarioSpec defaults."""
-    from streams import scenario as sc
+    from streams.tools import scenario as sc
 
     base = sc.ScenarioSpec(start=start)
     names = ("seed", "subscribers", "hours", "late_fraction")

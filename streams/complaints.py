@@ -17,7 +17,7 @@ from typing import Protocol
 
 import orjson
 
-from detectors.numbering import CHINA, NumberingPlan, normalise
+from config.numbering import CHINA, NumberingPlan, normalise
 from streams.cdr import MAX_ID_LEN, MAX_MESSAGE_BYTES, Reject, parse_start_ms
 
 CATEGORIES = (

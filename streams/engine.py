@@ -24,11 +24,11 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from config.numbering import CHINA, NumberingPlan, classify
 from config.policy import SEVERITIES, DetectorPolicy, Policy
 from config.settings import Settings
 from detectors.alerts import Alert, clear_alert, episode_id, raise_alert
 from detectors.levels import scaled
-from detectors.numbering import CHINA, NumberingPlan, classify
 from detectors.pseudonym import pseudonym
 from detectors.registry import Detector, load_all
 from detectors.snapshot import N_FEATURES, Finding, Tally, WindowSnapshot
@@ -154,7 +154,7 @@ class Engine:
         self.sources = sources
         # Write each batch's alerts with its state, until confirmed published (the worker).
         self.outbox = outbox
-        self.numbering = plan  # the numbering plan (detectors.numbering)
+        self.numbering = plan  # the numbering plan (config.numbering)
         self.tz = ZoneInfo(settings.timezone)
         self.pseudonym_key = settings.pseudonym_key.encode()
         self.trunks = settings.international_trunks

@@ -12,7 +12,7 @@ from typing import IO
 
 import orjson
 
-from detectors.numbering import CHINA, NumberingPlan
+from config.numbering import CHINA, NumberingPlan
 from streams.cdr import CDR, Reject, parse_record
 
 

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from detectors.numbering import CHINA, NumberClass, NumberingPlan, classify
+from config.numbering import CHINA, NumberClass, NumberingPlan, classify
 from streams.cdr import CDR, Reject
 
 UNASSERTED = "~"  # marks a counterpart whose identity the network did not assert

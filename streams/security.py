@@ -8,7 +8,7 @@ Callers:
 
 * ``streams.worker``: ``faust.App(..., **faust_broker_kwargs(settings))``
 * ``streams.factory``: ``RedisStore(redis_client(settings, url), prefix=..., ...)``
-* kafka-python (``simulate.produce``, ``services.create_topics``, the demo's consumer):
+* kafka-python (``simulate.produce``, ``topics.create_topics``, the demo's consumer):
   ``KafkaProducer(bootstrap_servers=..., **kafka_python_kwargs(settings))``
 """
 

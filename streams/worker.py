@@ -26,8 +26,8 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
+from config.numbering import normalise
 from config.settings import Settings
-from detectors.numbering import normalise
 from streams.allowlist import Allowlist, shared_key
 from streams.cdr import Reject, decode_message
 from streams.complaints import Complaint, decode_complaints, record
@@ -43,10 +43,9 @@ from streams.security import (
     faust_web_kwargs,
     kafka_python_kwargs,
 )
-from streams.services import create_topics
-from streams.simulate import partition_for
 from streams.state.base import StaleOffset
 from streams.state.redis import RedisStore
+from streams.topics import create_topics, partition_for
 
 log = logging.getLogger("dialwatch.worker")
 T = TypeVar("T")
@@ -813,6 +812,7 @@ def run_worker(settings: Settings) -> int:
             settings.complaint_topic: settings.topic_partitions,
         },
         kafka_options=kafka_python_kwargs(settings),
+        replication=settings.topic_replication,
     )
     caller_engine, subject_engine = build_engines(
         settings, sources=settings.topic_partitions, outbox=True

@@ -21,13 +21,14 @@ import pytest
 from kafka import KafkaConsumer
 
 from config.settings import Settings
-from streams import simulate as sim
 from streams.cdr import CDR, parse_records
-from streams.cli import default_start
-from streams.evaluate import evaluate
 from streams.observe import derived_obs
-from streams.scenario import ScenarioSpec, generate_scenario
-from streams.services import create_topics, free_port
+from streams.tools import simulate as sim
+from streams.tools.evaluate import evaluate
+from streams.tools.scenario import ScenarioSpec, generate_scenario
+from streams.tools.services import free_port
+from streams.tools.simulate import default_start
+from streams.topics import create_topics
 from tests.factories import dial, record_dict
 
 pytestmark = pytest.mark.e2e

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO
 
 import orjson
 
-from detectors.numbering import normalise
+from config.numbering import normalise
 from detectors.pseudonym import pseudonym
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ Alerts = Iterable[Mapping[str, object]]
 
 
 class LabelLike(Protocol):
-    """What scoring needs of a label (``streams.scenario.ScenarioLabel`` has it)."""
+    """What scoring needs of a label (``streams.tools.scenario.ScenarioLabel`` has it)."""
 
     @property
     def subject(self) -> str: ...
@@ -620,7 +620,7 @@ async def _replay(
 ) -> tuple[list[dict[str, Any]], Throughput]:
     from streams.factory import build_engines
     from streams.scan import scan
-    from streams.simulate import write_jsonl
+    from streams.tools.simulate import write_jsonl
 
     with tempfile.TemporaryDirectory(prefix="dialwatch-evaluate-") as tmp:
         cdrs, listed = Path(tmp, "cdrs.jsonl"), Path(tmp, "allowlist.txt")
@@ -639,7 +639,7 @@ async def _replay(
 
 async def run_seed(settings: Settings, spec: BenchmarkSpec, seed: int, start: datetime) -> Report:
     """Generate one scenario, replay it through the engine and score it."""
-    from streams.scenario import ScenarioSpec, generate_scenario
+    from streams.tools.scenario import ScenarioSpec, generate_scenario
 
     scenario = generate_scenario(
         ScenarioSpec(
@@ -731,7 +731,7 @@ def score_files(
 ) -> int:
     """Score an existing run: its CDR file, scenario labels and ``dialwatch scan`` output."""
     from streams.files import open_text
-    from streams.scenario import read_scenario_labels
+    from streams.tools.scenario import read_scenario_labels
 
     with open_text(alerts) as fh:
         parsed = parse_alerts(fh.read())

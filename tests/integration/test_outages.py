@@ -31,10 +31,11 @@ import pytest
 import redis
 
 from config.settings import Settings
-from streams import simulate as sim
-from streams.cli import default_start
-from streams.services import Service, create_topics, free_port, start_broker, start_redis
-from tests.test_faults import (
+from streams.tools import simulate as sim
+from streams.tools.services import Service, free_port, start_broker, start_redis
+from streams.tools.simulate import default_start
+from streams.topics import create_topics
+from tests.integration.test_faults import (
     CALLER_DETECTORS,
     PARTITIONS,
     applied,

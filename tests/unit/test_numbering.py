@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from detectors.numbering import (
+from config.numbering import (
     MAX_NUMBER_DIGITS,
     NumberClass,
     classify,

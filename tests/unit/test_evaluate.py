@@ -10,7 +10,7 @@ import pytest
 
 from config.settings import Settings
 from detectors.pseudonym import pseudonym
-from streams.evaluate import (
+from streams.tools.evaluate import (
     FAIL,
     FALSE_INTERCEPT_TARGET,
     NOT_APPLICABLE,

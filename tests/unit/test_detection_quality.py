@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from config.settings import Settings
-from streams.cli import default_start
-from streams.evaluate import FAIL, BenchmarkSpec, run_seed
+from streams.tools.evaluate import FAIL, BenchmarkSpec, run_seed
+from streams.tools.simulate import default_start
 
 SMALL = BenchmarkSpec(subscribers=3000, hours=10, scale=0.5)
 

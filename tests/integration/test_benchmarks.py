@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FIGURES = ("records", "seconds", "cdrs_per_s", "cpu_s", "cpu_s_per_million", "peak_rss_mb")
 
 

@@ -52,12 +52,12 @@ from streams.security import (
     redis_password,
     redis_url_and_kwargs,
 )
-from streams.services import Service, free_port, start_redis, wait_for_port
 from streams.state.base import Changes, PartitionMeta
 from streams.state.redis import RedisStore
+from streams.tools.services import Service, free_port, start_redis, wait_for_port
 
 SECRET = "hunter2-Zq9"  # never expected in any repr, message or log line
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "security.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 
 SASL_SSL_SCRAM: dict[str, object] = {
     "kafka_security_protocol": "SASL_SSL",

@@ -6,14 +6,12 @@ free port and is stopped by pid.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -134,42 +132,6 @@ def start_redis(
     )
     wait_for_port(port, timeout_s, proc)
     return Service("redis", f"redis://127.0.0.1:{port}/0", port, proc, workdir, argv)
-
-
-def create_topics(
-    bootstrap: str,
-    topics: dict[str, int],
-    timeout_s: float = 30.0,
-    kafka_options: Mapping[str, object] | None = None,
-) -> None:
-    """Create topics (name -> partitions) that do not exist yet. ``kafka_options`` are extra
-    KafkaAdminClient settings (TLS, SASL: ``streams.security.kafka_python_kwargs``)."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            admin = KafkaAdminClient(
-                bootstrap_servers=bootstrap, client_id="dialwatch-admin", **(kafka_options or {})
-            )
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-    try:
-        existing = set(admin.list_topics())
-        new = [
-            NewTopic(name, num_partitions=n, replication_factor=1)
-            for name, n in topics.items()
-            if name not in existing
-        ]
-        if new:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(new)
-    finally:
-        admin.close()
 
 
 CLUSTER_SLOTS = 16384

@@ -34,10 +34,10 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from streams.cdr import CDR, decode_message
 from streams.observe import derived_obs
-from streams.simulate import partition_for
 from streams.state.base import NumberState
-from streams.verify import HEADLINE
-from tests.test_e2e import (
+from streams.tools.verify import HEADLINE
+from streams.topics import partition_for
+from tests.integration.test_e2e import (
     PARTITIONS,
     START,
     Worker,

@@ -19,11 +19,12 @@ import redis
 from kafka import KafkaConsumer, TopicPartition
 
 from config.settings import Settings
-from streams import simulate as sim
-from streams.cli import default_start
 from streams.factory import build_engines
 from streams.scan import scan
-from streams.services import create_topics, free_port
+from streams.tools import simulate as sim
+from streams.tools.services import free_port
+from streams.tools.simulate import default_start
+from streams.topics import create_topics
 
 pytestmark = pytest.mark.e2e
 PARTITIONS = 4

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def positive(value: object) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from streams.services import Service, start_broker, start_redis
+from streams.tools.services import Service, start_broker, start_redis
 
 
 @pytest.fixture(scope="session")

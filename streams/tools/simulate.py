@@ -21,10 +21,13 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import IO, Final, TypeVar, cast
+from zoneinfo import ZoneInfo
 
 import orjson
 from kafka import KafkaProducer  # type: ignore[import-untyped, unused-ignore]
-from kafka.partitioner.default import murmur2  # type: ignore[import-untyped, unused-ignore]
+
+from config.settings import Settings
+from streams.topics import partition_for
 
 NORMAL: Final = "normal"
 BULK_DIALLER: Final = "bulk_dialler"
@@ -402,11 +405,10 @@ def write_labels(path: Path | str, labels: Iterable[Label]) -> int:
     return count
 
 
-def partition_for(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner picks for ``key`` (murmur2, as in Java)."""
-    if partitions < 1:
-        raise ValueError("partitions must be positive")
-    return (int(murmur2(key)) & 0x7FFFFFFF) % partitions
+def default_start(settings: Settings) -> datetime:
+    tz = ZoneInfo(settings.timezone)
+    yesterday = datetime.now(tz) - timedelta(days=1)
+    return yesterday.replace(hour=9, minute=0, second=0, microsecond=0)
 
 
 def batch_by_partition(

@@ -1,6 +1,6 @@
 """Numbering plans loaded from TOML (``config/numbering/*.toml``).
 
-A plan file holds the fields of ``detectors.numbering.NumberingPlan``; ``cn.toml`` documents them
+A plan file holds the fields of ``config.numbering.NumberingPlan``; ``cn.toml`` documents them
 and ``gb.toml`` is the UK plan. ``load_plan(path)`` reads a file, ``parse_plan(raw, source)``
 checks an already decoded mapping; both raise ``ValueError`` naming the file and the field.
 ``builtin_plan("gb")`` loads one of the shipped plans by name.
@@ -14,11 +14,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from detectors.numbering import ClassRule, NumberClass, NumberingPlan
+from config.numbering.plan import ClassRule, NumberClass, NumberingPlan
 
 __all__ = ["PLANS_DIR", "builtin_plan", "builtin_plan_names", "load_plan", "parse_plan"]
 
-PLANS_DIR = Path(__file__).resolve().parent / "numbering"
+PLANS_DIR = Path(__file__).resolve().parent
 
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _REQUIRED = ("name", "country_code", "class_rules")

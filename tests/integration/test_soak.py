@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_soak_samples_and_catches_up(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ else a bundled redis-server when one is installed, else the worker's in-process 
 worker as a subprocess, streams simulated traffic with two bulk diallers into it and shows the
 alerts live. The traffic is a small version of the labelled detection scenario (every harassment
 pattern and every legitimate busy caller, docs/scenario.md). It ends with a summary scored by
-``streams.evaluate`` and exits 0 only when every target holds and nobody legitimate was
+``streams.tools.evaluate`` and exits 0 only when every target holds and nobody legitimate was
 intercepted.
 
 Callee numbers are personal data and are never shown. The only numbers shown are alert
@@ -41,10 +41,11 @@ from rich.table import Table
 from rich.text import Text
 
 from config.settings import Settings
-from streams import services
-from streams import simulate as sim
-from streams.evaluate import evaluate
-from streams.scenario import Scenario, ScenarioSpec, generate_scenario, write_allowlist
+from streams.tools import services
+from streams.tools import simulate as sim
+from streams.tools.evaluate import evaluate
+from streams.tools.scenario import Scenario, ScenarioSpec, generate_scenario, write_allowlist
+from streams.topics import create_topics
 
 STREAM_S: Final = 25.0  # wall time over which the simulated period is streamed
 CHUNK_S: Final = 2.5  # the producer reports progress after each chunk of this much wall time
@@ -410,7 +411,7 @@ def _summary(
 
 
 def run_demo(settings: Settings, *, subscribers: int, hours: float, seed: int) -> int:
-    from streams.cli import default_start
+    from streams.tools.simulate import default_start
 
     console = Console()
     # Logs and pipes get one line per message, not lines wrapped at 80 columns.
@@ -451,7 +452,7 @@ def run_demo(settings: Settings, *, subscribers: int, hours: float, seed: int) -
             if store.service is not None:
                 started.append(store.service)
             console.print(f"store: {escape(store.note)}")
-            services.create_topics(
+            create_topics(
                 bootstrap,
                 {topics["cdr"]: settings.topic_partitions, topics["alert"]: 1, topics["dead"]: 1},
             )

@@ -12,12 +12,12 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
-from detectors.numbering import NumberClass, classify
+from config.numbering import NumberClass, classify
 from streams.allowlist import Allowlist
 from streams.cdr import CDR, parse_record
 from streams.cli import main
 from streams.files import read_records
-from streams.scenario import (
+from streams.tools.scenario import (
     ALLOWLISTED_ROLES,
     ATTACK_ROLES,
     BLOCK_ACTIVE,

@@ -12,19 +12,23 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from config.numbering import PLANS_DIR, builtin_plan, builtin_plan_names, load_plan, parse_plan
-from detectors.numbering import (
+from config.numbering import (
     CHINA,
     MAX_NUMBER_DIGITS,
+    PLANS_DIR,
     ClassRule,
     NumberClass,
     NumberingPlan,
+    builtin_plan,
+    builtin_plan_names,
     classify,
     is_emergency,
+    load_plan,
     normalise,
+    parse_plan,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CN_TOML = PLANS_DIR / "cn.toml"
 GB_TOML = PLANS_DIR / "gb.toml"
 GB = load_plan(GB_TOML)
@@ -55,8 +59,8 @@ def test_builtin_plan_rejects_unknown_names(name: str) -> None:
 
 def test_plan_files_ship_as_package_data() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    globs = pyproject["tool"]["setuptools"]["package-data"]["config"]
-    shipped = {p for g in globs for p in (ROOT / "config").glob(g)}
+    globs = pyproject["tool"]["setuptools"]["package-data"]["config.numbering"]
+    shipped = {p for g in globs for p in (ROOT / "config" / "numbering").glob(g)}
     assert {CN_TOML, GB_TOML} <= shipped
 
 

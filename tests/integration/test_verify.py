@@ -24,14 +24,15 @@ import redis
 
 from config.policy import load_policy
 from config.settings import Settings
-from streams import simulate as sim
 from streams.cdr import CDR, Reject, parse_record
-from streams.cli import default_start, main
+from streams.cli import main
 from streams.engine import CALLER_KINDS, Engine, id_hash
-from streams.services import create_topics, free_port
 from streams.state.base import NumberState
 from streams.state.memory import MemoryStore
-from streams.verify import (
+from streams.tools import simulate as sim
+from streams.tools.services import free_port
+from streams.tools.simulate import default_start
+from streams.tools.verify import (
     EXPIRED,
     HEADLINE,
     AlertCount,
@@ -43,6 +44,7 @@ from streams.verify import (
     _id_hash,
     compare,
 )
+from streams.topics import create_topics, partition_for
 from tests.factories import T0
 
 NOW_MS = (T0 + 30 * 86_400) * 1000
@@ -225,7 +227,7 @@ def late_traffic() -> list[tuple[int, CDR | Reject]]:
     records = records + records[::97] + [{"cdr_id": "bad", "caller": A}]
     out: list[tuple[int, CDR | Reject]] = []
     for doc in records:
-        partition = sim.partition_for(str(doc["caller"]).encode(), PARTITIONS)
+        partition = partition_for(str(doc["caller"]).encode(), PARTITIONS)
         out.append((partition, parse_record(doc)))
     return out
 
@@ -451,7 +453,7 @@ class Worker:
 
 @pytest.fixture
 def worker(kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path) -> Iterator[Worker]:
-    """The Faust worker with its own topics, group and key prefix (as in tests/test_e2e.py)."""
+    """The Faust worker with its own topics, group and key prefix (as in test_e2e.py)."""
     topics = {"cdr": f"cdrs-{unique}", "alert": f"alerts-{unique}", "dead": f"dead-{unique}"}
     create_topics(
         kafka_bootstrap, {topics["cdr"]: PARTITIONS, topics["alert"]: 1, topics["dead"]: 1}

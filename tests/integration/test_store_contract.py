@@ -28,7 +28,10 @@ async def store(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[St
         url, prefix=f"t{unique}", window_ttl_ms=90_000_000, partition_ttl_ms=600_000_000
     )
     yield redis_store
-    await redis_store.client.flushdb()
+    # Only this test's keys: the Redis may be a shared one named by DIALWATCH_TEST_REDIS.
+    keys = [key async for key in redis_store.client.scan_iter(match=f"t{unique}:*", count=1000)]
+    if keys:
+        await redis_store.client.delete(*keys)
     await redis_store.close()
 
 

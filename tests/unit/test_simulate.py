@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kafka.partitioner.default import DefaultPartitioner  # type: ignore[import-untyped, unused-ignore]
 
-from streams.simulate import (
+from streams.tools.simulate import (
     BULK_DIALLER,
     CDR_FIELDS,
     NEAR_MISS,
@@ -28,12 +28,12 @@ from streams.simulate import (
     batch_by_partition,
     delivery_order,
     generate,
-    partition_for,
     produce,
     write_csv,
     write_jsonl,
     write_labels,
 )
+from streams.topics import partition_for
 
 START = datetime(2026, 11, 28, 9, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
 SPEC = SimSpec(start=START)
@@ -413,7 +413,7 @@ class FakeProducer:
 def test_produce_shapes_messages(monkeypatch: pytest.MonkeyPatch, batch_size: int) -> None:
     """No broker: checks what produce hands to KafkaProducer."""
     records, _ = generate(replace(SPEC, subscribers=40, hours=1))
-    monkeypatch.setattr("streams.simulate.KafkaProducer", FakeProducer)
+    monkeypatch.setattr("streams.tools.simulate.KafkaProducer", FakeProducer)
     FakeProducer.instances.clear()
     assert produce(records, "broker:9092", "cdrs", 8, batch_size) == len(records)
     (producer,) = FakeProducer.instances

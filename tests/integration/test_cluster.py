@@ -1,6 +1,6 @@
 """The store's key layout and Lua scripts on a real three-node Redis Cluster (docs/cluster.md).
 
-The cluster is started on free loopback ports by ``streams.services.start_redis_cluster`` for
+The cluster is started on free loopback ports by ``streams.tools.services.start_redis_cluster`` for
 this module; without redis-server the module fails (ServiceError), it is never skipped.
 """
 
@@ -23,19 +23,19 @@ from redis.exceptions import MovedError, RedisError
 
 from config.policy import load_policy
 from config.settings import Settings
-from streams import services
-from streams import simulate as sim
 from streams.engine import DERIVED_KINDS, Engine
 from streams.factory import PARTITION_KEYS_TTL_MS, build_engine, key_prefix
 from streams.observe import derived_obs
 from streams.security import describe, redis_acl_rule, redis_client
-from streams.services import CLUSTER_SLOTS, ClusterService, ServiceError, start_redis_cluster
 from streams.state.base import Changes, PartitionMeta, StaleOffset, Store
 from streams.state.memory import MemoryStore
 from streams.state.redis import RedisStore
-from streams.verify import read_state
-from tests import test_store_contract as contract
+from streams.tools import services
+from streams.tools import simulate as sim
+from streams.tools.services import CLUSTER_SLOTS, ClusterService, ServiceError, start_redis_cluster
+from streams.tools.verify import read_state
 from tests.factories import T0, cdr, dial
+from tests.integration import test_store_contract as contract
 
 NOW_MS = contract.NOW_MS
 PARTITIONS = 16  # dw:{p0} .. dw:{p15}

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.numbering import CHINA
+from config.numbering import CHINA
 from streams.cdr import CDR, REJECT_REASONS, Reject, decode_message
 from streams.observe import Obs, derived_obs
 from streams.worker import (

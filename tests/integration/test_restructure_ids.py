@@ -1,0 +1,47 @@
+"""The layout restructure (issue 11) changes no behaviour: the labelled scenario's alerts,
+scanned, are the ones the commit before the restructure wrote (alert id and a digest of every
+field but the wall-clock ``detected_at``). The list in tests/data/restructure-alerts.txt holds
+for the restructure commits only; a later change of detection replaces this test."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "restructure-alerts.txt"
+START = "2026-11-30T09:00:00+08:00"
+
+
+def digest(lines: list[str]) -> list[str]:
+    out = []
+    for line in lines:
+        doc = orjson.loads(line)
+        doc.pop("detected_at", None)
+        body = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+        out.append(f"{doc['alert_id']} {hashlib.sha256(body).hexdigest()[:16]}")
+    return out
+
+
+def test_scenario_alerts_equal_the_pre_restructure_list(tmp_path: Path) -> None:
+    cdrs, allow = tmp_path / "scenario.jsonl", tmp_path / "allow.txt"
+    cli = [sys.executable, "-m", "streams"]
+    subprocess.run(
+        [*cli, "simulate", "--scenario", "--start", START, "--out", str(cdrs)]
+        + ["--allowlist", str(allow)],
+        check=True,
+        capture_output=True,
+    )
+    scan = subprocess.run(
+        [*cli, "scan", str(cdrs), "--allowlist", str(allow)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    expected = DATA.read_text().splitlines()
+    got = digest(scan.stdout.splitlines())
+    assert len(got) == len(expected) == 455
+    assert got == expected
