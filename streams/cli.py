@@ -72,8 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prefix", help="key prefix of the run (default: DIALWATCH_KEY_PREFIX)")
     p.add_argument("--wait", type=float, default=0.0, help="seconds to re-read until it matches")
 
+    from streams.interception import cli as interception_cli
+
+    interception_cli.add_parsers(sub)  # intercept ..., audit (README "Interception")
+
     args = parser.parse_args(argv)
     settings = Settings.from_env()
+    if args.command in ("intercept", "audit"):
+        return interception_cli.run(args, settings)
     if args.command == "scan":
         return _scan(args, settings)
     if args.command == "allowlist":
@@ -167,6 +173,9 @@ def _allowlist(args: argparse.Namespace, settings: Settings) -> int:
         try:
             if args.action == "add" and numbers:
                 await client.sadd(key, *numbers)
+                from streams.interception.cli import release_allowlisted
+
+                await release_allowlisted(settings, numbers)
             elif args.action == "remove" and numbers:
                 await client.srem(key, *numbers)
             return int(await client.scard(key))

@@ -33,6 +33,8 @@ from streams.cdr import Reject, decode_message
 from streams.complaints import Complaint, decode_complaints, record
 from streams.engine import Engine, Item, Outcome
 from streams.factory import build_engines
+from streams.interception.feed import mirror as mirror_audit
+from streams.interception.step import Interception, build_store
 from streams.metrics import STAGE_CALLERS, STAGE_SUBJECTS, Metrics
 from streams.observe import Obs, derived_obs
 from streams.security import (
@@ -85,6 +87,8 @@ class Runtime:
         self._delay = FIRST_DELAY_S  # the next backoff after a store error, reset on success
         self.handled: dict[int, int] = {}  # partition -> last input offset this process handled
         self._locks: dict[int, asyncio.Lock] = {}
+        # The interception step (streams.interception), fed every alert the broker confirmed.
+        self.interception: Interception | None = None
 
     def lock(self, partition: int) -> asyncio.Lock:
         """Serialises the agent's batches and the store audit on one partition."""
@@ -129,6 +133,7 @@ class Runtime:
         missing = [alert for alert_id, alert in pending.items() if alert_id not in already]
         if missing:
             await self.send_confirmed(partition, partial(send, missing))
+        await self.intercept([orjson.loads(alert) for alert in pending.values()])
         await self.retry(
             "outbox confirm",
             partial(self.engine.store.confirm_alerts, partition, list(pending)),
@@ -321,11 +326,19 @@ class Runtime:
         await self.send_confirmed(partition, sends)
         for alert in outcome.alerts:
             self.metrics.published(alert)
+        if outcome.alerts:
+            await self.intercept([alert.to_dict(self.engine.tz) for alert in outcome.alerts])
         if self.engine.outbox and outcome.alerts:
             ids = [a.alert_id for a in outcome.alerts]
             await self.retry(
                 "outbox confirm", partial(self.engine.store.confirm_alerts, partition, ids)
             )
+
+    async def intercept(self, alerts: list[dict[str, Any]]) -> None:
+        """Hand published alerts to the interception step (idempotent by alert_id), before
+        the outbox forgets them: a crash in between hands them over again on recovery."""
+        if self.interception is not None and alerts:
+            await self.retry("interception", partial(self.interception.apply, alerts))
 
     async def send_confirmed(
         self, partition: int, sends: Callable[[], Awaitable[list[Any]]]
@@ -585,12 +598,43 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
                 for items in chunks(messages, decode_derived, settings.chunk_records):
                     async with subjects.lock(partition):
                         outcome = await subjects.handle(
-                            partition, items[0][0], items, subject_links
+                            partition, items[0][0], items, subject_links, stage_victims(items)
                         )
                         sends = partial(
                             _sends, settings.derived_topic, partition, outcome, raw, internal=True
                         )
                         await subjects.publish(partition, outcome, sends)
+
+    # Interception (streams.interception): both stages hand it their published alerts.
+    interception = Interception(build_store(settings), settings, plan)
+    callers.interception = subjects.interception = interception
+    mirrored = {
+        name: app.topic(name, key_type=bytes, value_type=bytes)
+        for name in (settings.audit_topic, settings.interception_topic)
+    }
+    mirrored[settings.alert_topic] = alerts
+
+    def stage_victims(items: Sequence[Item]) -> BeforeWrite:
+        return interception.stage_for(items)
+
+    async def _send_mirrored(topic: str, key: bytes, value: bytes) -> Any:
+        return await mirrored[topic].send(key=key, value=value)
+
+    mirror_token = f"{settings.app_id}-{id(app)}-{time.time()}"
+
+    @app.timer(settings.intercept_mirror_s)  # type: ignore[untyped-decorator]
+    async def interception_mirror() -> None:
+        try:
+            await mirror_audit(
+                interception.store,
+                _send_mirrored,
+                (settings.audit_topic, settings.interception_topic, settings.alert_topic),
+                tz,
+                mirror_token,
+                callers.engine.policy.version,
+            )
+        except (RedisError, OSError) as exc:  # the next tick tries again from the cursor
+            log.warning("audit mirror failed (%s); retrying", type(exc).__name__)
 
     complaint_topic = app.topic(settings.complaint_topic, key_type=bytes, value_type=bytes)
     horizon_ms = callers.engine.policy.complaints.horizon_s * 1000
@@ -810,6 +854,8 @@ def run_worker(settings: Settings) -> int:
         {
             settings.derived_topic: settings.topic_partitions,
             settings.complaint_topic: settings.topic_partitions,
+            settings.audit_topic: settings.topic_partitions,
+            settings.interception_topic: settings.topic_partitions,
         },
         kafka_options=kafka_python_kwargs(settings),
         replication=settings.topic_replication,
