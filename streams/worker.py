@@ -323,11 +323,14 @@ class Runtime:
         """
         if not outcome.alerts and not outcome.rejects:
             return
+        if outcome.alerts:
+            # Before the send: the broker's confirmation takes about a second on Tansu, and an
+            # entry must follow its alert within one. The alert is in the outbox already, so a
+            # crash here still publishes it on recovery (which hands it over again: a no-op).
+            await self.intercept([alert.to_dict(self.engine.tz) for alert in outcome.alerts])
         await self.send_confirmed(partition, sends)
         for alert in outcome.alerts:
             self.metrics.published(alert)
-        if outcome.alerts:
-            await self.intercept([alert.to_dict(self.engine.tz) for alert in outcome.alerts])
         if self.engine.outbox and outcome.alerts:
             ids = [a.alert_id for a in outcome.alerts]
             await self.retry(
@@ -335,8 +338,9 @@ class Runtime:
             )
 
     async def intercept(self, alerts: list[dict[str, Any]]) -> None:
-        """Hand published alerts to the interception step (idempotent by alert_id), before
-        the outbox forgets them: a crash in between hands them over again on recovery."""
+        """Hand alerts written to the outbox to the interception step (idempotent by
+        alert_id), before the outbox forgets them: a crash in between hands them over again on
+        recovery, with the alerts themselves."""
         if self.interception is not None and alerts:
             await self.retry("interception", partial(self.interception.apply, alerts))
 

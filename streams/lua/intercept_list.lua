@@ -93,8 +93,11 @@ if mode == 'auto' then
 end
 
 if mode == 'approve' then
+  local listed = redis.call('HGET', KEYS[2], 'listed_at_ms')
+  local old = tonumber(redis.call('HGET', KEYS[2], 'expires_at_ms') or '0')
+  if old > expires then expires = old end
   write(KEYS[2], 'pending')
-  redis.call('HSET', KEYS[2], 'reason', why)
+  redis.call('HSET', KEYS[2], 'reason', why, 'listed_at_ms', listed or tostring(now))
   redis.call('ZADD', KEYS[9], expires, number)
   audit('pending', 'pending', why)
   return {'pending', tripped_now}
