@@ -108,7 +108,10 @@ def test_intent_carries_the_alert() -> None:
     [
         ("", {}),
         ("mobile=approve", {"mobile": Mode.APPROVE}),
-        (" service = auto , hotline_400=shadow ", {"service": Mode.AUTO, "hotline_400": Mode.SHADOW}),
+        (
+            " service = auto , hotline_400=shadow ",
+            {"service": Mode.AUTO, "hotline_400": Mode.SHADOW},
+        ),
     ],
 )
 def test_parse_modes(text: str, changed: dict[str, Mode]) -> None:
