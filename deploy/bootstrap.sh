@@ -7,10 +7,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages the test suite needs beyond the demo, installed by --test when the command is
-# missing. One line per package: "command debian-package  # why".
+# System packages, installed when the command is missing. One line per package:
+# "command debian-package  # why". PACKAGES always (the demo runs on a real Redis);
+# TEST_PACKAGES only with --test.
+PACKAGES=(
+  "redis-server redis-server"  # the demo's store; the tests start their own
+)
 TEST_PACKAGES=(
-  "redis-server redis-server"  # the store, Redis Cluster, ACL and outage tests start their own
   "openssl openssl"            # the TLS tests make their certificates with it
 )
 
@@ -50,15 +53,15 @@ fi
 # A command counts as present on PATH or in /usr/bin and /usr/sbin (not on a user's PATH).
 have() { command -v "$1" >/dev/null || [ -x "/usr/bin/$1" ] || [ -x "/usr/sbin/$1" ]; }
 
-if [ -n "$with_tests" ]; then
-  missing=()
-  for entry in "${TEST_PACKAGES[@]}"; do
-    read -r cmd package <<<"$entry"
-    have "$cmd" || missing+=("$package")
-  done
-  if [ "${#missing[@]}" -gt 0 ]; then
-    echo "bootstrap: installing ${missing[*]} for the tests" >&2
-    apt_install "${missing[@]}"
-  fi
+wanted=("${PACKAGES[@]}")
+[ -z "$with_tests" ] || wanted+=("${TEST_PACKAGES[@]}")
+missing=()
+for entry in "${wanted[@]}"; do
+  read -r cmd package <<<"$entry"
+  have "$cmd" || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "bootstrap: installing ${missing[*]}" >&2
+  apt_install "${missing[@]}"
 fi
 echo "bootstrap: ready (.venv/bin/dialwatch${with_tests:+; tests: .venv/bin/python -m pytest -q})" >&2
