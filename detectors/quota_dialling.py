@@ -1,7 +1,7 @@
 """Quota dialling: the new hire's quota, read over the 24-hour window.
 
 What it recognises: a telemarketer told to make about 300 calls a day, spread thinly enough
-(some 30 an hour over a working day, with breaks) to stay under every hourly threshold. Over a
+over the working day to stay under every hourly threshold. Over a
 day the count is unmistakable for a subscriber line, but a busy office line can also make 250
 calls a day, so the robocall profile must hold over the whole day as well: mostly unanswered,
 to different numbers, the answered calls short.

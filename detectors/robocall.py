@@ -7,7 +7,7 @@ tell a dialler from a busy line; the profile can. A courier or a taxi dispatcher
 dozens of calls an hour, but most are answered (couriers) or go to the same few numbers again
 (dispatch); an estate agent on a bad afternoon is rarely answered, but the answered calls are
 conversations of minutes, while a robocall's answered calls are hung up within seconds (the
-policy's ``features.short_call_s``, 20 s by default).
+policy's ``features.short_call_s``: 20 s in the default policy).
 
 Thresholds and levels: ``[detectors.robocall]`` in config/default_policy.toml. Reasons written:
 the threshold reached (``"30 calls in 1h >= 30"``), then each condition that held

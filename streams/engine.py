@@ -297,8 +297,11 @@ class Engine:
     ) -> None:
         subj = self.subject_of(key)
         plan = self.plans[subj.kind]
-        reported = replace(subj, factor=subj.factor * self.policy.complaints.factor)
-        gate = reported.factor if complaints else subj.factor
+        # The same subject with its thresholds tightened, for records with a report in horizon.
+        reported = (
+            replace(subj, factor=subj.factor * self.policy.complaints.factor) if complaints else subj
+        )
+        gate = reported.factor
         could_fire = plan.always or (
             sum(v[0] for v in state.short.values()) + len(records)
             >= scaled(int(min(plan.min_short, 1e9)), gate)
