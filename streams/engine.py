@@ -299,7 +299,9 @@ class Engine:
         plan = self.plans[subj.kind]
         # The same subject with its thresholds tightened, for records with a report in horizon.
         reported = (
-            replace(subj, factor=subj.factor * self.policy.complaints.factor) if complaints else subj
+            replace(subj, factor=subj.factor * self.policy.complaints.factor)
+            if complaints
+            else subj
         )
         gate = reported.factor
         could_fire = plan.always or (
