@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import MovedError, RedisError
 
+from config.numbering import CHINA
 from config.policy import load_policy
 from config.settings import Settings
 from streams.engine import DERIVED_KINDS, Engine
@@ -258,7 +259,7 @@ async def run_derived(store: Store, partitions: list[int]) -> list[tuple[str, st
             cdr(f"139{p:02d}00000{i % 3}", T0 + p * 30 + i * 10, i, callee=victim)
             for i in range(40)
         ]
-        observed[p] = derived_obs(bombing, settings.international_trunks)
+        observed[p] = derived_obs(bombing, settings.international_trunks, 0, CHINA)
     alerts = []
     for i in range(0, max(len(o) for o in observed.values()), 13):
         for p in partitions:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from config.numbering import CHINA
 from config.policy import load_policy
 from config.settings import Settings
 from streams.engine import DERIVED_KINDS, Engine
@@ -107,7 +108,7 @@ async def test_derived_engine_gives_the_same_alerts_on_both_stores(store: Store)
     settings = Settings()
     policy = load_policy(settings.policy_file)
     bombing = [cdr(f"1390000000{i % 3}", T0 + i * 10, i, callee="13811112222") for i in range(40)]
-    observed = derived_obs(bombing, settings.international_trunks)
+    observed = derived_obs(bombing, settings.international_trunks, 0, CHINA)
     results = []
     for s in (MemoryStore(), store):
         engine = Engine(settings, policy, s, clock_ms=lambda: NOW_MS, kinds=DERIVED_KINDS)

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 
+from config.numbering import CHINA
 from config.policy import load_policy, parse_policy
 from config.settings import Settings
 from detectors.alerts import Alert
@@ -182,7 +183,7 @@ async def test_a_flood_keeps_the_subject_state_bounded() -> None:
 async def test_a_bombed_callee_keeps_a_bounded_list_per_caller() -> None:
     engine = default_engine(DERIVED_KINDS)
     calls = [cdr("17012345678", T0 + i * 3, i, callee="13900139000") for i in range(1000)]
-    observed = derived_obs(calls, SETTINGS.international_trunks, 0)
+    observed = derived_obs(calls, SETTINGS.international_trunks, 0, CHINA)
     await feed(engine, [observed])
     store = engine.store
     assert isinstance(store, MemoryStore)
@@ -305,7 +306,7 @@ def bombing_sources() -> list[list[Obs]]:
     for j in range(4):
         per_source[1].append(cdr(VICTIM, later + j * 1100 + 30, 800 + j, callee=f"1370000{j:04d}"))
     return [
-        derived_obs(sorted(cdrs, key=lambda c: c.start_ms), SETTINGS.international_trunks, s)
+        derived_obs(sorted(cdrs, key=lambda c: c.start_ms), SETTINGS.international_trunks, s, CHINA)
         for s, cdrs in enumerate(per_source)
     ]
 
@@ -458,7 +459,7 @@ async def test_stage2_spoofed_bombing_never_intercepts_the_presented_numbers(
             )
             for i in range(30)
         ]
-        return derived_obs(calls, SETTINGS.international_trunks, 0)
+        return derived_obs(calls, SETTINGS.international_trunks, 0, CHINA)
 
     honest = await feed(default_engine(DERIVED_KINDS), [bombing("A", "core-1")])
     assert {("number", b, "intercept") for b in BOMBERS[:3]} <= {
@@ -483,7 +484,7 @@ async def test_stage2_spoofed_flood_is_attributed_to_its_trunk() -> None:
         for i in range(25)
     ]
     out = await feed(
-        default_engine(DERIVED_KINDS), [derived_obs(calls, SETTINGS.international_trunks, 0)]
+        default_engine(DERIVED_KINDS), [derived_obs(calls, SETTINGS.international_trunks, 0, CHINA)]
     )
     assert flagged(out.alerts) == {("trunk", "intl-gw7", "spoofed_identity", "intercept")}
 
@@ -525,7 +526,7 @@ async def test_kept_window_sums_equal_sums_read_afresh(kinds: Collection[str], b
     delivered = sorted(traffic, key=lambda c: c.start_ms + rng.uniform(0, 900_000))
     items: list[CDR | Obs] = list(delivered)
     if kinds == DERIVED_KINDS:
-        items = list(derived_obs(delivered, SETTINGS.international_trunks, 0))
+        items = list(derived_obs(delivered, SETTINGS.international_trunks, 0, CHINA))
     batches = [items[i : i + batch] for i in range(0, len(items), batch)]
     kept = await feed(default_engine(kinds), batches)
     afresh = await feed(afresh_engine(kinds), batches)
