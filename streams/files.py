@@ -12,7 +12,7 @@ from typing import IO
 
 import orjson
 
-from config.numbering import CHINA, NumberingPlan
+from config.numbering import NumberingPlan
 from streams.cdr import CDR, Reject, parse_record
 
 
@@ -24,7 +24,7 @@ def open_text(path: str) -> IO[str]:
     return Path(path).open(encoding="utf-8-sig", errors="replace", newline="")
 
 
-def read_records(path: str, plan: NumberingPlan = CHINA) -> Iterator[CDR | Reject]:
+def read_records(path: str, plan: NumberingPlan) -> Iterator[CDR | Reject]:
     """Yield every record of one file; the format is sniffed from the first non-blank character."""
     with open_text(path) as fh:
         text = fh.read()

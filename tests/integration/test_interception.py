@@ -89,7 +89,8 @@ def r(redis_url: str) -> redis.Redis:
 
 
 def audit_events(client: redis.Redis, prefix: str) -> list[dict[str, str]]:
-    return [fields for _, fields in client.xrange(f"{prefix}:{{il}}:audit")]
+    rows = client.xrange(f"{prefix}:{{il}}:audit") or []
+    return [{str(k): str(v) for k, v in (fields or {}).items()} for _, fields in rows]
 
 
 def test_auto_entry_is_one_lookup_with_reason_alert_episode_and_expiry(
@@ -175,7 +176,7 @@ def test_the_breaker_trips_on_a_flood_and_says_why(redis_url: str, unique: str) 
     active = [a for a in flood if client.exists(f"{base}:icpt:{a['number']}")]
     pending = [a for a in flood if client.exists(f"{base}:pend:{a['number']}")]
     assert len(active) == 5 and len(pending) == 7
-    assert "breaker open" in client.hget(f"{base}:pend:{pending[0]['number']}", "reason")
+    assert "breaker open" in str(client.hget(f"{base}:pend:{pending[0]['number']}", "reason"))
     breaker = [e for e in audit_events(client, f"i{unique}") if e["event"] == "breaker"]
     assert len(breaker) == 1 and "wait for approval" in breaker[0]["reason"]
     # After the window, auto-listing resumes.
@@ -255,7 +256,8 @@ def test_a_protection_entry_rejects_the_bombers_calls_to_the_victim(
     clock.ms += 1000
     cleared = alert(shown, "v1c", subject="callee", state="cleared", **bombing)
     run(_apply(step_for(redis_url, unique, clock), [cleared]))
-    assert int(client.hget(f"{base}:prot:{victim}", "_expires_at_ms")) == clock.ms + 86_400_000
+    expires = client.hget(f"{base}:prot:{victim}", "_expires_at_ms")
+    assert int(str(expires)) == clock.ms + 86_400_000
 
 
 def cli(env: dict[str, str], *args: str) -> list[dict[str, Any]]:
@@ -340,7 +342,10 @@ def watch(kafka: str, topic: str, seen: dict[str, int], stop: threading.Event) -
 
 def entries(client: redis.Redis, prefix: str, kind: str) -> dict[str, dict[str, str]]:
     base = f"{prefix}:{{il}}:{kind}:"
-    return {key[len(base) :]: client.hgetall(key) for key in client.scan_iter(f"{base}*")}
+    out = {}
+    for key in client.scan_iter(f"{base}*"):
+        out[str(key)[len(base) :]] = {str(k): str(v) for k, v in client.hgetall(key).items()}
+    return out
 
 
 def wait_for(check: Any, timeout_s: float = 30.0) -> Any:
