@@ -789,6 +789,7 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
             if isinstance(store, RedisStore):
                 await store.client.sadd(shared, number)
             allowlist.add(number)
+            await interception.release(number, "api", "allowlisted", "allowlist")
             return self.json({"entries": len(allowlist)})
 
     @app.page("/allowlist/reload")

@@ -124,6 +124,10 @@ class Interception:
                 )
         return changed
 
+    async def release(self, number: str, actor: str, reason: str, kind: str) -> str:
+        """Remove ``number`` at once and hold it out for the grace period (audited)."""
+        return await self.store.decide("release", number, actor, reason, kind, self.clock_ms())
+
     def stage_for(
         self, observations: Sequence[tuple[int, Any]]
     ) -> Callable[[Any], Awaitable[None]]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
 from config.numbering import CHINA, NumberClass, classify
+from detectors.pseudonym import pseudonym
 from streams.interception.model import (
     DEFAULT_MODES,
     Mode,
@@ -15,6 +16,7 @@ from streams.interception.model import (
     decide,
     parse_modes,
 )
+from streams.interception.step import victims_of
 
 NOW = 1_800_000_000_000
 TIMING = Timing(open_max_s=7 * 86_400, after_clear_s=86_400)
@@ -138,3 +140,48 @@ def test_shadow_override_lists_nothing() -> None:
                                                         (5, 5, True), (9, 5, True)])  # fmt: skip
 def test_breaker(recent: int, limit: int, open_: bool) -> None:
     assert breaker_open(recent, limit) is open_
+
+
+KEY = b"test-key"
+VICTIM, OTHER = "13500135000", "13500135999"
+
+
+class A(NamedTuple):
+    alert_id: str
+    subject: str
+    number: str
+    event_ms: int
+
+
+class Ob(NamedTuple):
+    kind: str
+    subject: str
+    start_ms: int
+    other: str
+
+
+CALLS = [
+    (1, Ob("callee", VICTIM, 1000, "13600136001")),
+    (2, Ob("callee", VICTIM, 2000, "13600136002")),
+    (3, Ob("callee", OTHER, 2000, "13600136003")),
+    (4, Ob("number", "13600136001", 1000, VICTIM)),
+]
+
+
+@pytest.mark.parametrize(
+    ("alert", "victim"),
+    [
+        pytest.param(A("v", "callee", pseudonym(VICTIM, KEY), 1000), VICTIM, id="victim"),
+        pytest.param(A("v", "callee", pseudonym("13000000000", KEY), 1000), None, id="unknown"),
+        pytest.param(A("m", "number", "13600136001", 1000), VICTIM, id="member-one-callee"),
+        # Two callees called at that time: the one the member called decides.
+        pytest.param(A("m", "number", "13600136003", 2000), OTHER, id="member-called-it"),
+        pytest.param(A("m", "number", "13600136009", 2000), None, id="member-ambiguous"),
+        pytest.param(A("m", "number", "13600136001", 9000), None, id="member-no-call"),
+    ],
+)
+def test_victims_of_a_stage_2_batch(alert: A, victim: str | None) -> None:
+    via, shown = victims_of([alert], CALLS, KEY)
+    assert via.get(alert.alert_id) == victim
+    if alert.subject == "callee" and victim is not None:
+        assert shown == {alert.number: victim}
