@@ -13,7 +13,7 @@ import getpass
 import sys
 import time
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
@@ -82,8 +82,8 @@ async def _run(args: argparse.Namespace, settings: Settings, out: TextIO, since_
     store = build_store(settings)
     try:
         if args.command == "audit":
-            return await _audit(store, args, out, since_ms)
-        return await _intercept(store, args, out)
+            return await _audit(store, args, out, since_ms, ZoneInfo(settings.timezone))
+        return await _intercept(store, args, out, ZoneInfo(settings.timezone))
     finally:
         await store.client.aclose()
 
@@ -99,12 +99,14 @@ def _actor() -> str:
         return "operator"
 
 
-async def _intercept(store: InterceptStore, args: argparse.Namespace, out: TextIO) -> int:
+async def _intercept(
+    store: InterceptStore, args: argparse.Namespace, out: TextIO, tz: tzinfo
+) -> int:
     command = args.intercept_command
     if command == "list":
         entries = await store.entries(args.state, _now_ms())
         for entry in entries:
-            out.write(_line(entry, args.json) + "\n")
+            out.write(_line(entry, args.json, tz) + "\n")
         if not args.json:
             print(f"{len(entries)} entries", file=sys.stderr)
         return 0
@@ -145,17 +147,17 @@ async def _intercept(store: InterceptStore, args: argparse.Namespace, out: TextI
     return 0
 
 
-def _line(entry: Entry, as_json: bool) -> str:
+def _line(entry: Entry, as_json: bool, tz: tzinfo) -> str:
     row = entry.to_dict()
     if as_json:
         keys = ("number", "state", "detector", "alert_id", "episode_id", "expires_at_ms")
         data = {k: row.get(k) for k in keys}
-        expires = datetime.fromtimestamp(row["expires_at_ms"] / 1000).astimezone()
+        expires = datetime.fromtimestamp(row["expires_at_ms"] / 1000, tz)
         data["expires_at"] = expires.isoformat(timespec="seconds")
         data["reason"] = row.get("reason", "")
         data["number_class"] = row.get("number_class", "")
         return orjson.dumps(data).decode()
-    expires = datetime.fromtimestamp(row["expires_at_ms"] / 1000).astimezone()
+    expires = datetime.fromtimestamp(row["expires_at_ms"] / 1000, tz)
     return (
         f"{entry.number:<20} {entry.state:<8} {row.get('detector', ''):<20} "
         f"{expires.isoformat(timespec='seconds')}  {row.get('alert_id', '')}"
@@ -163,7 +165,7 @@ def _line(entry: Entry, as_json: bool) -> str:
 
 
 async def _audit(
-    store: InterceptStore, args: argparse.Namespace, out: TextIO, since_ms: int
+    store: InterceptStore, args: argparse.Namespace, out: TextIO, since_ms: int, tz: tzinfo
 ) -> int:
     start = f"{since_ms}-0" if since_ms else "-"
     shown = 0
@@ -174,7 +176,7 @@ async def _audit(
         if args.json:
             out.write(orjson.dumps(row).decode() + "\n")
         else:
-            at = datetime.fromtimestamp(int(fields.get("at_ms", "0")) / 1000).astimezone()
+            at = datetime.fromtimestamp(int(fields.get("at_ms", "0")) / 1000, tz)
             out.write(
                 f"{at.isoformat(timespec='seconds')} {fields.get('event', ''):<15} "
                 f"{fields.get('number', ''):<20} {fields.get('actor', ''):<10} "
