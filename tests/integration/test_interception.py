@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,9 @@ from kafka import KafkaConsumer
 from config.numbering import CHINA, classify
 from config.settings import Settings
 from detectors.pseudonym import pseudonym
+from streams.interception.feed import mirror
 from streams.interception.step import Interception, build_store
+from streams.security import redis_acl_rule
 from streams.tools import simulate as sim
 from streams.tools.scenario import ScenarioSpec, generate_scenario
 from streams.tools.services import free_port
@@ -530,3 +533,50 @@ def test_kill_9_leaves_the_list_consistent_with_the_alerts(
         e["alert_id"] for e in audit_events(client, prefix) if e["event"] in ("add", "extend")
     ]
     assert len(changes) == len(set(changes))  # no alert applied twice
+
+
+def test_the_worker_acl_rule_covers_the_list(redis_url: str, unique: str) -> None:
+    """Every command the step, the mirror and the command line send, and every command their
+    scripts call, is in streams.security.REDIS_ACL_COMMANDS (a missing one would stall the
+    worker on NOPERM)."""
+    prefix, password = f"i{unique}", f"pw-{unique}"
+    rule = redis_acl_rule(f"u{unique}", prefix, password)
+    r(redis_url).execute_command("ACL", "SETUSER", *rule.split()[1:])  # type: ignore[no-untyped-call]
+    host = redis_url.split("://", 1)[1]
+    url = f"redis://u{unique}:{password}@{host}"
+    clock = Clock()
+    shown = pseudonym("13500135000", KEY)
+    bombing = {"detector": "call_bombing"}
+
+    async def go() -> None:
+        step = step_for(url, unique, clock, intercept_breaker_max=1)
+        sent: list[tuple[str, bytes, bytes]] = []
+
+        async def send(topic: str, key: bytes, value: bytes) -> asyncio.Future[None]:
+            sent.append((topic, key, value))
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+
+        try:
+            await step.store.stage_victims(
+                {"v1": "13500135000", "m1": "13500135000"}, {shown: "13500135000"}
+            )
+            await step.apply([
+                alert("13800138000", "a1"), alert("13900139000", "a2"),
+                alert(shown, "v1", subject="callee", action="protect", **bombing),
+                alert("13600136001", "m1", **bombing),
+                alert("13800138000", "a1c", state="cleared", action="monitor"),
+            ])  # fmt: skip
+            await step.release("13800138000", "t", "test", "operator")
+            await step.store.decide("approve", "13900139000", "t", "ok", "operator", clock.ms)
+            assert await step.store.entries("all", clock.ms)
+            assert await mirror(step.store, send, ("au", "ic", "al"), UTC, "token")
+            assert {t for t, _, _ in sent} == {"au", "ic", "al"}  # the breaker tripped too
+        finally:
+            await step.store.client.aclose()
+
+    run(go())
+    assert {e["event"] for e in audit_events(r(redis_url), prefix)} >= {
+        "add", "pending", "breaker", "protect", "protect_member", "clear", "release", "approve",
+    }  # fmt: skip
