@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +28,11 @@ from config.settings import Settings
 from detectors.pseudonym import pseudonym
 from streams.interception.feed import mirror
 from streams.interception.step import Interception, build_store
+from streams.interception.store import Entry
 from streams.security import redis_acl_rule
 from streams.tools import simulate as sim
 from streams.tools.scenario import ScenarioSpec, generate_scenario
-from streams.tools.services import free_port
+from streams.tools.services import free_port, start_redis_cluster
 from streams.tools.simulate import default_start
 from streams.topics import create_topics
 from tests.integration.test_faults import applied, end_offsets, start, wait_caught_up
@@ -217,6 +218,16 @@ def test_release_removes_at_once_is_audited_and_holds_unless_escalated(
     assert client.exists(f"{base}:icpt:{number}")
     rows = cli(env, "audit", "--number", number, "--json")
     assert [row["event"] for row in rows] == ["add", "release", "withheld", "add"]
+    assert cli(env, "audit", "--since", str(time.time() + 3600), "--json") == []
+    since = datetime.fromtimestamp(time.time() - 3600, UTC).isoformat()
+    assert len(cli(env, "audit", "--since", since, "--json")) == 4
+    shown = cli(env, "intercept", "show", number)
+    assert [(x["state"], x.get("alert_id")) for x in shown] == [("active", "a3"), ("held", None)]
+    bad = subprocess.run(
+        [sys.executable, "-m", "streams", "audit", "--since", "yesterday"],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--since" in bad.stderr
 
 
 def test_emergency_numbers_are_never_listed_or_protected(redis_url: str, unique: str) -> None:
@@ -580,3 +591,26 @@ def test_the_worker_acl_rule_covers_the_list(redis_url: str, unique: str) -> Non
     assert {e["event"] for e in audit_events(r(redis_url), prefix)} >= {
         "add", "pending", "breaker", "protect", "protect_member", "clear", "release", "approve",
     }  # fmt: skip
+
+
+def test_the_list_works_on_a_redis_cluster(unique: str) -> None:
+    """Every key carries the hash tag {il}: one slot, so each script is atomic on a cluster."""
+    service = start_redis_cluster(3)
+    try:
+        clock = Clock()
+        settings = Settings(redis=service.address, redis_cluster=True, key_prefix=f"c{unique}")
+
+        async def go() -> list[Entry]:
+            step = Interception(build_store(settings), settings, CHINA, clock)
+            try:
+                await step.apply([alert("13800138000", "a1"), alert("95588", "s1")])
+                await step.store.decide("approve", "95588", "t", "ok", "operator", clock.ms)
+                await step.release("13800138000", "t", "test", "operator")
+                return await step.store.entries("all", clock.ms)
+            finally:
+                await step.store.client.aclose()
+
+        listed = run(go())
+        assert [(e.number, e.state) for e in listed] == [("95588", "active")]
+    finally:
+        service.stop()
