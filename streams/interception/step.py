@@ -52,7 +52,6 @@ class Interception:
         self.timing = Timing(settings.intercept_open_max_s, settings.intercept_after_clear_s)
         self.key = settings.pseudonym_key.encode()
         self.clock_ms = clock_ms or (lambda: int(time.time() * 1000))
-        self.last_applied_ms: float | None = None  # wall clock of the last apply (figures)
 
     def intents(self, alerts: Sequence[Mapping[str, Any]], now_ms: int) -> list[Intent]:
         out: list[Intent] = []
@@ -110,7 +109,6 @@ class Interception:
         if unresolved:
             log.warning("%d bombing alerts name no known victim; not protected", len(unresolved))
         results = await self.store.apply(ready, by_id, now_ms)
-        self.last_applied_ms = time.time() * 1000
         changed = 0
         for _, outcome, tripped in results:
             if outcome not in ("dup", "noop"):

@@ -476,6 +476,7 @@ def test_worker_lists_the_scenarios_attackers_within_a_second_and_no_legitimate_
     assert all(a["schema_version"] == 1 for a in audit)
     assert not any(v in orjson.dumps(audit).decode() for v in victims)
     assert running[0].poll() is None, log.read_text()[-3000:]
+    assert "no known victim" not in log.read_text()  # every bombing alert was resolved
 
 
 @pytest.mark.timeout(600)
