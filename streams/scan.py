@@ -67,6 +67,7 @@ async def scan(
     first = (await engine.meta(SCAN_PARTITION)).offset + 1
     second = (await derived.meta(SCAN_PARTITION)).offset + 1 if derived else 0
     batch = engine.settings.chunk_records  # records per store round trip, as in the worker
+    progress = err.isatty()
     for i in range(0, len(records), batch):
         chunk = records[i : i + batch]
         items: list[Item] = [(first + i + j, r) for j, r in enumerate(chunk)]
@@ -77,8 +78,10 @@ async def scan(
             items = [(second + j, o) for j, o in enumerate(observed)]
             second += len(observed)
             _count(await derived.process(SCAN_PARTITION, items), totals, out, engine, stage=2)
-        if err.isatty() and i % (batch * 50) == 0:
-            err.write(f"\r{i + len(items):,} records")
+        if progress and i % (batch * 50) == 0:
+            err.write(f"\r{i + len(chunk):,} of {len(records):,} records")
+    if progress:
+        err.write("\n")  # ends the progress line; on a pipe there is none
     out.flush()
     seconds = time.perf_counter() - started
     totals["seconds_x1000"] = int(seconds * 1000)
@@ -103,7 +106,7 @@ def _count(
 def _summary(totals: Counter[str], seconds: float, err: TextIO) -> None:
     rate = totals["read"] / seconds if seconds > 0 else 0.0
     err.write(
-        f"\nscanned {totals['read']:,} records in {seconds:.2f} s ({rate:,.0f}/s): "
+        f"scanned {totals['read']:,} records in {seconds:.2f} s ({rate:,.0f}/s): "
         f"{totals['accepted']:,} accepted, {totals['duplicates']:,} duplicates, "
         f"{totals['to_trunk']:,} unasserted identities counted for their trunk\n"
     )
