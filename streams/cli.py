@@ -358,11 +358,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _expected(exc: BaseException) -> DialwatchError | None:
     """The user-facing form of an expected failure; None for a bug (its traceback shows)."""
+    if isinstance(exc, DialwatchError):
+        return exc
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    if isinstance(exc, DialwatchError):
-        return exc
     if isinstance(exc, RedisConnectionError | RedisTimeoutError):
         return UsageError(f"Redis unreachable: {exc} (check --redis or DIALWATCH_REDIS)")
     if type(exc).__module__ == "kafka.errors":  # kafka-python's, from simulate --topic
@@ -444,7 +444,9 @@ def _check_files(settings: Settings, args: argparse.Namespace) -> None:
 
 def _check_redis(settings: Settings, url: str | None, what: str) -> None:
     """Connect once, so that a wrong URL or a Redis that is down is one line up front."""
-    from redis.exceptions import RedisError
+    from redis.exceptions import AuthenticationError, RedisError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
 
     from config.settings import redact_url
     from streams.security import redis_client
@@ -462,10 +464,16 @@ def _check_redis(settings: Settings, url: str | None, what: str) -> None:
         asyncio.run(ping())
     except ValueError as exc:
         raise UsageError(f"{what} {shown}: not a Redis URL ({exc})") from exc
-    except (RedisError, OSError) as exc:
+    except AuthenticationError as exc:
+        raise UsageError(
+            f"{what} {shown}: Redis refused the login ({exc}); check the user and password"
+        ) from exc
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         raise UsageError(
             f"{what} {shown}: cannot reach Redis ({exc}); is redis-server running there?"
         ) from exc
+    except RedisError as exc:
+        raise UsageError(f"{what} {shown}: Redis answered with an error: {exc}") from exc
 
 
 def _scan(args: argparse.Namespace, settings: Settings) -> int:

@@ -71,7 +71,7 @@ def test_scan_with_a_wrong_password_names_the_url_not_the_password(
     host = redis_url.split("://", 1)[1].rsplit("@", 1)[-1]
     url = f"redis://nobody:s3cret-guess@{host}"
     done = _run(["scan", str(cdrs), "--redis", url])
-    _one_line(done, 2, "--redis redis://")
+    _one_line(done, 2, "--redis redis://nobody:", "refused the login")
     assert "s3cret-guess" not in done.stderr
 
 
