@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import sys
 import tomllib
@@ -344,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run(argv, command)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, as cat does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the exit's flush does not fail again
+        return EXIT_OK
     except Exception as exc:
         error = _expected(exc)
         if error is None:
@@ -511,14 +516,21 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, setting
     if any(existing):
         if not all(existing):
             parser.error("evaluate: --cdrs, --labels and --alerts go together")
-        return ev.score_files(
-            settings,
-            args.cdrs,
-            args.labels,
-            args.alerts,
-            allowlist=args.allowlist,
-            json_path=args.json,
-        )
+        try:
+            return ev.score_files(
+                settings,
+                args.cdrs,
+                args.labels,
+                args.alerts,
+                allowlist=args.allowlist,
+                json_path=args.json,
+            )
+        except ValueError as exc:  # labels say which file and line; a JSON error does not
+            if type(exc).__module__ == "orjson":
+                raise InputError(
+                    f"--alerts {args.alerts}: not alerts in JSON Lines: {exc}"
+                ) from exc
+            raise InputError(str(exc)) from exc
     from streams.tools.scenario import ScenarioSpec
     from streams.tools.simulate import default_start
 

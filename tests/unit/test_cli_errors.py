@@ -46,6 +46,7 @@ def _files(d: Path) -> None:
     (d / "fake.csv.gz").write_text(HEADER)
     (d / "cut.jsonl.gz").write_bytes(gzip.compress(b'{"cdr_id": "1"}\n' * 100)[:40])
     (d / "empty.csv").write_text("")
+    (d / "labels.csv").write_text("subject,role,expect\n")
     (d / "rejects.jsonl").write_text('{"cdr_id": "1"}\n' * 5)
 
 
@@ -114,6 +115,18 @@ CASES = {
     "allowlist-bad-action": Case(["allowlist", "list"], 2, "list"),
     "verify-wait-negative": Case(["verify", "{d}/good.csv", "--wait", "-1"], 2, "--wait"),
     # unusable input: 1
+    "evaluate-alerts-not-json": Case(
+        ["evaluate", "--cdrs", "{d}/good.csv", "--labels", "{d}/labels.csv"]
+        + ["--alerts", "{d}/good.csv"],
+        1,
+        "--alerts {d}/good.csv",
+    ),
+    "evaluate-labels-not-labels": Case(
+        ["evaluate", "--cdrs", "{d}/good.csv", "--labels", "{d}/good.csv"]
+        + ["--alerts", "{d}/empty.csv"],
+        1,
+        "{d}/good.csv",
+    ),
     "scan-header-lacks-columns": Case(
         ["scan", "{d}/header.csv"], 1, "{d}/header.csv: not CDRs: the CSV header lacks cdr_id"
     ),
@@ -230,3 +243,18 @@ def test_simulate_format_from_name_or_option(
     text = gzip.decompress(raw) if out.endswith(".gz") else raw
     assert text.decode().startswith(first)
     assert capsys.readouterr().err.startswith("wrote ")
+
+
+def test_a_reader_that_stops_early_is_no_error() -> None:
+    """``dialwatch simulate | head -c 100``: the pipe closes under the writer."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streams", "simulate", "--subscribers", "3000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(100)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert "Traceback" not in err and "Broken pipe" not in err, err
