@@ -29,8 +29,9 @@ DESCRIPTION = (
     " its windows in Redis; scan runs the same detection over CDR files."
 )
 EPILOG = (
-    "exit status: 0 the command ran; 1 the input was unusable; 2 a usage or environment error"
-    " (bad option, missing file, unreachable service, bad configuration)."
+    "exit status: 0 the command ran; 1 the input was unusable (or, for evaluate, verify and"
+    " demo, a check failed); 2 a usage or environment error (bad option, missing file,"
+    " unreachable service, bad configuration)."
 )
 HELP_WIDTH = 78  # fixed, so that --help and the README's synopsis are the same text
 

@@ -19,6 +19,7 @@ from streams.cli import main
 from streams.tools import simulate as sim
 
 START = datetime(2026, 11, 28, 9, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
+EVALUATE_CDRS = ("evaluate", "--cdrs", "{d}/good.csv")
 HEADER = "cdr_id,caller,callee,start_time,duration_s,answered\n"
 
 
@@ -116,14 +117,12 @@ CASES = {
     "verify-wait-negative": Case(["verify", "{d}/good.csv", "--wait", "-1"], 2, "--wait"),
     # unusable input: 1
     "evaluate-alerts-not-json": Case(
-        ["evaluate", "--cdrs", "{d}/good.csv", "--labels", "{d}/labels.csv"]
-        + ["--alerts", "{d}/good.csv"],
+        [*EVALUATE_CDRS, "--labels", "{d}/labels.csv", "--alerts", "{d}/good.csv"],
         1,
         "--alerts {d}/good.csv",
     ),
     "evaluate-labels-not-labels": Case(
-        ["evaluate", "--cdrs", "{d}/good.csv", "--labels", "{d}/good.csv"]
-        + ["--alerts", "{d}/empty.csv"],
+        [*EVALUATE_CDRS, "--labels", "{d}/good.csv", "--alerts", "{d}/empty.csv"],
         1,
         "{d}/good.csv",
     ),
