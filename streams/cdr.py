@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from config.numbering import CHINA, NumberingPlan, normalise
+from config.numbering import NumberingPlan, normalise
 
 MAX_ID_LEN = 128
 MAX_TEXT_LEN = 64
@@ -65,7 +65,7 @@ _TRUE = frozenset({"true", "1", "yes", "t", "y"})
 _FALSE = frozenset({"false", "0", "no", "f", "n", ""})
 
 
-def parse_record(obj: object, plan: NumberingPlan = CHINA) -> CDR | Reject:
+def parse_record(obj: object, plan: NumberingPlan) -> CDR | Reject:
     """Validate one decoded record (a JSON object or a CSV row dict)."""
     if not isinstance(obj, Mapping):
         return Reject("not_an_object", f"expected an object, got {type(obj).__name__}")
@@ -75,7 +75,7 @@ def parse_record(obj: object, plan: NumberingPlan = CHINA) -> CDR | Reject:
         return Reject(exc.reason, exc.detail)
 
 
-def decode_message(value: bytes | None, plan: NumberingPlan = CHINA) -> list[CDR | Reject]:
+def decode_message(value: bytes | None, plan: NumberingPlan) -> list[CDR | Reject]:
     """Decode one Kafka message value: a JSON object or a JSON array of objects."""
     if value is None:
         return [Reject("malformed_json", "empty message")]
@@ -90,7 +90,7 @@ def decode_message(value: bytes | None, plan: NumberingPlan = CHINA) -> list[CDR
     return [parse_record(doc, plan)]
 
 
-def parse_records(objs: Iterable[object], plan: NumberingPlan = CHINA) -> list[CDR | Reject]:
+def parse_records(objs: Iterable[object], plan: NumberingPlan) -> list[CDR | Reject]:
     return [parse_record(o, plan) for o in objs]
 
 

@@ -13,7 +13,7 @@ from typing import IO
 
 import orjson
 
-from config.numbering import CHINA, NumberingPlan
+from config.numbering import NumberingPlan
 from streams.cdr import CDR, REQUIRED, Reject, parse_record
 from streams.errors import InputError, path_error
 
@@ -46,7 +46,7 @@ def read_text(path: str) -> str:
     return text
 
 
-def read_records(path: str, plan: NumberingPlan = CHINA) -> Iterator[CDR | Reject]:
+def read_records(path: str, plan: NumberingPlan) -> Iterator[CDR | Reject]:
     """Yield every record of one file; the format is sniffed from the first non-blank character.
 
     A CSV file whose header lacks a required column is refused (InputError) before any record."""

@@ -32,6 +32,7 @@ import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer
 
+from config.numbering import CHINA
 from streams.cdr import CDR, decode_message
 from streams.observe import derived_obs
 from streams.state.base import NumberState
@@ -361,10 +362,10 @@ def derived_expected(plan: Plan) -> int:
     and never forwarded."""
     per_partition: dict[int, list[CDR]] = {}
     for p, _, value in plan.messages:
-        for rec in decode_message(value):
+        for rec in decode_message(value, CHINA):
             if isinstance(rec, CDR) and not rec.cdr_id.startswith("h-"):
                 per_partition.setdefault(p, []).append(rec)
-    return sum(len(derived_obs(cdrs, ("intl-",), p)) for p, cdrs in per_partition.items())
+    return sum(len(derived_obs(cdrs, ("intl-",), p, CHINA)) for p, cdrs in per_partition.items())
 
 
 class Checks:

@@ -22,6 +22,7 @@ import orjson
 import pytest
 import redis
 
+from config.numbering import CHINA
 from config.policy import load_policy
 from config.settings import Settings
 from streams.cdr import CDR, Reject, parse_record
@@ -48,7 +49,7 @@ from streams.topics import create_topics, partition_for
 from tests.factories import T0
 
 NOW_MS = (T0 + 30 * 86_400) * 1000
-RULES = Rules(now_ms=NOW_MS)
+RULES = Rules(CHINA, now_ms=NOW_MS)
 PARTITIONS = 4
 START = default_start(Settings())
 A, B, C = "13800000001", "13800000002", "13800000003"
@@ -71,7 +72,7 @@ def recount_of(items: list[tuple[int, dict[str, object]]], rules: Rules = RULES)
     recount = Recount(rules)
     offsets: Counter[int] = Counter()
     for partition, doc in items:
-        recount.add(partition, offsets[partition], parse_record(doc))
+        recount.add(partition, offsets[partition], parse_record(doc, CHINA))
         offsets[partition] += 1
     return recount
 
@@ -228,7 +229,7 @@ def late_traffic() -> list[tuple[int, CDR | Reject]]:
     out: list[tuple[int, CDR | Reject]] = []
     for doc in records:
         partition = partition_for(str(doc["caller"]).encode(), PARTITIONS)
-        out.append((partition, parse_record(doc)))
+        out.append((partition, parse_record(doc, CHINA)))
     return out
 
 
@@ -315,7 +316,7 @@ async def test_expired_keys_are_reported_apart() -> None:
     written after a number still present may not."""
     quiet = [(0, rec(f"q{i}", A, i * 60)) for i in range(5)]
     later = [(0, rec(f"l{i}", n, 27 * 3600 + i)) for i, n in enumerate((B, C))]
-    stored, recount = await engine_state([(p, parse_record(d)) for p, d in quiet + later])
+    stored, recount = await engine_state([(p, parse_record(d, CHINA)) for p, d in quiet + later])
     assert compare(recount, stored) == []
     del stored.numbers[(0, A)]
     [diff] = compare(recount, stored)
@@ -421,7 +422,9 @@ def test_scan_state_verifies_and_a_corrupt_bucket_is_named(
     dialler = labels[0].number
     client = redis.Redis.from_url(redis_url)
     key = f"{prefix}:{{p0}}:n:{dialler}"
-    state = NumberState.from_blobs(client.get(key), None)
+    blob = client.get(key)
+    assert isinstance(blob, bytes)
+    state = NumberState.from_blobs(blob, None)
     bucket = sorted(state.short)[len(state.short) // 2]
     state.short[bucket][0] -= 1
     client.set(key, state.windows_blob(), keepttl=True)
