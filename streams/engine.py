@@ -44,6 +44,7 @@ from streams.complaints import Reports
 from streams.complaints import active as complaint_reports
 from streams.observe import UNASSERTED, Obs, caller_obs
 from streams.state.base import Changes, Episode, NumberState, PartitionMeta, Store
+from streams.state.blob import episodes_blob, from_blobs, windows_blob
 
 # (message offset, record). A CDR is read as its caller's observation (streams.observe);
 # None advances the offset with nothing for this stage (a spoofed call seen by stage 1).
@@ -309,20 +310,20 @@ class Engine:
             PartitionMeta(last_offset, newest, tuple(sorted(sources.items()))), {}, {}
         )
         for key, records in by_key.items():
-            state = NumberState.from_blobs(read.windows.get(key), read.episodes.get(key))
+            state = from_blobs(read.windows.get(key), read.episodes.get(key))
             had_episodes = bool(state.episodes)
             self._apply(key, state, records, now_ms, out, read.complaints.get(key))
             self._close_if_quiet(key, state, watermark, now_ms, out)
             self._prune(state, watermark)
-            changes.windows[key] = state.windows_blob()
+            changes.windows[key] = windows_blob(state)
             if had_episodes or state.episodes:
                 close_at = state.newest_ms + self.quiet_ms if state.episodes else None
-                changes.episodes[key] = (state.episodes_blob(), close_at)
+                changes.episodes[key] = (episodes_blob(state), close_at)
         for key, (blob, close_at) in read.due.items():
-            state = NumberState.from_blobs(None, blob)
+            state = from_blobs(None, blob)
             state.newest_ms = close_at - self.quiet_ms
             self._close_if_quiet(key, state, watermark, now_ms, out)
-            changes.episodes[key] = (state.episodes_blob(), close_at if state.episodes else None)
+            changes.episodes[key] = (episodes_blob(state), close_at if state.episodes else None)
         if self.outbox:
             changes.outbox = {a.alert_id: orjson.dumps(a.to_dict(self.tz)) for a in out.alerts}
         if before_write is not None:
