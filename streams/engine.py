@@ -18,7 +18,7 @@ import time
 import zlib
 from bisect import bisect_left, insort
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Container, Sequence
+from collections.abc import Callable, Collection, Container, Sequence
 from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
 
@@ -82,6 +82,18 @@ class Outcome:
 
     def reject_counts(self) -> Counter[str]:
         return Counter(r.reason for _, r in self.rejects)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch detected but not yet written (``Engine.prepare``): its outcome, and the fenced
+    write that applies it, which ``Engine.commit`` makes. ``changes`` is None when the batch
+    held nothing new (every offset already applied): there is nothing to write."""
+
+    partition: int
+    outcome: Outcome
+    expected_offset: int  # the stored offset the batch was computed from (the write's fence)
+    changes: Changes | None
 
 
 def id_hash(cdr_id: str) -> int:
@@ -246,15 +258,17 @@ class Engine:
             meta = self._meta[partition] = await self.store.load_meta(partition)
         return meta
 
-    async def process(
-        self,
-        partition: int,
-        items: Sequence[Item],
-        before_write: Callable[[Outcome], Awaitable[None]] | None = None,
-    ) -> Outcome:
-        """Apply a partition's batch: one store read, one fenced store write. ``before_write``
-        runs with the outcome after the detectors and before the write (the worker forwards
-        stage 1's admitted CDRs to stage 2 there, so a crash in between replays them)."""
+    async def process(self, partition: int, items: Sequence[Item]) -> Outcome:
+        """Apply a partition's batch: one store read, one fenced store write (``prepare``
+        then ``commit``, with nothing in between)."""
+        return await self.commit(await self.prepare(partition, items))
+
+    async def prepare(self, partition: int, items: Sequence[Item]) -> Prepared:
+        """Admit a partition's batch and run the detectors over it: one store read, no write.
+
+        The driver may act on the outcome before ``commit`` writes it: the worker forwards
+        stage 1's admitted CDRs to stage 2 there, so a crash in between replays them.
+        """
         out = Outcome()
         meta = await self.meta(partition)
         now_ms = self.clock_ms()
@@ -295,7 +309,7 @@ class Engine:
                     sources[src] = rec.start_ms
                 by_key.setdefault(store_key(rec.kind, rec.subject), []).append(rec)
         if last_offset == meta.offset:
-            return out
+            return Prepared(partition, out, meta.offset, None)
         # A derived partition has seen everything up to its slowest source's progress.
         if not sources:
             front = newest
@@ -326,11 +340,15 @@ class Engine:
             changes.episodes[key] = (episodes_blob(state), close_at if state.episodes else None)
         if self.outbox:
             changes.outbox = {a.alert_id: orjson.dumps(a.to_dict(self.tz)) for a in out.alerts}
-        if before_write is not None:
-            await before_write(out)
-        await self.store.write(partition, meta.offset, changes)
-        self._meta[partition] = changes.meta
-        return out
+        return Prepared(partition, out, meta.offset, changes)
+
+    async def commit(self, prepared: Prepared) -> Outcome:
+        """Make a prepared batch's fenced write; StaleOffset when the stored offset moved since
+        ``prepare`` read it. Returns the batch's outcome."""
+        if prepared.changes is not None:
+            await self.store.write(prepared.partition, prepared.expected_offset, prepared.changes)
+            self._meta[prepared.partition] = prepared.changes.meta
+        return prepared.outcome
 
     def number_class(self, kind: str, subject: str) -> str:
         if kind == "trunk":
