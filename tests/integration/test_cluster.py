@@ -57,7 +57,9 @@ def slot_owners(cluster: ClusterService) -> dict[int, int]:
     client = redis.Redis(host="127.0.0.1", port=cluster.ports[0])
     try:
         owners: dict[int, int] = {}
-        for first, last, primary, *_ in client.execute_command("CLUSTER SLOTS"):
+        for first, last, primary, *_ in client.execute_command(  # type: ignore[no-untyped-call]  # unannotated in redis-py
+            "CLUSTER SLOTS"
+        ):
             owners.update(dict.fromkeys(range(first, last + 1), int(primary[1])))
         return owners
     finally:
@@ -380,7 +382,9 @@ async def test_a_partition_moves_to_another_node_mid_run(
     prefix, p, password = f"m{unique}", 11, f"pw{unique}"
     rule = redis_acl_rule("dialwatch", prefix, password, cluster=True)
     for admin in node_clients(cluster):
-        admin.execute_command("ACL", "SETUSER", "dialwatch", *rule.split()[2:])
+        admin.execute_command(  # type: ignore[no-untyped-call]  # unannotated in redis-py
+            "ACL", "SETUSER", "dialwatch", *rule.split()[2:]
+        )
         admin.close()
     settings = Settings(redis_password=password)
     client = redis_client(settings, f"redis+cluster://dialwatch@127.0.0.1:{cluster.ports[0]}")

@@ -138,7 +138,7 @@ async def test_complaint_blobs_swap_only_when_unchanged(store: Store) -> None:
     assert await store.swap_complaints(6, {numbers[0]: None}, {numbers[0]: b"[[1,2,3]]"})
     assert await store.complaint_blobs(6, numbers) == {numbers[0]: b"[[1,2,3]]", numbers[1]: None}
     # A writer that read before that swap loses, and writes nothing at all.
-    stale = {numbers[0]: None, numbers[1]: None}
+    stale: dict[str, bytes | None] = {numbers[0]: None, numbers[1]: None}
     assert not await store.swap_complaints(6, stale, {numbers[0]: b"[]", numbers[1]: b"[]"})
     assert (await store.complaint_blobs(6, [numbers[1]]))[numbers[1]] is None
     # The engine's read brings the complaints of the batch's numbers along.

@@ -422,7 +422,9 @@ def test_scan_state_verifies_and_a_corrupt_bucket_is_named(
     dialler = labels[0].number
     client = redis.Redis.from_url(redis_url)
     key = f"{prefix}:{{p0}}:n:{dialler}"
-    state = from_blobs(client.get(key), None)
+    blob = client.get(key)
+    assert isinstance(blob, bytes)
+    state = from_blobs(blob, None)
     bucket = sorted(state.short)[len(state.short) // 2]
     state.short[bucket][0] -= 1
     client.set(key, windows_blob(state), keepttl=True)

@@ -182,7 +182,7 @@ def test_same_instant_in_every_time_format_gives_the_same_start_ms() -> None:
 
 
 def _missing_cases() -> list[object]:
-    cases = []
+    cases: list[object] = []
     for name in REQUIRED:
         cases.append(pytest.param(rec(**{name: MISSING}), f"missing {name}", id=f"absent-{name}"))
         cases.append(pytest.param(rec(**{name: None}), f"missing {name}", id=f"null-{name}"))

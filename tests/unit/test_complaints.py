@@ -157,7 +157,7 @@ async def run(calls: list[CDR], reports: list[Complaint]) -> Outcome:
     engine = Engine(
         settings, load_policy(settings.policy_file), MemoryStore(), clock_ms=lambda: NOW_MS
     )
-    await record(engine.store, 0, reports, HORIZON_MS)  # type: ignore[arg-type]
+    await record(engine.store, 0, reports, HORIZON_MS)
     return await engine.process(0, list(enumerate(calls)))
 
 

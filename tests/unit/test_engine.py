@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 
 import pytest
@@ -52,7 +52,7 @@ VELOCITY = {
 }
 
 
-def make_engine(policy_raw: dict[str, object] | None = None, **settings: object) -> Engine:
+def make_engine(policy_raw: Mapping[str, object] | None = None, **settings: object) -> Engine:
     policy = parse_policy(policy_raw or VELOCITY)
     return Engine(SETTINGS.with_(**settings), policy, MemoryStore(), clock_ms=lambda: NOW_MS)
 
@@ -89,7 +89,8 @@ def normal_traffic(n: int, seed: int = 1) -> list[CDR]:
 async def test_250_calls_in_40_minutes_raise_one_intercept() -> None:
     engine = make_engine()
     dialler = dial("17012345678", 300, 2400 * 300 / 250)  # 250 per 40 min, for longer
-    out = await run(engine, sorted(dialler + normal_traffic(300), key=lambda c: c.start_ms))
+    records = sorted(dialler + normal_traffic(300), key=lambda c: c.start_ms)
+    out = await run(engine, records)
     hits = intercepts(out.alerts)
     assert [(a.number, a.detector, a.severity, a.state) for a in hits] == [
         ("17012345678", "bulk_dialling", "critical", "raised")

@@ -286,4 +286,4 @@ async def test_the_fetch_wait_setting_reaches_every_aiokafka_consumer() -> None:
         )  # what faust-streaming passes
         assert consumer._fetch_max_wait_ms == 10
     finally:
-        aiokafka.AIOKafkaConsumer.__init__ = original  # type: ignore[method-assign]
+        aiokafka.AIOKafkaConsumer.__init__ = original
