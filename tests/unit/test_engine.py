@@ -33,8 +33,8 @@ from tests.factories import T0, cdr, dial
 
 NOW_MS = (T0 + 30 * 86_400) * 1000
 SETTINGS = Settings()
-# The engine's mechanics are tested on the plain velocity rule; tests/test_scenario_quality.py
-# and tests/test_detectors.py cover the bundled policy.
+# The engine's mechanics are tested on the plain velocity rule; tests/unit/test_detection_quality.py
+# and tests/unit/test_detectors.py cover the bundled policy.
 VELOCITY = {
     "policy_version": "test",
     "windows": {"10m": 600, "40m": 2400, "24h": 86_400},
