@@ -419,19 +419,22 @@ def _check_files(settings: Settings, args: argparse.Namespace) -> None:
     line naming it (and the option or variable that chose it) before any work starts."""
     from config.numbering import plan_from_setting
     from config.policy import load_policy
+    from detectors.catalogue import load_all
+    from detectors.registry import check_policy
     from streams.allowlist import Allowlist
 
     config = getattr(args, "config", None)
     policy = config or settings.policy_file
     what = "--config" if config else "policy file"
     try:
-        load_policy(policy)
+        check_policy(load_policy(policy), load_all())
     except OSError as exc:
         raise path_error(policy, exc, what) from exc
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{what} {policy}: not valid TOML: {exc}") from exc
     except (ValueError, TypeError, AttributeError) as exc:
-        raise UsageError(f"{what} {policy}: not a policy: {exc}") from exc
+        reason = str(exc).removeprefix(f"{policy}: ")  # the policy's checks name the file
+        raise UsageError(f"{what} {policy}: not a valid policy: {reason}") from exc
     try:
         plan = plan_from_setting(settings.numbering_plan)
     except (OSError, ValueError, TypeError, tomllib.TOMLDecodeError) as exc:
@@ -444,7 +447,7 @@ def _check_files(settings: Settings, args: argparse.Namespace) -> None:
             Allowlist(allowlist, plan)
         except OSError as exc:
             raise path_error(allowlist, exc, what) from exc
-        except (ValueError, UnicodeDecodeError) as exc:
+        except ValueError as exc:  # UnicodeDecodeError too
             raise UsageError(f"{what} {exc}") from exc
 
 

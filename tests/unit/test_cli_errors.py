@@ -40,6 +40,7 @@ def _files(d: Path) -> None:
     (d / "dir").mkdir()
     (d / "bad.toml").write_text("windows = [\n")
     (d / "notpolicy.toml").write_text("x = 1\n")
+    (d / "nosuch.toml").write_text("[windows]\nm5 = 300\n[detectors.no_such]\nlevels = []\n")
     (d / "allow.txt").write_text("13800138000\nnot-a-number\n")
     (d / "header.csv").write_text("a,b\n" + "1,2\n" * 100)
     (d / "binary.csv").write_bytes(bytes(range(256)) * 20)
@@ -75,6 +76,9 @@ CASES = {
     ),
     "scan-toml-not-a-policy": Case(
         ["scan", "{d}/good.csv", "--config", "{d}/notpolicy.toml"], 2, "{d}/notpolicy.toml"
+    ),
+    "scan-policy-unknown-detector": Case(
+        ["scan", "{d}/good.csv", "--config", "{d}/nosuch.toml"], 2, "no_such"
     ),
     "scan-allowlist-bad-number": Case(
         ["scan", "{d}/good.csv", "--allowlist", "{d}/allow.txt"], 2, "{d}/allow.txt:2"
