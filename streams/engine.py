@@ -17,7 +17,7 @@ import hashlib
 import time
 from bisect import bisect_left, insort
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Container, Sequence
+from collections.abc import Callable, Collection, Container, Sequence
 from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
 
@@ -46,6 +46,7 @@ from streams.complaints import Reports
 from streams.complaints import active as complaint_reports
 from streams.observe import UNASSERTED, Obs, caller_obs
 from streams.state.base import Changes, Episode, NumberState, PartitionMeta, Store
+from streams.state.blob import episodes_blob, from_blobs, windows_blob
 
 # (message offset, record). A CDR is read as its caller's observation (streams.observe);
 # None advances the offset with nothing for this stage (a spoofed call seen by stage 1).
@@ -82,6 +83,18 @@ class Outcome:
 
     def reject_counts(self) -> Counter[str]:
         return Counter(r.reason for _, r in self.rejects)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch detected but not yet written (``Engine.prepare``): its outcome, and the fenced
+    write that applies it, which ``Engine.commit`` makes. ``changes`` is None when the batch
+    held nothing new (every offset already applied): there is nothing to write."""
+
+    partition: int
+    outcome: Outcome
+    expected_offset: int  # the stored offset the batch was computed from (the write's fence)
+    changes: Changes | None
 
 
 def id_hash(cdr_id: str) -> int:
@@ -180,15 +193,17 @@ class Engine:
             meta = self._meta[partition] = await self.store.load_meta(partition)
         return meta
 
-    async def process(
-        self,
-        partition: int,
-        items: Sequence[Item],
-        before_write: Callable[[Outcome], Awaitable[None]] | None = None,
-    ) -> Outcome:
-        """Apply a partition's batch: one store read, one fenced store write. ``before_write``
-        runs with the outcome after the detectors and before the write (the worker forwards
-        stage 1's admitted CDRs to stage 2 there, so a crash in between replays them)."""
+    async def process(self, partition: int, items: Sequence[Item]) -> Outcome:
+        """Apply a partition's batch: one store read, one fenced store write (``prepare``
+        then ``commit``, with nothing in between)."""
+        return await self.commit(await self.prepare(partition, items))
+
+    async def prepare(self, partition: int, items: Sequence[Item]) -> Prepared:
+        """Admit a partition's batch and run the detectors over it: one store read, no write.
+
+        The driver may act on the outcome before ``commit`` writes it: the worker forwards
+        stage 1's admitted CDRs to stage 2 there, so a crash in between replays them.
+        """
         out = Outcome()
         meta = await self.meta(partition)
         now_ms = self.clock_ms()
@@ -229,7 +244,7 @@ class Engine:
                     sources[src] = rec.start_ms
                 by_key.setdefault(store_key(rec.kind, rec.subject), []).append(rec)
         if last_offset == meta.offset:
-            return out
+            return Prepared(partition, out, meta.offset, None)
         # A derived partition has seen everything up to its slowest source's progress.
         if not sources:
             front = newest
@@ -244,27 +259,31 @@ class Engine:
             PartitionMeta(last_offset, newest, tuple(sorted(sources.items()))), {}, {}
         )
         for key, records in by_key.items():
-            state = NumberState.from_blobs(read.windows.get(key), read.episodes.get(key))
+            state = from_blobs(read.windows.get(key), read.episodes.get(key))
             had_episodes = bool(state.episodes)
             self._apply(key, state, records, now_ms, out, read.complaints.get(key))
             self._close_if_quiet(key, state, watermark, now_ms, out)
             self._prune(state, watermark)
-            changes.windows[key] = state.windows_blob()
+            changes.windows[key] = windows_blob(state)
             if had_episodes or state.episodes:
                 close_at = state.newest_ms + self.quiet_ms if state.episodes else None
-                changes.episodes[key] = (state.episodes_blob(), close_at)
+                changes.episodes[key] = (episodes_blob(state), close_at)
         for key, (blob, close_at) in read.due.items():
-            state = NumberState.from_blobs(None, blob)
+            state = from_blobs(None, blob)
             state.newest_ms = close_at - self.quiet_ms
             self._close_if_quiet(key, state, watermark, now_ms, out)
-            changes.episodes[key] = (state.episodes_blob(), close_at if state.episodes else None)
+            changes.episodes[key] = (episodes_blob(state), close_at if state.episodes else None)
         if self.outbox:
             changes.outbox = {a.alert_id: orjson.dumps(a.to_dict(self.tz)) for a in out.alerts}
-        if before_write is not None:
-            await before_write(out)
-        await self.store.write(partition, meta.offset, changes)
-        self._meta[partition] = changes.meta
-        return out
+        return Prepared(partition, out, meta.offset, changes)
+
+    async def commit(self, prepared: Prepared) -> Outcome:
+        """Make a prepared batch's fenced write; StaleOffset when the stored offset moved since
+        ``prepare`` read it. Returns the batch's outcome."""
+        if prepared.changes is not None:
+            await self.store.write(prepared.partition, prepared.expected_offset, prepared.changes)
+            self._meta[prepared.partition] = prepared.changes.meta
+        return prepared.outcome
 
     def number_class(self, kind: str, subject: str) -> str:
         if kind == "trunk":

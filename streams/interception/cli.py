@@ -12,69 +12,64 @@ import asyncio
 import getpass
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, tzinfo
-from typing import Any, TextIO
+from typing import TextIO
 from zoneinfo import ZoneInfo
 
 import orjson
 
 from config.numbering import normalise, plan_from_setting
 from config.settings import Settings
+from streams.errors import InputError, UsageError
 from streams.interception.step import build_store
 from streams.interception.store import Entry, InterceptStore
 
 RELEASE_KINDS = ("operator", "appeal", "allowlist")
 
 
-def add_parsers(sub: Any) -> None:
-    p = sub.add_parser("intercept", help="the interception list switches consult")
-    isub = p.add_subparsers(dest="intercept_command", required=True)
-    q = isub.add_parser("list", help="entries, one per line")
+def add_parsers(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """Register ``intercept`` and ``audit``; ``command(name, summary)`` adds a subcommand."""
+    p = command("intercept", "the interception list switches consult (README Interception)")
+    isub = p.add_subparsers(dest="intercept_command", required=True, metavar="ACTION")
+    q = isub.add_parser("list", help="entries, one per line", description="entries, one per line")
     q.add_argument("--json", action="store_true", help="one JSON object per line")
     q.add_argument("--state", choices=["active", "pending", "all"], default="all")
     q = isub.add_parser("show", help="one number's entries, hold and protection")
     q.add_argument("number")
     q = isub.add_parser("approve", help="activate a pending entry")
     q.add_argument("number")
-    q.add_argument("--reason", default="approved by operator")
+    q.add_argument("--reason", default="approved by operator", help="kept in the audit trail")
     q = isub.add_parser("release", help="remove a number at once, keep it out for the grace")
     q.add_argument("number")
     q.add_argument("--reason", required=True, help="why (kept in the audit trail)")
     q.add_argument("--kind", choices=RELEASE_KINDS, default="operator")
 
-    p = sub.add_parser("audit", help="the audit trail of the interception list")
-    p.add_argument("--number", help="only this number's entries")
-    p.add_argument("--since", help="ISO-8601 time or epoch seconds")
+    p = command("audit", "the audit trail of the interception list")
+    p.add_argument("--number", metavar="N", help="only this number's entries")
+    p.add_argument("--since", metavar="T", help="ISO-8601 time or epoch seconds")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
 def run(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) -> int:
     if not (settings.intercept_redis or settings.redis):
-        print(f"dialwatch {args.command}: set DIALWATCH_REDIS", file=sys.stderr)
-        return 2
+        raise UsageError("set DIALWATCH_REDIS (or DIALWATCH_INTERCEPT_REDIS)")
     try:
         plan = plan_from_setting(settings.numbering_plan)
     except (OSError, ValueError) as exc:
-        print(f"dialwatch {args.command}: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"DIALWATCH_NUMBERING_PLAN: {exc}") from exc
     number = getattr(args, "number", None)
     if number is not None:
         normalised = normalise(number, plan)
         if normalised is None:
-            print(f"dialwatch {args.command}: {number!r} is not a phone number", file=sys.stderr)
-            return 2
+            raise UsageError(f"not a phone number: {number}")
         args.number = normalised
     since_ms = 0
     if getattr(args, "since", None):
         try:
             since_ms = _parse_time(args.since, settings.timezone)
-        except ValueError:
-            print(
-                f"dialwatch audit: --since {args.since!r}: expected ISO-8601 or epoch seconds",
-                file=sys.stderr,
-            )
-            return 2
+        except ValueError as exc:
+            raise UsageError(f"--since {args.since!r}: expected ISO-8601 or epoch seconds") from exc
     return asyncio.run(_run(args, settings, out, since_ms))
 
 
@@ -127,18 +122,14 @@ async def _intercept(
                 + "\n"
             )
         if not entries and hold is None and not callers:
-            print(f"{args.number}: not listed", file=sys.stderr)
-            return 1
+            raise InputError(f"{args.number} is not listed")
         return 0
     if command == "approve":
         done = await store.decide(
             "approve", args.number, _actor(), args.reason, "operator", _now_ms()
         )
         if done != "1":
-            print(
-                f"dialwatch intercept approve: {args.number} has no pending entry", file=sys.stderr
-            )
-            return 1
+            raise InputError(f"{args.number} has no pending entry")
         print(f"{args.number}: approved, active", file=sys.stderr)
         return 0
     result = await store.decide("release", args.number, _actor(), args.reason, args.kind, _now_ms())

@@ -5,7 +5,7 @@ CDR files) and tallies each caller's calls per 1-minute and per 10-minute bucket
 small code: only parsing (``streams.cdr``) and the spoofing rule (``streams.observe``) are
 shared with the engine, because they are the input contract. It then reads the caller stage's
 state from Redis (``{prefix}:{p<N>}:n:<number>`` blobs and ``{prefix}:{p<N>}:meta``), decodes
-it with ``NumberState.from_blobs`` and compares, per partition and caller:
+it with ``streams.state.blob.from_blobs`` and compares, per partition and caller:
 
 * the partition meta: last applied offset and newest start_time;
 * every bucket the state holds, and every recounted bucket within the retained range (short
@@ -49,6 +49,7 @@ from streams.cdr import CDR, Reject, decode_message
 from streams.files import read_records
 from streams.observe import is_spoofed
 from streams.state.base import NumberState
+from streams.state.blob import from_blobs
 
 HEADLINE = "ALL-RECORDS-ACCOUNTED"
 MAX_LISTED = 20
@@ -541,7 +542,7 @@ async def read_state(client: Any, prefix: str) -> Stored:
             if blob is None:  # expired between SCAN and MGET
                 continue
             try:
-                state.numbers[(p, number)] = NumberState.from_blobs(bytes(blob), None)
+                state.numbers[(p, number)] = from_blobs(bytes(blob), None)
             except (ValueError, TypeError, IndexError, KeyError):
                 state.undecodable.append((p, number))
     for key, p in meta_keys:

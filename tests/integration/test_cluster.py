@@ -135,7 +135,7 @@ def test_partitions_spread_over_the_nodes(cluster: ClusterService) -> None:
 
 # --------------------------------------------------------------------------- the store contract
 
-# Every contract test of tests/test_store_contract.py that takes only a store, run on the
+# Every contract test of test_store_contract.py that takes only a store, run on the
 # cluster store: the same checks as on one redis-server, without a second copy of them.
 CONTRACT: dict[str, Callable[[Store], Awaitable[None]]] = {
     name: fn

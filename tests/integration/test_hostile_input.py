@@ -35,7 +35,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from config.numbering import CHINA
 from streams.cdr import CDR, decode_message
 from streams.observe import derived_obs
-from streams.state.base import NumberState
+from streams.state.blob import from_blobs
 from streams.tools.verify import HEADLINE
 from streams.topics import partition_for
 from tests.integration.test_e2e import (
@@ -483,7 +483,7 @@ def test_hostile_input_is_rejected_counted_dead_lettered_and_leaks_nowhere(
             if blob is None:
                 check.true(f"no state for caller {number}", False)
                 continue
-            state = NumberState.from_blobs(bytes(blob), None)  # type: ignore[arg-type]
+            state = from_blobs(bytes(blob), None)  # type: ignore[arg-type]
             check.equal(
                 f"long-window calls of {number}", sum(v[0] for v in state.long.values()), calls
             )

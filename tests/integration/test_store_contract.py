@@ -12,6 +12,7 @@ from config.settings import Settings
 from streams.engine import DERIVED_KINDS, Engine
 from streams.observe import derived_obs
 from streams.state.base import Changes, NumberState, PartitionMeta, StaleOffset, Store
+from streams.state.blob import windows_blob
 from streams.state.memory import MemoryStore
 from streams.state.redis import RedisStore
 from tests.factories import T0, cdr, dial
@@ -37,7 +38,7 @@ async def store(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[St
 
 
 def windows(newest: int, calls: int) -> bytes:
-    return NumberState(newest_ms=newest, short={newest // 60_000: [calls]}).windows_blob()
+    return windows_blob(NumberState(newest_ms=newest, short={newest // 60_000: [calls]}))
 
 
 async def test_empty_partition(store: Store) -> None:

@@ -29,6 +29,7 @@ from streams.cdr import CDR, Reject, parse_record
 from streams.cli import main
 from streams.engine import CALLER_KINDS, Engine, id_hash
 from streams.state.base import NumberState
+from streams.state.blob import from_blobs, windows_blob
 from streams.state.memory import MemoryStore
 from streams.tools import simulate as sim
 from streams.tools.services import free_port
@@ -211,7 +212,7 @@ async def engine_state(
     store = engine.store
     assert isinstance(store, MemoryStore)
     stored = Stored(
-        numbers={k: NumberState.from_blobs(v, None) for k, v in store._windows.items()},
+        numbers={k: from_blobs(v, None) for k, v in store._windows.items()},
         meta={p: Meta(m.offset, m.newest_ms) for p, m in store._meta.items()},
     )
     return stored, recount
@@ -424,10 +425,10 @@ def test_scan_state_verifies_and_a_corrupt_bucket_is_named(
     key = f"{prefix}:{{p0}}:n:{dialler}"
     blob = client.get(key)
     assert isinstance(blob, bytes)
-    state = NumberState.from_blobs(blob, None)
+    state = from_blobs(blob, None)
     bucket = sorted(state.short)[len(state.short) // 2]
     state.short[bucket][0] -= 1
-    client.set(key, state.windows_blob(), keepttl=True)
+    client.set(key, windows_blob(state), keepttl=True)
     client.close()
 
     done = verify_cli(str(path), "--redis", redis_url, "--prefix", prefix)

@@ -27,13 +27,14 @@ from streams.engine import (
 )
 from streams.observe import Obs, derived_obs
 from streams.state.base import NumberState
+from streams.state.blob import from_blobs
 from streams.state.memory import MemoryStore
 from tests.factories import T0, cdr, dial
 
 NOW_MS = (T0 + 30 * 86_400) * 1000
 SETTINGS = Settings()
-# The engine's mechanics are tested on the plain velocity rule; tests/test_scenario_quality.py
-# and tests/test_detectors.py cover the bundled policy.
+# The engine's mechanics are tested on the plain velocity rule; tests/unit/test_detection_quality.py
+# and tests/unit/test_detectors.py cover the bundled policy.
 VELOCITY = {
     "policy_version": "test",
     "windows": {"10m": 600, "40m": 2400, "24h": 86_400},
@@ -176,7 +177,7 @@ async def test_a_flood_keeps_the_subject_state_bounded() -> None:
     store = engine.store
     assert isinstance(store, MemoryStore)
     blob = store._windows[(0, store_key("number", "17012345678"))]
-    assert len(NumberState.from_blobs(blob, None).seen) == MAX_SEEN
+    assert len(from_blobs(blob, None).seen) == MAX_SEEN
     assert len(blob) < 40 * MAX_SEEN  # about 34 B of JSON per remembered id
 
 
@@ -187,7 +188,7 @@ async def test_a_bombed_callee_keeps_a_bounded_list_per_caller() -> None:
     await feed(engine, [observed])
     store = engine.store
     assert isinstance(store, MemoryStore)
-    state = NumberState.from_blobs(store._windows[(0, store_key("callee", "13900139000"))], None)
+    state = from_blobs(store._windows[(0, store_key("callee", "13900139000"))], None)
     assert [len(times) for times in state.peers.values()] == [MAX_PEER_TIMES]
 
 

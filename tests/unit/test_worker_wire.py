@@ -12,16 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from config.numbering import CHINA
+from streams.batches import chunks
 from streams.cdr import CDR, REJECT_REASONS, Reject, decode_message
+from streams.deadletter import DEAD_LETTER_MAX_BYTES, dead_letter
+from streams.derived import decode_derived, derived_messages, derived_partition
 from streams.observe import Obs, derived_obs
-from streams.worker import (
-    DEAD_LETTER_MAX_BYTES,
-    chunks,
-    dead_letter,
-    decode_derived,
-    derived_messages,
-    derived_partition,
-)
 from tests.factories import T0, cdr
 
 PARTITIONS = 8
