@@ -57,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subscribers", type=int, default=20_000)
     p.add_argument("--hours", type=float, default=12.0)
     p.add_argument("--scale", type=float, default=1.0, help="multiplies every non-normal class")
+    p.add_argument(
+        "--order",
+        choices=["sorted", "delivery"],
+        default="sorted",
+        help="replay by start time (as scan) or as delivered, late records included (as the"
+        " demo); default: sorted",
+    )
     p.add_argument("--json", type=Path, help="write all reports here as JSON")
     p.add_argument("--config", type=Path, help="policy file (TOML), default: the bundled one")
     p.add_argument("--cdrs", help="score an existing run: its CDR file (with --labels, --alerts)")
@@ -140,6 +147,7 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, setting
         subscribers=args.subscribers,
         hours=args.hours,
         scale=args.scale,
+        order=args.order,
     )
     from streams.tools.simulate import default_start
 
