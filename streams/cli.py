@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subscribers", type=int, default=3000)
     p.add_argument("--hours", type=float, default=6.0, help="simulated day, at least 4 h")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--keep", action="store_true", help="keep the run's files (worker log) and print where"
+    )
 
     p = sub.add_parser("evaluate", help="detection-quality benchmark on a labelled scenario")
     p.add_argument("--seed", type=int, action="append", help="repeatable; default: 1")
@@ -94,7 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from streams.tools.demo import run_demo
 
-        return run_demo(settings, subscribers=args.subscribers, hours=args.hours, seed=args.seed)
+        return run_demo(
+            settings,
+            subscribers=args.subscribers,
+            hours=args.hours,
+            seed=args.seed,
+            keep=args.keep,
+        )
     if args.command == "evaluate":
         return _evaluate(parser, args, settings)
     if args.command == "verify":
