@@ -46,13 +46,13 @@ from rich.text import Text
 from config.settings import Settings
 from streams.tools import services
 from streams.tools import simulate as sim
-from streams.tools.evaluate import FAIL, evaluate
+from streams.tools.evaluate import FAIL, MESSAGE_RECORDS, evaluate
 from streams.tools.scenario import Scenario, ScenarioSpec, generate_scenario, write_allowlist
 from streams.topics import create_topics
 
 STREAM_S: Final = 25.0  # wall time over which the simulated period is streamed
 CHUNK_S: Final = 2.5  # the producer reports progress after each chunk of this much wall time
-BATCH_SIZE: Final = 200
+BATCH_SIZE: Final = MESSAGE_RECORDS  # evaluate --order delivery replays these messages
 QUIET_S: Final = 8.0  # stop once the producer is done and no alert came for this long
 CATCH_UP_GRACE_S: Final = 60.0  # ... and the worker caught up, or this long after the producer
 HARD_CAP_S: Final = 180.0

@@ -9,8 +9,9 @@ Times to detect are in event time: the ``event_time`` of the first alert that de
 minus the start of the subject's first call. Medians and 90th percentiles are nearest-rank.
 
 Two replay orders: ``sorted`` (by start time, as ``dialwatch scan`` reads files) and ``delivery``
-(the scenario's own order, late records where they arrive, partitioned by caller as the demo's
-producer and worker do it: the same two engines, stage 2 fed by every stage-1 partition).
+(the scenario's own order, late records where they arrive, in the demo's messages: arrays of
+records of one partition, ``streams.tools.simulate.batch_by_partition``, each through stage 1 and
+its observations straight on through stage 2, as a worker that keeps up would take them).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ FALSE_INTERCEPTS: Final = "false_intercepts"
 SORTED: Final = "sorted"
 DELIVERY: Final = "delivery"
 ORDERS: Final = (SORTED, DELIVERY)
+MESSAGE_RECORDS: Final = 200  # records per CDR message in the demo (and in delivery replay)
 PASS: Final = "PASS"
 FAIL: Final = "FAIL"
 NOT_APPLICABLE: Final = "N/A"  # nothing labelled in the role: the target cannot be measured
@@ -648,18 +650,19 @@ async def _replay(
 async def _stream(
     settings: Settings, records: list[dict[str, object]], allowlist: Sequence[str]
 ) -> tuple[list[dict[str, Any]], Throughput]:
-    """Replay ``records`` in the order given, as the demo streams them into the worker.
+    """Replay ``records`` in the order given, in the messages the demo produces.
 
-    Each record goes to its caller's stage-1 partition (Kafka's partitioner over
-    ``settings.topic_partitions``), in chunks of ``settings.batch_max`` records; after each chunk
-    every stage-1 partition's admitted CDRs are forwarded to the stage-2 partitions the worker
-    would send them to, and those run. Nothing is sorted: late records come where they arrive."""
+    Each message (MESSAGE_RECORDS records of one caller partition, over
+    ``settings.topic_partitions``) runs through stage 1; its admitted CDRs' observations go to
+    the stage-2 partitions the worker would send them to, and run there at once. Nothing is
+    sorted: late records come where they arrive, and stage 2 sees the sources interleaved by
+    message, as the worker does."""
     import time
 
     from streams.cdr import CDR, parse_records
     from streams.factory import build_engines
     from streams.observe import Obs, derived_obs
-    from streams.topics import partition_for
+    from streams.tools.simulate import batch_by_partition
     from streams.worker import derived_partition
 
     started = time.perf_counter()
@@ -671,30 +674,26 @@ async def _stream(
         engine, derived = build_engines(
             settings.with_(allowlist_file=listed, redis=None), None, sources=partitions
         )
-        cdrs = [r for r in parse_records(records, engine.numbering) if isinstance(r, CDR)]
         first = dict.fromkeys(range(partitions), 1)
         second = dict.fromkeys(range(partitions), 1)
         trunks = engine.settings.international_trunks
         try:
-            step = settings.batch_max
-            for i in range(0, len(cdrs), step):
-                by_partition: dict[int, list[CDR]] = defaultdict(list)
-                for cdr in cdrs[i : i + step]:
-                    by_partition[partition_for(cdr.caller.encode(), partitions)].append(cdr)
+            for part, message in batch_by_partition(records, partitions, MESSAGE_RECORDS):
+                # The worker decodes a message record by record; the scenario has no rejects.
+                batch = [r for r in parse_records(message, engine.numbering) if isinstance(r, CDR)]
+                outcome = await engine.process(
+                    part, [(first[part] + j, r) for j, r in enumerate(batch)]
+                )
+                first[part] += len(batch)
+                alerts += [a.to_dict(engine.tz) for a in outcome.alerts]
                 forwarded: dict[int, list[Obs]] = defaultdict(list)
-                for part, batch in sorted(by_partition.items()):
-                    outcome = await engine.process(
-                        part, [(first[part] + j, r) for j, r in enumerate(batch)]
-                    )
-                    first[part] += len(batch)
-                    alerts += [a.to_dict(engine.tz) for a in outcome.alerts]
-                    for obs in derived_obs(outcome.admitted, trunks, part, engine.numbering):
-                        forwarded[derived_partition(obs.subject, partitions)].append(obs)
-                for part, observed in sorted(forwarded.items()):
+                for obs in derived_obs(outcome.admitted, trunks, part, engine.numbering):
+                    forwarded[derived_partition(obs.subject, partitions)].append(obs)
+                for target, observed in sorted(forwarded.items()):
                     outcome = await derived.process(
-                        part, [(second[part] + j, o) for j, o in enumerate(observed)]
+                        target, [(second[target] + j, o) for j, o in enumerate(observed)]
                     )
-                    second[part] += len(observed)
+                    second[target] += len(observed)
                     alerts += [a.to_dict(derived.tz) for a in outcome.alerts]
         finally:
             await engine.store.close()
