@@ -31,9 +31,17 @@ ESCAPES = re.compile(
 )
 
 
-def _run_in_terminal(columns: int) -> tuple[int, float, str]:
-    """Run the command on a pseudo-terminal of ``columns`` x 40; (status, seconds, screen text)."""
+def _env(tmp: Path | None = None) -> dict[str, str]:
+    """A new user's environment: no DIALWATCH_* setting; temporary files under ``tmp``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIALWATCH_")}
+    if tmp is not None:
+        env["TMPDIR"] = str(tmp)
+    return env
+
+
+def _run_in_terminal(columns: int, tmp: Path | None = None) -> tuple[int, float, str]:
+    """Run the command on a pseudo-terminal of ``columns`` x 40; (status, seconds, screen text)."""
+    env = _env(tmp)
     env.update(COLUMNS=str(columns), LINES="40", TERM="xterm-256color")
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
@@ -71,12 +79,34 @@ def _run_in_terminal(columns: int) -> tuple[int, float, str]:
 
 
 @pytest.mark.parametrize("columns", [80, 160])
-def test_the_readme_demo_command_passes_within_two_minutes(columns: int) -> None:
+def test_the_readme_demo_command_passes_within_two_minutes(columns: int, tmp_path: Path) -> None:
     assert (REPO / COMMAND[0]).is_file(), "run `bash deploy/bootstrap.sh` first (README)"
-    status, seconds, screen = _run_in_terminal(columns)
+    status, seconds, screen = _run_in_terminal(columns, tmp_path)
     tail = screen[-4000:]
     assert status == 0, tail
     assert re.search(r"^\s*PASS\s*$", screen, re.MULTILINE), tail
     assert "FAIL" not in screen, tail
     assert "false intercepts  none" in screen, tail
     assert seconds < LIMIT_S, f"took {seconds:.1f} s\n{tail}"
+    assert not list(tmp_path.glob("dialwatch-demo-*")), "the demo left its files behind"
+
+
+def test_keep_keeps_the_files_and_the_worker_log_is_plain_text(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*COMMAND, "--keep", "--subscribers", "1000", "--hours", "4"],
+        cwd=REPO,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=LIMIT_S + 60,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    kept = re.search(
+        r"^kept the demo's files \(worker log, allowlist\) in (\S+)$", done.stdout, re.M
+    )
+    assert kept, done.stdout[-3000:]
+    workdir = Path(kept[1])
+    assert workdir.parent == tmp_path
+    log = (workdir / "worker.log").read_text()
+    assert "INFO dialwatch.worker starting" in log
+    assert "\x1b" not in log and "\r" not in log  # no spinner, no cursor codes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +106,31 @@ def test_bad_arguments_get_one_line_and_status_2_before_anything_starts(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    monkeypatch.setattr(demo.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     args: dict[str, Any] = {"subscribers": 3000, "hours": 6.0, "seed": 7, **options}
     assert demo.run_demo(Settings(), **args) == demo.USAGE
     out, err = capsys.readouterr()
     assert (out, err) == ("", message)
     assert list(tmp_path.iterdir()) == []  # no work directory, hence no service either
+
+
+def test_a_failed_target_is_named_with_its_figure_and_target() -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from streams.tools.scenario import ScenarioSpec, generate_scenario
+
+    start = datetime(2026, 11, 30, 9, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
+    scenario = generate_scenario(ScenarioSpec(start=start, seed=7, subscribers=800, hours=4))
+    watch = Watch("memory", len(scenario.records))  # no alert came: every target fails
+    console = Console(file=io.StringIO(), width=80, color_system=None)
+    passed = demo._summary(console, watch, len(scenario.records), scenario, None, Settings())
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert passed is False
+    assert "alerts            0 raised (none), 0 cleared" in text
+    failed = [line for line in text.splitlines() if line.startswith("FAIL  ")]
+    assert "FAIL  sequential_dialler recall = 100%, median TTD < 3 min: 0/5 = 0.0%, median -" in (
+        failed
+    ), text
+    assert len(failed) == 9  # every target but "zero false intercepts"
+    assert text.rstrip().endswith("FAIL")
