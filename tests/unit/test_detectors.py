@@ -86,8 +86,11 @@ CASES = [
     ("quota_dialling", snap({"24h": dialler(400, answered_share=0.6)}), None),
     # sequential dialling
     ("sequential_dialling", snap({"10m": dialler(4, sequential=3)}), INTERCEPT),
-    ("sequential_dialling", snap({"10m": dialler(4, sequential=2)}), None),
-    ("sequential_dialling", snap({"10m": dialler(3, sequential=3)}), None),
+    ("sequential_dialling", snap({"10m": dialler(3, sequential=2)}), INTERCEPT),
+    ("sequential_dialling", snap({"10m": dialler(4, sequential=1)}), None),
+    ("sequential_dialling", snap({"10m": dialler(2, sequential=2)}), None),
+    # two neighbouring numbers called in turn: steps, but not different callees
+    ("sequential_dialling", snap({"10m": dialler(4, sequential=3, repeats=2)}), None),
     # one-ring calls: international callers only
     ("one_ring", snap({"5m": dialler(10, 0.0)}, "international"), INTERCEPT),
     ("one_ring", snap({"5m": dialler(10, 0.0)}, "mobile"), None),
