@@ -452,9 +452,10 @@ def _summary(
     passed = report.passed
     for target in report.targets:
         if target.status == FAIL:
-            console.print(
+            console.print(  # one line, however narrow the terminal
                 f"[bold red]FAIL[/]  {escape(target.target)}: {escape(target.detail)}",
                 highlight=False,
+                soft_wrap=True,
             )
     console.print("[bold green]PASS[/]" if passed else "[bold red]FAIL[/]")
     return passed
