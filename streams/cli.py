@@ -267,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--hours", type=float, default=6.0, metavar="H", help="simulated day, at least 4 h"
     )
     p.add_argument("--seed", type=int, default=7, metavar="N", help="random seed of the traffic")
+    p.add_argument(
+        "--keep", action="store_true", help="keep the run's files (worker log) and print where"
+    )
 
     p = command("evaluate", "detection-quality benchmark on the labelled scenario")
     p.add_argument(
@@ -288,6 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         metavar="F",
         help="multiplies every non-normal class",
+    )
+    p.add_argument(
+        "--order",
+        choices=["sorted", "delivery"],
+        default="sorted",
+        help="replay by start time (as scan) or as delivered, late records included (as the demo)",
     )
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the reports here, JSON")
     p.add_argument(
@@ -401,7 +410,13 @@ def _run(argv: list[str] | None, command: list[str]) -> int:
     if args.command == "demo":
         from streams.tools.demo import run_demo
 
-        return run_demo(settings, subscribers=args.subscribers, hours=args.hours, seed=args.seed)
+        return run_demo(
+            settings,
+            subscribers=args.subscribers,
+            hours=args.hours,
+            seed=args.seed,
+            keep=args.keep,
+        )
     if args.command == "evaluate":
         return _evaluate(parser, args, settings)
     if args.command == "verify":
@@ -548,6 +563,7 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, setting
         subscribers=args.subscribers,
         hours=args.hours,
         scale=args.scale,
+        order=args.order,
     )
     return ev.run_benchmark(settings, spec, start, json_path=args.json)
 
