@@ -7,6 +7,7 @@ import asyncio
 import sys
 from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from config.settings import Settings
 
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", type=Path, help="policy file (TOML), default: the bundled one")
     p.add_argument("--redis", help="Redis URL for the window store (default: in-process)")
     p.add_argument("--complaints", help="complaint reports, JSON Lines (streams.complaints)")
+    _format_options(p)
 
     sub.add_parser("worker", help="run the Faust worker (settings from DIALWATCH_* variables)")
 
@@ -46,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start", help="ISO-8601 start (default: 09:00 yesterday, local time)")
     p.add_argument("--batch", type=int, default=500, help="CDRs per Kafka message (1 = single)")
     p.add_argument("--partitions", type=int, help="topic partitions (default: settings)")
+    p.add_argument("--format", default="contract", help="file format to write (README Formats)")
 
     p = sub.add_parser("demo", help="embedded demo: broker, worker, simulator, live alerts")
     p.add_argument("--subscribers", type=int, default=3000)
@@ -63,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--labels", type=Path, help="scenario labels of --cdrs")
     p.add_argument("--alerts", help="alerts of --cdrs as written by dialwatch scan")
     p.add_argument("--allowlist", type=Path, help="with --cdrs: the run's allowlist file")
+    p.add_argument("--format", default="contract", help="write the scenario in this format")
 
     p = sub.add_parser("verify", help="recount the input; compare with a run's Redis state")
     p.add_argument("files", nargs="*", help="CDR files as given to dialwatch scan")
@@ -72,8 +76,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prefix", help="key prefix of the run (default: DIALWATCH_KEY_PREFIX)")
     p.add_argument("--wait", type=float, default=0.0, help="seconds to re-read until it matches")
 
+    p = sub.add_parser("ingest", help="publish CDR files of any format to the CDR topic")
+    p.add_argument("files", nargs="+", help="CDR files (.gz too); - for stdin")
+    p.add_argument("--follow", action="store_true", help="tail the files as a switch writes")
+    p.add_argument("--state", type=Path, help="position file (default: FILE.dialwatch-pos)")
+    p.add_argument("--batch", type=int, default=5000, help="records per confirmed flush")
+    _format_options(p)
+
     args = parser.parse_args(argv)
     settings = Settings.from_env()
+    if args.command == "ingest":
+        from streams.ingest import run_ingest
+
+        return run_ingest(args, settings)
     if args.command == "scan":
         return _scan(args, settings)
     if args.command == "allowlist":
@@ -100,8 +115,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _scan(args: argparse.Namespace, settings: Settings) -> int:
     from streams.factory import build_engines
+    from streams.files import RejectLog
+    from streams.formats import from_cli
     from streams.scan import scan
 
+    try:
+        fmt = from_cli(args.format, args.map)
+    except ValueError as exc:
+        print(f"dialwatch scan: {exc}", file=sys.stderr)
+        return 2
+    rejects = Path(args.rejects).open("w", encoding="utf-8") if args.rejects else None
     settings = settings.with_(
         allowlist_file=args.allowlist or settings.allowlist_file,
         policy_file=args.config or settings.policy_file,
@@ -110,13 +133,29 @@ def _scan(args: argparse.Namespace, settings: Settings) -> int:
 
     async def run() -> None:
         try:
-            await scan(engine, args.files, sys.stdout, derived=derived, complaints=args.complaints)
+            await scan(
+                engine,
+                args.files,
+                sys.stdout,
+                derived=derived,
+                complaints=args.complaints,
+                fmt=fmt,
+                rejects=RejectLog(rejects) if rejects else None,
+            )
         finally:
             await engine.store.close()
             await derived.store.close()
+            if rejects is not None:
+                rejects.close()
 
     asyncio.run(run())
     return 0
+
+
+def _format_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", default="contract", help="input format (README Formats)")
+    p.add_argument("--map", help="csv-map: field=column,... (caller=src,callee=dst,...)")
+    p.add_argument("--rejects", help="write rejected records here: file:line reason: detail")
 
 
 def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, settings: Settings) -> int:
@@ -216,6 +255,14 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
         print(f"produced {n:,} CDRs to {args.topic}", file=sys.stderr)
         return 0
     out = args.out or "-"
+    if args.format != "contract":
+        try:
+            n = sim.write_format(out, records, args.format, ZoneInfo(settings.timezone))
+        except ValueError as exc:
+            print(f"simulate: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {n:,} CDRs as {args.format}", file=sys.stderr)
+        return 0
     csv_writer = scenario_csv if args.scenario else sim.write_csv
     write = csv_writer if out.removesuffix(".gz").endswith(".csv") else sim.write_jsonl
     n = write(out, records)

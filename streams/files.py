@@ -1,4 +1,5 @@
-"""CDR files: CSV with a header or JSON Lines, optionally gzip-compressed; ``-`` is stdin."""
+"""CDR files in any format (streams.formats; default the contract: CSV with a header or JSON
+Lines), optionally gzip-compressed; ``-`` is stdin."""
 
 from __future__ import annotations
 
@@ -7,13 +8,18 @@ import gzip
 import io
 import sys
 from collections.abc import Iterator
+from datetime import tzinfo
 from pathlib import Path
-from typing import IO
+from typing import IO, TextIO
 
 import orjson
 
 from config.numbering import CHINA, NumberingPlan
 from streams.cdr import CDR, Reject, parse_record
+from streams.formats import Format
+from streams.formats.contract import Contract
+
+Located = tuple[int, CDR | Reject]  # (line number, 1-based; the record or why not)
 
 
 def open_text(path: str) -> IO[str]:
@@ -24,30 +30,70 @@ def open_text(path: str) -> IO[str]:
     return Path(path).open(encoding="utf-8-sig", errors="replace", newline="")
 
 
-def read_records(path: str, plan: NumberingPlan = CHINA) -> Iterator[CDR | Reject]:
-    """Yield every record of one file; the format is sniffed from the first non-blank character."""
+def read_records(
+    path: str,
+    plan: NumberingPlan = CHINA,
+    tz: tzinfo | None = None,
+    fmt: Format | None = None,
+) -> Iterator[CDR | Reject]:
+    """Yield every record of one file in file order."""
+    for _, rec in read_located(path, plan, tz, fmt):
+        yield rec
+
+
+def read_located(
+    path: str,
+    plan: NumberingPlan = CHINA,
+    tz: tzinfo | None = None,
+    fmt: Format | None = None,
+) -> Iterator[Located]:
+    """Every record of one file with its line number. The contract (the default) is sniffed
+    from the first non-blank character: ``[`` or ``{`` JSON Lines, else CSV."""
     with open_text(path) as fh:
         text = fh.read()
+    if fmt is None or isinstance(fmt, Contract):
+        yield from _contract(text, plan, tz)
+        return
+    for number, row in fmt.read_text(text):
+        yield number, row if isinstance(row, Reject) else parse_record(row, plan, tz)
+
+
+def _contract(text: str, plan: NumberingPlan, tz: tzinfo | None) -> Iterator[Located]:
     stripped = text.lstrip()
     if not stripped:
         return
     if stripped[0] in "[{":
-        yield from _jsonl(text, plan)
-    else:
-        yield from (parse_record(row, plan) for row in csv.DictReader(io.StringIO(text)))
+        yield from _jsonl(text, plan, tz)
+        return
+    reader = csv.DictReader(io.StringIO(text))
+    for row in reader:
+        yield reader.line_num, parse_record(row, plan, tz)
 
 
-def _jsonl(text: str, plan: NumberingPlan) -> Iterator[CDR | Reject]:
+def _jsonl(text: str, plan: NumberingPlan, tz: tzinfo | None) -> Iterator[Located]:
     # Only "\n" ends a line: JSON strings may hold U+2028 and friends unescaped.
-    for line in text.split("\n"):
+    for number, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
             doc = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            yield Reject("malformed_json", str(exc)[:120])
+            yield number, Reject("malformed_json", str(exc)[:120])
             continue
         if isinstance(doc, list):
-            yield from (parse_record(item, plan) for item in doc)
+            for item in doc:
+                yield number, parse_record(item, plan, tz)
         else:
-            yield parse_record(doc, plan)
+            yield number, parse_record(doc, plan, tz)
+
+
+class RejectLog:
+    """``--rejects FILE``: one line per rejected record, ``file:line reason: detail``. The
+    record itself is not copied (it holds callee numbers): the line number points into the
+    file the operator already has."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def write(self, path: str, line: int, reject: Reject) -> None:
+        self.out.write(f"{path}:{line} {reject.reason}: {reject.detail}\n")

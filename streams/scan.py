@@ -17,7 +17,8 @@ import orjson
 from streams.cdr import CDR, Reject
 from streams.complaints import Complaint, decode_complaints, record
 from streams.engine import Engine, Item, Outcome
-from streams.files import read_records
+from streams.files import RejectLog, read_located
+from streams.formats import Format
 from streams.observe import derived_obs
 
 SCAN_PARTITION = 0
@@ -48,6 +49,8 @@ async def scan(
     err: TextIO = sys.stderr,
     derived: Engine | None = None,
     complaints: str | None = None,
+    fmt: Format | None = None,
+    rejects: RejectLog | None = None,
 ) -> Counter[str]:
     """Write every alert as one JSON line to ``out``; return the summary counts."""
     started = time.perf_counter()
@@ -56,9 +59,11 @@ async def scan(
         await load_complaints(engine, complaints, totals)
     records: list[CDR] = []
     for path in paths:
-        for rec in read_records(path, engine.numbering):
+        for line, rec in read_located(path, engine.numbering, engine.tz, fmt):
             if isinstance(rec, Reject):
                 totals[f"rejected:{rec.reason}"] += 1
+                if rejects is not None:
+                    rejects.write(path, line, rec)
             else:
                 records.append(rec)
     totals["read"] = len(records) + sum(v for k, v in totals.items() if k.startswith("rejected"))
