@@ -323,5 +323,3 @@ def _text(value: object, name: str) -> str | None:
 def decimal_text(value: Decimal) -> str:
     """A Decimal as plain text (no exponent) for the contract's decimal fields."""
     return format(value, "f")
-
-

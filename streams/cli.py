@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _scan(args: argparse.Namespace, settings: Settings) -> int:
     from streams.factory import build_engines
-    from streams.files import RejectLog
+    from streams.files import RejectLog, open_rejects
     from streams.formats import from_cli
     from streams.scan import scan
 
@@ -124,7 +125,8 @@ def _scan(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"dialwatch scan: {exc}", file=sys.stderr)
         return 2
-    rejects = Path(args.rejects).open("w", encoding="utf-8") if args.rejects else None
+    stack = contextlib.ExitStack()
+    rejects = stack.enter_context(open_rejects(args.rejects)) if args.rejects else None
     settings = settings.with_(
         allowlist_file=args.allowlist or settings.allowlist_file,
         policy_file=args.config or settings.policy_file,
@@ -145,8 +147,7 @@ def _scan(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await engine.store.close()
             await derived.store.close()
-            if rejects is not None:
-                rejects.close()
+            stack.close()
 
     asyncio.run(run())
     return 0

@@ -87,6 +87,10 @@ def _jsonl(text: str, plan: NumberingPlan, tz: tzinfo | None) -> Iterator[Locate
             yield number, parse_record(doc, plan, tz)
 
 
+def open_rejects(path: str, append: bool = False) -> TextIO:
+    return Path(path).open("a" if append else "w", encoding="utf-8")
+
+
 class RejectLog:
     """``--rejects FILE``: one line per rejected record, ``file:line reason: detail``. The
     record itself is not copied (it holds callee numbers): the line number points into the

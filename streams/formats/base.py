@@ -28,6 +28,7 @@ class Format:
     # The switch writes a record when the call ends (long calls after later-starting short ones).
     call_end_order: ClassVar[bool] = False
     writable: ClassVar[bool] = True
+    may_have_header: ClassVar[bool] = False  # so a resumed reader re-reads the first line
 
     def has_header(self, first_line: str) -> bool:
         """Whether the file's first line names the columns."""

@@ -14,6 +14,7 @@ from streams.formats.base import Format, Row
 class Contract(Format):
     name: ClassVar[str] = "contract"
     kind: ClassVar[str] = "csv"  # or JSON, sniffed per file from its first character
+    may_have_header: ClassVar[bool] = True
 
     def has_header(self, first_line: str) -> bool:
         return not first_line.lstrip().startswith(("{", "["))

@@ -47,6 +47,7 @@ class CsvMap(Format):
     name: ClassVar[str] = "csv-map"
     kind: ClassVar[str] = "csv"
     writable: ClassVar[bool] = False
+    may_have_header: ClassVar[bool] = True
 
     def __init__(self, mapping: Mapping[str, str] | None = None) -> None:
         self.mapping = dict(mapping or {})
