@@ -175,11 +175,16 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, setting
             allowlist=args.allowlist,
             json_path=args.json,
         )
+    from streams.formats import FORMATS
+
+    if args.format not in FORMATS or not FORMATS[args.format].writable:
+        parser.error(f"evaluate: --format {args.format} cannot be written (README Formats)")
     spec = ev.BenchmarkSpec(
         seeds=tuple(args.seed or (1,)),
         subscribers=args.subscribers,
         hours=args.hours,
         scale=args.scale,
+        format=args.format,
     )
     from streams.tools.simulate import default_start
 

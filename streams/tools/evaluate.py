@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO
+from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -603,6 +604,7 @@ class BenchmarkSpec:
     subscribers: int = 20_000
     hours: float = 12.0
     scale: float = 1.0
+    format: str = "contract"  # the scenario is written in this format and scanned from it
 
 
 def parse_alerts(text: str) -> list[dict[str, Any]]:
@@ -616,21 +618,28 @@ def _throughput(totals: Counter[str]) -> Throughput:
 
 
 async def _replay(
-    settings: Settings, records: list[dict[str, object]], allowlist: Sequence[str]
+    settings: Settings,
+    records: list[dict[str, object]],
+    allowlist: Sequence[str],
+    fmt: str = "contract",
 ) -> tuple[list[dict[str, Any]], Throughput]:
     from streams.factory import build_engines
+    from streams.formats import get
     from streams.scan import scan
-    from streams.tools.simulate import write_jsonl
+    from streams.tools.simulate import write_format, write_jsonl
 
     with tempfile.TemporaryDirectory(prefix="dialwatch-evaluate-") as tmp:
         cdrs, listed = Path(tmp, "cdrs.jsonl"), Path(tmp, "allowlist.txt")
-        write_jsonl(cdrs, records)
+        if fmt == "contract":
+            write_jsonl(cdrs, records)
+        else:
+            write_format(cdrs, records, fmt, ZoneInfo(settings.timezone))
         listed.write_text("".join(f"{n}\n" for n in allowlist), encoding="utf-8")
         # Both stages, over memory, exactly as ``dialwatch scan`` wires them.
         engine, derived = build_engines(settings.with_(allowlist_file=listed, redis=None), None)
         out, err = io.StringIO(), io.StringIO()
         try:
-            totals = await scan(engine, [str(cdrs)], out, err, derived=derived)
+            totals = await scan(engine, [str(cdrs)], out, err, derived=derived, fmt=get(fmt))
         finally:
             await engine.store.close()
             await derived.store.close()
@@ -646,7 +655,7 @@ async def run_seed(settings: Settings, spec: BenchmarkSpec, seed: int, start: da
             start=start, seed=seed, subscribers=spec.subscribers, hours=spec.hours, scale=spec.scale
         )
     )
-    alerts, throughput = await _replay(settings, scenario.records, scenario.allowlist)
+    alerts, throughput = await _replay(settings, scenario.records, scenario.allowlist, spec.format)
     report = evaluate(
         scenario.records,
         scenario.labels,
