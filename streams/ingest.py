@@ -29,6 +29,7 @@ from typing import IO, TextIO, cast
 from zoneinfo import ZoneInfo
 
 import orjson
+from kafka.errors import KafkaError  # type: ignore[import-untyped, unused-ignore]
 
 from config.numbering import NumberingPlan, plan_from_setting
 from config.settings import Settings
@@ -234,7 +235,7 @@ class Publisher:
     as the worker expects), sent and flushed per batch."""
 
     def __init__(self, settings: Settings) -> None:
-        from kafka import KafkaProducer  # type: ignore[import-untyped, unused-ignore]
+        from kafka import KafkaProducer
 
         from streams.security import kafka_python_kwargs
 
@@ -381,6 +382,13 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
         stack.close()
         print(f"dialwatch ingest: cannot reach Kafka at {settings.kafka}: {exc}", file=sys.stderr)
         return 1
+    if fmt.call_end_order and args.follow:
+        print(
+            f"ingest: {fmt.name} writes a record when its call ends: a call longer than"
+            f" DIALWATCH_ALLOWED_LATENESS_S ({settings.allowed_lateness_s} s) reaches the worker"
+            " too late (README Ingest)",
+            file=sys.stderr,
+        )
     try:
         for path in paths:
             state = args.state
@@ -388,11 +396,24 @@ def run_ingest(args: argparse.Namespace, settings: Settings) -> int:
                 state = path.with_name(path.name + STATE_SUFFIX)
             while args.follow and not path.exists():
                 time.sleep(POLL_S)
-            source = Source(path, fmt, state, args.follow)
+            try:
+                source = Source(path, fmt, state, args.follow)
+            except (ValueError, OSError) as exc:
+                print(f"dialwatch ingest: {exc}", file=sys.stderr)
+                return 2
             try:
                 ship(source, publisher, plan, tz, args.batch, totals, progress, rejects)
             finally:
                 source.close()
+    except KafkaError as exc:
+        print(
+            f"dialwatch ingest: publishing to {settings.cdr_topic} failed ({exc}); the position"
+            " saved is the last confirmed one: run the same command again",
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt:
+        return 130
     finally:
         publisher.close()
         stack.close()
