@@ -155,6 +155,7 @@ class Source:
     def _decide(self, first_line: str) -> bool:
         """Whether ``first_line`` (the file's first non-blank line) is its header."""
         self._decided = True
+        first_line = first_line.lstrip("\ufeff")
         if self.fmt.has_header(first_line):
             self.header = [c.strip() for c in next(csv.reader([first_line]), [])]
             return True
