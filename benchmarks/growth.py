@@ -82,6 +82,7 @@ from benchmarks.throughput import (
     run_worker,
     services,
 )
+from config.numbering import plan_from_setting
 from config.settings import Settings
 from streams.cdr import CDR, parse_records
 from streams.engine import Engine
@@ -185,8 +186,9 @@ def cdr_growth(
 ) -> tuple[Stage, Stage]:
     t = time.perf_counter()
     records, allowlist_numbers = make_records(n, settings)
-    cdrs = [r for r in parse_records(records) if isinstance(r, CDR)]
-    expect_derived = len(derived_obs(cdrs, settings.international_trunks))
+    plan = plan_from_setting(settings.numbering_plan)
+    cdrs = [r for r in parse_records(records, plan) if isinstance(r, CDR)]
+    expect_derived = len(derived_obs(cdrs, settings.international_trunks, 0, plan))
     del cdrs
     print(
         f"A. {len(records):,} scenario records ({expect_derived:,} derived observations) "

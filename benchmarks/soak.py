@@ -62,6 +62,7 @@ import redis as redis_py
 from kafka import KafkaProducer  # type: ignore[import-untyped, unused-ignore]
 
 from benchmarks.throughput import WorkerRun, _tail, flow_started, machine, services
+from config.numbering import CHINA
 from config.settings import Settings
 from streams.cdr import CDR, parse_record
 from streams.engine import CALLER_KINDS, store_key
@@ -110,7 +111,7 @@ def window_ttls_ms(settings: Settings) -> tuple[int, int]:
 
 
 def parsed(record: Mapping[str, object]) -> CDR:
-    cdr = parse_record(record)
+    cdr = parse_record(record, CHINA)
     if not isinstance(cdr, CDR):
         raise ValueError(f"the simulator wrote an invalid record: {cdr.reason}")
     return cdr
@@ -118,7 +119,7 @@ def parsed(record: Mapping[str, object]) -> CDR:
 
 def subject_keys(cdr: CDR, trunks: tuple[str, ...]) -> tuple[str, ...]:
     """The store keys of the subjects one CDR is an observation of (both stages)."""
-    observations = [caller_obs(cdr, trunks), *derived_obs([cdr], trunks)]
+    observations = [caller_obs(cdr, trunks, CHINA), *derived_obs([cdr], trunks, 0, CHINA)]
     return tuple(store_key(o.kind, o.subject) for o in observations if o is not None)
 
 

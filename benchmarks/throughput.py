@@ -63,6 +63,7 @@ from typing import Any
 import orjson
 
 from benchmarks.floors import peak_rss_kb
+from config.numbering import plan_from_setting
 from config.settings import Settings
 from streams.cdr import CDR, parse_records
 from streams.observe import derived_obs
@@ -875,8 +876,9 @@ def main(argv: list[str] | None = None) -> int:
 
     t = time.perf_counter()
     records, allowlist_numbers = make_records(args.cdrs, settings)
-    cdrs = [r for r in parse_records(records) if isinstance(r, CDR)]
-    expect_derived = len(derived_obs(cdrs, settings.international_trunks))
+    plan = plan_from_setting(settings.numbering_plan)
+    cdrs = [r for r in parse_records(records, plan) if isinstance(r, CDR)]
+    expect_derived = len(derived_obs(cdrs, settings.international_trunks, 0, plan))
     report["records"] = len(records)
     report["derived_observations"] = expect_derived
     print(

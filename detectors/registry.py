@@ -1,11 +1,16 @@
-"""Detectors register here by name; the engine runs every registered detector in policy."""
+"""Detectors register here by name, with the subject kind they read and the conditions their
+policy levels may use; :func:`check_policy` holds a loaded policy to that vocabulary.
+
+This module imports no detector (``detectors.catalogue`` does), so a detector may import it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
-from config.policy import DetectorPolicy
+from config.policy import DetectorPolicy, Policy
+from detectors.levels import Conditions
 from detectors.snapshot import KINDS, Finding, WindowSnapshot
 
 DetectorFn = Callable[[WindowSnapshot, DetectorPolicy], Finding | None]
@@ -19,35 +24,45 @@ class Detector:
     # Monotone detectors fire only when some window's calls reach a threshold, so the engine
     # may skip a subject whose calls cannot reach the lowest threshold even if all counted.
     monotone: bool
+    conditions: Conditions  # condition name -> predicate, the names its levels may use
 
 
 DETECTORS: dict[str, Detector] = {}
 
 
-def register(name: str, *, kind: str, monotone: bool = True) -> Callable[[DetectorFn], DetectorFn]:
+def register(
+    name: str,
+    *,
+    kind: str,
+    conditions: Conditions = MappingProxyType({}),
+    monotone: bool = True,
+) -> Callable[[DetectorFn], DetectorFn]:
     if kind not in KINDS:
         raise ValueError(f"detector {name!r}: unknown subject kind {kind!r}")
 
     def wrap(fn: DetectorFn) -> DetectorFn:
         if name in DETECTORS:
             raise ValueError(f"detector {name!r} registered twice")
-        DETECTORS[name] = Detector(name, fn, kind, monotone)
+        DETECTORS[name] = Detector(name, fn, kind, monotone, MappingProxyType(dict(conditions)))
         return fn
 
     return wrap
 
 
-def load_all() -> dict[str, Detector]:
-    """Import every detector module so its ``@register`` runs."""
-    from detectors import (  # noqa: F401
-        bulk_dialling,
-        call_bombing,
-        coordinated_block,
-        one_ring,
-        quota_dialling,
-        robocall,
-        sequential_dialling,
-        spoofed_identity,
-    )
-
-    return DETECTORS
+def check_policy(policy: Policy, detectors: Mapping[str, Detector]) -> None:
+    """Refuse a policy that names a detector not registered, or gives a level a condition its
+    detector does not know, naming the policy's file and the field."""
+    unknown = sorted(set(policy.detectors) - set(detectors))
+    if unknown:
+        raise ValueError(
+            f"{policy.source}: unknown detector(s) {unknown}; known: {tuple(sorted(detectors))}"
+        )
+    for name, dp in policy.detectors.items():
+        known = detectors[name].conditions
+        for level in dp.levels:
+            for cond in level.conditions:
+                if cond not in known:
+                    raise ValueError(
+                        f"{policy.source}: {name}: unknown condition {cond!r}; "
+                        f"known: {tuple(known)}"
+                    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from config.numbering import CHINA, NumberingPlan, is_emergency, normalise
+from config.numbering import NumberingPlan, is_emergency, normalise
 
 
 def shared_key(key_prefix: str) -> str:
@@ -20,7 +20,7 @@ def shared_key(key_prefix: str) -> str:
 
 
 class Allowlist:
-    def __init__(self, path: Path | None = None, plan: NumberingPlan = CHINA) -> None:
+    def __init__(self, path: Path | None, plan: NumberingPlan) -> None:
         self.path = path
         self.plan = plan
         self._from_file: frozenset[str] = frozenset()

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from config.numbering import CHINA, NumberingPlan, normalise
+from config.numbering import NumberingPlan, normalise
 
 MAX_ID_LEN = 128
 MAX_TEXT_LEN = 64
@@ -79,9 +79,7 @@ _SECONDS = re.compile(r"\d{1,6}(?:\.\d{1,9})?")
 _CLOCK = re.compile(r"(?:(\d{1,2}):)?(\d{1,2}):(\d{2}(?:\.\d{1,9})?)")
 
 
-def parse_record(
-    obj: object, plan: NumberingPlan = CHINA, tz: tzinfo | None = None
-) -> CDR | Reject:
+def parse_record(obj: object, plan: NumberingPlan, tz: tzinfo | None = None) -> CDR | Reject:
     """Validate one decoded record (a JSON object or a CSV row dict). ``tz`` reads a
     start_time without a UTC offset (settings.timezone); without it such a time is rejected."""
     if not isinstance(obj, Mapping):
@@ -93,7 +91,7 @@ def parse_record(
 
 
 def decode_message(
-    value: bytes | None, plan: NumberingPlan = CHINA, tz: tzinfo | None = None
+    value: bytes | None, plan: NumberingPlan, tz: tzinfo | None = None
 ) -> list[CDR | Reject]:
     """Decode one Kafka message value: a JSON object or a JSON array of objects."""
     if value is None:
@@ -110,7 +108,7 @@ def decode_message(
 
 
 def parse_records(
-    objs: Iterable[object], plan: NumberingPlan = CHINA, tz: tzinfo | None = None
+    objs: Iterable[object], plan: NumberingPlan, tz: tzinfo | None = None
 ) -> list[CDR | Reject]:
     return [parse_record(o, plan, tz) for o in objs]
 

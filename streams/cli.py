@@ -191,18 +191,27 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, setting
     return ev.run_benchmark(settings, spec, default_start(settings), json_path=args.json)
 
 
+def allowlist_entries(numbers: list[str], settings: Settings) -> list[str] | None:
+    """The numbers as the worker normalises callers (the configured plan), so an entry
+    matches; None when one of them is not a phone number."""
+    from config.numbering import normalise, plan_from_setting
+
+    plan = plan_from_setting(settings.numbering_plan)
+    normalised = [normalise(n, plan) for n in numbers]
+    entries = [n for n in normalised if n is not None]
+    return entries if len(entries) == len(normalised) else None
+
+
 def _allowlist(args: argparse.Namespace, settings: Settings) -> int:
     """Edit the Redis set every worker merges into its allowlist within allowlist_refresh_s."""
-    from config.numbering import normalise
     from streams.allowlist import shared_key
     from streams.security import redis_client
 
     if not settings.redis:
         print("dialwatch allowlist: set DIALWATCH_REDIS", file=sys.stderr)
         return 2
-    normalised = [normalise(n) for n in args.numbers]
-    numbers = [n for n in normalised if n is not None]
-    if len(numbers) != len(normalised):
+    numbers = allowlist_entries(args.numbers, settings)
+    if numbers is None:
         print("dialwatch allowlist: not a phone number among the arguments", file=sys.stderr)
         return 2
     key = shared_key(settings.key_prefix)

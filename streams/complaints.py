@@ -17,7 +17,7 @@ from typing import Protocol
 
 import orjson
 
-from config.numbering import CHINA, NumberingPlan, normalise
+from config.numbering import NumberingPlan, normalise
 from streams.cdr import MAX_ID_LEN, MAX_MESSAGE_BYTES, Reject, parse_start_ms
 
 CATEGORIES = (
@@ -42,7 +42,7 @@ class Complaint:
         return int.from_bytes(hashlib.blake2b(self.complaint_id.encode(), digest_size=6).digest())
 
 
-def parse_complaint(obj: object, plan: NumberingPlan = CHINA) -> Complaint | Reject:
+def parse_complaint(obj: object, plan: NumberingPlan) -> Complaint | Reject:
     if not isinstance(obj, Mapping):
         return Reject("not_an_object", "a complaint is a JSON object")
     cid = obj.get("complaint_id")
@@ -61,7 +61,7 @@ def parse_complaint(obj: object, plan: NumberingPlan = CHINA) -> Complaint | Rej
     return Complaint(cid, number, str(category), reported)
 
 
-def decode_complaints(value: bytes | None, plan: NumberingPlan = CHINA) -> list[Complaint | Reject]:
+def decode_complaints(value: bytes | None, plan: NumberingPlan) -> list[Complaint | Reject]:
     """One Kafka message: a complaint object or an array of them."""
     if not value:
         return [Reject("malformed_json", "empty message")]

@@ -15,22 +15,24 @@ from __future__ import annotations
 
 import hashlib
 import time
-import zlib
 from bisect import bisect_left, insort
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Container, Sequence
+from collections.abc import Callable, Collection, Container, Sequence
 from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
 
 import orjson
 
-from config.numbering import CHINA, NumberingPlan, classify
+from config.numbering import classify, plan_from_setting
 from config.policy import SEVERITIES, DetectorPolicy, Policy
 from config.settings import Settings
 from detectors.alerts import Alert, clear_alert, episode_id, raise_alert
+from detectors.catalogue import load_all
+from detectors.features import call_features
 from detectors.levels import scaled
 from detectors.pseudonym import pseudonym
-from detectors.registry import Detector, load_all
+from detectors.registry import Detector, check_policy
+from detectors.selection import kind_plan
 from detectors.snapshot import N_FEATURES, Finding, Tally, WindowSnapshot
 from detectors.windows import (
     WindowSpec,
@@ -44,6 +46,7 @@ from streams.complaints import Reports
 from streams.complaints import active as complaint_reports
 from streams.observe import UNASSERTED, Obs, caller_obs
 from streams.state.base import Changes, Episode, NumberState, PartitionMeta, Store
+from streams.state.blob import episodes_blob, from_blobs, windows_blob
 
 # (message offset, record). A CDR is read as its caller's observation (streams.observe);
 # None advances the offset with nothing for this stage (a spoofed call seen by stage 1).
@@ -51,7 +54,6 @@ Item = tuple[int, CDR | Obs | Reject | None]
 
 CALLER_KINDS = frozenset({"number"})
 DERIVED_KINDS = frozenset({"callee", "block", "trunk"})
-UNALLOCATED = 1  # Q.850 cause 1
 MAX_PEERS = 512  # counterparts remembered per subject, newest kept
 # A subject's state stays bounded however many calls it makes. Duplicate ids are recognised
 # among its newest MAX_SEEN calls within the lateness horizon (a number making more than that
@@ -83,6 +85,18 @@ class Outcome:
         return Counter(r.reason for _, r in self.rejects)
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch detected but not yet written (``Engine.prepare``): its outcome, and the fenced
+    write that applies it, which ``Engine.commit`` makes. ``changes`` is None when the batch
+    held nothing new (every offset already applied): there is nothing to write."""
+
+    partition: int
+    outcome: Outcome
+    expected_offset: int  # the stored offset the batch was computed from (the write's fence)
+    changes: Changes | None
+
+
 def id_hash(cdr_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(cdr_id.encode(), digest_size=8).digest()) >> 1
 
@@ -97,36 +111,16 @@ def split_key(key: str) -> tuple[str, str]:
 
 
 @dataclass(frozen=True, slots=True)
-class _KindPlan:
-    """What the engine needs per subject kind: its detectors, windows and lowest thresholds."""
+class Subject:
+    """One subject as the engine's steps name it: what it is and how its thresholds scale."""
 
-    detectors: tuple[tuple[Detector, DetectorPolicy], ...]
-    specs: tuple[WindowSpec, ...]
-    peer_spec: WindowSpec | None
-    min_short: float
-    min_long: float
-    always: bool  # a non-monotone detector: evaluate every record
-    # detector -> its most severe level, for detectors without members: once an episode is
-    # open at that severity, nothing more can be raised by it until the episode closes.
-    top: dict[str, str]
-    classes: dict[str, frozenset[str]]  # detector -> number classes it applies to (empty: all)
-    needs: dict[str, frozenset[str]]  # detector -> window names its levels read
-
-    def active(
-        self, number_class: str, episodes: dict[str, Episode]
-    ) -> list[tuple[Detector, DetectorPolicy]]:
-        """The detectors that could still raise something for this subject."""
-        out = []
-        for detector, dp in self.detectors:
-            classes = self.classes[detector.name]
-            if classes and number_class not in classes:
-                continue
-            top = self.top.get(detector.name)
-            ep = episodes.get(detector.name)
-            if top is not None and ep is not None and ep.severity == top:
-                continue
-            out.append((detector, dp))
-        return out
+    kind: str  # detectors.snapshot.KINDS
+    subject: str  # normalised number, callee, block prefix or trunk id
+    key: str  # its store key (store_key)
+    number_class: str
+    # The factor on every call threshold: the class's, times the complaint factor when the
+    # record being evaluated has a report in the horizon.
+    factor: float
 
 
 class Engine:
@@ -140,7 +134,6 @@ class Engine:
         kinds: Collection[str] = CALLER_KINDS,
         sources: int = 1,
         outbox: bool = False,
-        plan: NumberingPlan = CHINA,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -154,7 +147,7 @@ class Engine:
         self.sources = sources
         # Write each batch's alerts with its state, until confirmed published (the worker).
         self.outbox = outbox
-        self.numbering = plan  # the numbering plan (config.numbering)
+        self.numbering = plan_from_setting(settings.numbering_plan)
         self.tz = ZoneInfo(settings.timezone)
         self.pseudonym_key = settings.pseudonym_key.encode()
         self.trunks = settings.international_trunks
@@ -168,10 +161,8 @@ class Engine:
             )
         }
         registry = load_all()
-        unknown = set(policy.detectors) - set(registry)
-        if unknown:
-            raise ValueError(f"policy names unknown detectors: {sorted(unknown)}")
-        self.plans = {kind: self._plan(kind, registry) for kind in self.kinds}
+        check_policy(policy, registry)
+        self.plans = {kind: kind_plan(kind, policy, registry, self.specs) for kind in self.kinds}
         used = [s for plan in self.plans.values() for s in plan.specs]
         self.short_ms = settings.bucket_s * 1000
         self.long_ms = settings.long_bucket_s * 1000
@@ -181,50 +172,7 @@ class Engine:
         self.lateness_ms = settings.allowed_lateness_s * 1000
         self.quiet_ms = settings.episode_quiet_s * 1000
         self.skew_ms = settings.max_future_skew_s * 1000
-        self.short_call_s = policy.features.short_call_s
-        self.max_stride = policy.features.max_stride
-        self.ring_size = policy.features.recent_counterparts
         self._meta: dict[int, PartitionMeta] = {}
-
-    def _plan(self, kind: str, registry: dict[str, Detector]) -> _KindPlan:
-        detectors = tuple(
-            (registry[name], dp)
-            for name, dp in self.policy.detectors.items()
-            if registry[name].kind == kind
-        )
-        names = {w for _, dp in detectors for lv in dp.levels for w in lv.thresholds}
-        peer = self.policy.features.peer_windows.get(kind)
-        if peer is not None:
-            names.add(peer)
-        low = {False: float("inf"), True: float("inf")}
-        for _, dp in detectors:
-            for level in dp.levels:
-                for window, limit in level.thresholds.items():
-                    is_long = self.specs[window].long
-                    low[is_long] = min(low[is_long], limit)
-        return _KindPlan(
-            detectors=detectors,
-            specs=tuple(s for n, s in self.specs.items() if n in names),
-            peer_spec=self.specs[peer] if peer is not None else None,
-            min_short=low[False],
-            min_long=low[True],
-            always=any(not d.monotone for d, _ in detectors),
-            top={
-                d.name: dp.levels[0].severity
-                for d, dp in detectors
-                if dp.levels and "member_min_calls" not in dp.params
-            },
-            classes={
-                d.name: frozenset()
-                if any(not lv.classes for lv in dp.levels)
-                else frozenset(c for lv in dp.levels for c in lv.classes)
-                for d, dp in detectors
-            },
-            needs={
-                d.name: frozenset(w for lv in dp.levels for w in lv.thresholds)
-                for d, dp in detectors
-            },
-        )
 
     def window_ttl_ms(self) -> int:
         return (
@@ -245,15 +193,17 @@ class Engine:
             meta = self._meta[partition] = await self.store.load_meta(partition)
         return meta
 
-    async def process(
-        self,
-        partition: int,
-        items: Sequence[Item],
-        before_write: Callable[[Outcome], Awaitable[None]] | None = None,
-    ) -> Outcome:
-        """Apply a partition's batch: one store read, one fenced store write. ``before_write``
-        runs with the outcome after the detectors and before the write (the worker forwards
-        stage 1's admitted CDRs to stage 2 there, so a crash in between replays them)."""
+    async def process(self, partition: int, items: Sequence[Item]) -> Outcome:
+        """Apply a partition's batch: one store read, one fenced store write (``prepare``
+        then ``commit``, with nothing in between)."""
+        return await self.commit(await self.prepare(partition, items))
+
+    async def prepare(self, partition: int, items: Sequence[Item]) -> Prepared:
+        """Admit a partition's batch and run the detectors over it: one store read, no write.
+
+        The driver may act on the outcome before ``commit`` writes it: the worker forwards
+        stage 1's admitted CDRs to stage 2 there, so a crash in between replays them.
+        """
         out = Outcome()
         meta = await self.meta(partition)
         now_ms = self.clock_ms()
@@ -294,7 +244,7 @@ class Engine:
                     sources[src] = rec.start_ms
                 by_key.setdefault(store_key(rec.kind, rec.subject), []).append(rec)
         if last_offset == meta.offset:
-            return out
+            return Prepared(partition, out, meta.offset, None)
         # A derived partition has seen everything up to its slowest source's progress.
         if not sources:
             front = newest
@@ -309,27 +259,31 @@ class Engine:
             PartitionMeta(last_offset, newest, tuple(sorted(sources.items()))), {}, {}
         )
         for key, records in by_key.items():
-            state = NumberState.from_blobs(read.windows.get(key), read.episodes.get(key))
+            state = from_blobs(read.windows.get(key), read.episodes.get(key))
             had_episodes = bool(state.episodes)
             self._apply(key, state, records, now_ms, out, read.complaints.get(key))
             self._close_if_quiet(key, state, watermark, now_ms, out)
             self._prune(state, watermark)
-            changes.windows[key] = state.windows_blob()
+            changes.windows[key] = windows_blob(state)
             if had_episodes or state.episodes:
                 close_at = state.newest_ms + self.quiet_ms if state.episodes else None
-                changes.episodes[key] = (state.episodes_blob(), close_at)
+                changes.episodes[key] = (episodes_blob(state), close_at)
         for key, (blob, close_at) in read.due.items():
-            state = NumberState.from_blobs(None, blob)
+            state = from_blobs(None, blob)
             state.newest_ms = close_at - self.quiet_ms
             self._close_if_quiet(key, state, watermark, now_ms, out)
-            changes.episodes[key] = (state.episodes_blob(), close_at if state.episodes else None)
+            changes.episodes[key] = (episodes_blob(state), close_at if state.episodes else None)
         if self.outbox:
             changes.outbox = {a.alert_id: orjson.dumps(a.to_dict(self.tz)) for a in out.alerts}
-        if before_write is not None:
-            await before_write(out)
-        await self.store.write(partition, meta.offset, changes)
-        self._meta[partition] = changes.meta
-        return out
+        return Prepared(partition, out, meta.offset, changes)
+
+    async def commit(self, prepared: Prepared) -> Outcome:
+        """Make a prepared batch's fenced write; StaleOffset when the stored offset moved since
+        ``prepare`` read it. Returns the batch's outcome."""
+        if prepared.changes is not None:
+            await self.store.write(prepared.partition, prepared.expected_offset, prepared.changes)
+            self._meta[prepared.partition] = prepared.changes.meta
+        return prepared.outcome
 
     def number_class(self, kind: str, subject: str) -> str:
         if kind == "trunk":
@@ -346,6 +300,11 @@ class Engine:
             return subject + "x" * 2
         return subject
 
+    def subject_of(self, key: str) -> Subject:
+        kind, subject = split_key(key)
+        number_class = self.number_class(kind, subject)
+        return Subject(kind, subject, key, number_class, self.policy.factor(number_class))
+
     def _apply(
         self,
         key: str,
@@ -355,11 +314,15 @@ class Engine:
         out: Outcome,
         complaints: bytes | None = None,
     ) -> None:
-        kind, subject = split_key(key)
-        plan = self.plans[kind]
-        number_class = self.number_class(kind, subject)
-        factor = self.policy.factor(number_class)
-        gate = factor * (self.policy.complaints.factor if complaints else 1.0)
+        subj = self.subject_of(key)
+        plan = self.plans[subj.kind]
+        # The same subject with its thresholds tightened, for records with a report in horizon.
+        reported = (
+            replace(subj, factor=subj.factor * self.policy.complaints.factor)
+            if complaints
+            else subj
+        )
+        gate = reported.factor
         could_fire = plan.always or (
             sum(v[0] for v in state.short.values()) + len(records)
             >= scaled(int(min(plan.min_short, 1e9)), gate)
@@ -367,6 +330,7 @@ class Engine:
             >= scaled(int(min(plan.min_long, 1e9)), gate)
         )
         seen, short, long, ring = state.seen, state.short, state.long, state.ring
+        rules = self.policy.features
         cache: WindowCache = {}  # this subject's in-order window sums, kept up to date below
         keep_peers = plan.peer_spec is not None
         for obs in records:
@@ -376,9 +340,14 @@ class Engine:
                 continue
             start = obs.start_ms
             if state.episodes and start >= state.newest_ms + self.quiet_ms:
-                self._close(key, state, state.newest_ms + self.quiet_ms, now_ms, out)
+                self._close(subj, state, state.newest_ms + self.quiet_ms, now_ms, out)
             seen[h] = start
-            inc = self._features(state, obs, ring)
+            other = obs.other
+            inc = call_features(
+                rules, obs.answered, obs.duration_s, obs.cause, other, state.last_other, ring
+            )
+            if other:
+                state.last_other = other
             for buckets, width in ((short, self.short_ms), (long, self.long_ms)):
                 vector = buckets.get(start // width)
                 if vector is None:
@@ -390,67 +359,23 @@ class Engine:
                 if end - spec.n_buckets < start // (spec.bucket_s * 1000) <= end:
                     for i, v in enumerate(inc):
                         total[i] += v
-            if keep_peers and obs.other:
-                insort(state.peers.setdefault(obs.other, []), start // 1000)
+            if keep_peers and other:
+                insort(state.peers.setdefault(other, []), start // 1000)
             if start > state.newest_ms:
                 state.newest_ms = start
             out.accepted += 1
             if could_fire:
-                active = plan.active(number_class, state.episodes)
+                active = plan.active(subj.number_class, state.episodes)
                 if active:
                     reports = complaint_reports(
                         complaints, start, self.policy.complaints.horizon_s * 1000
                     )
-                    self._evaluate(
-                        kind,
-                        subject,
-                        number_class,
-                        factor * (self.policy.complaints.factor if reports.count else 1.0),
-                        state,
-                        active,
-                        start,
-                        now_ms,
-                        out,
-                        reports,
-                        cache,
-                    )
-
-    def _features(self, state: NumberState, obs: Obs, ring: list[int]) -> list[int]:
-        answered = obs.answered
-        inc = [
-            1,
-            1 if answered else 0,
-            1 if answered and obs.duration_s <= self.short_call_s else 0,
-            1 if obs.cause == UNALLOCATED else 0,
-            0,
-            0,
-        ]
-        other = obs.other
-        if other:
-            h = zlib.crc32(other.encode()) & 0xFFFF
-            if h in ring:
-                inc[4] = 1
-            ring.append(h)
-            if len(ring) > self.ring_size:
-                del ring[0]
-            last = state.last_other
-            if (
-                last
-                and len(last) == len(other)
-                and last.isdigit()
-                and other.isdigit()
-                and 0 < abs(int(other) - int(last)) <= self.max_stride
-            ):
-                inc[5] = 1
-            state.last_other = other
-        return inc
+                    target = reported if reports.count else subj
+                    self._evaluate(target, state, active, start, now_ms, out, reports, cache)
 
     def snapshot(
         self,
-        kind: str,
-        subject: str,
-        number_class: str,
-        factor: float,
+        subj: Subject,
         state: NumberState,
         needs: Collection[str] | None = None,
         at_ms: int | None = None,
@@ -458,7 +383,7 @@ class Engine:
     ) -> WindowSnapshot:
         """The subject's windows that contain ``at_ms`` (default: its newest call), each the
         busiest such window (detectors.windows.busiest_window_end)."""
-        plan = self.plans[kind]
+        plan = self.plans[subj.kind]
         at_ms = state.newest_ms if at_ms is None else at_ms
         windows = {}
         for spec in plan.specs:
@@ -480,7 +405,9 @@ class Engine:
                 n = bisect_left(times, until_s) - bisect_left(times, since_s)
                 if n:
                     peers[other] = n
-        return WindowSnapshot(subject, kind, number_class, at_ms, windows, peers, factor)
+        return WindowSnapshot(
+            subj.subject, subj.kind, subj.number_class, at_ms, windows, peers, subj.factor
+        )
 
     def _window(
         self, state: NumberState, spec: WindowSpec, at_ms: int, cache: WindowCache | None = None
@@ -502,10 +429,7 @@ class Engine:
 
     def _evaluate(
         self,
-        kind: str,
-        subject: str,
-        number_class: str,
-        factor: float,
+        subj: Subject,
         state: NumberState,
         active: list[tuple[Detector, DetectorPolicy]],
         event_ms: int,
@@ -514,9 +438,9 @@ class Engine:
         reports: Reports = NO_REPORTS,
         cache: WindowCache | None = None,
     ) -> None:
-        plan = self.plans[kind]
+        plan = self.plans[subj.kind]
         needs = {w for d, _ in active for w in plan.needs[d.name]}
-        snap = self.snapshot(kind, subject, number_class, factor, state, needs, event_ms, cache)
+        snap = self.snapshot(subj, state, needs, event_ms, cache)
         for detector, dpolicy in active:
             finding = detector.fn(snap, dpolicy)
             if finding is None:
@@ -531,21 +455,18 @@ class Engine:
                         f"{reports.count} complaint report(s), latest: {reports.category}",
                     ),
                 )
-            self._raise(
-                kind, subject, number_class, detector.name, finding, state, event_ms, now_ms, out
-            )
+            self._raise(subj, detector.name, finding, state, event_ms, now_ms, out)
             for member in finding.members:
                 if member.startswith(UNASSERTED):
                     continue  # a spoofed identity is never intercepted
+                calls = snap.peers.get(member, 0)
                 self._raise_member(
-                    member, detector.name, finding, snap, state, event_ms, now_ms, out
+                    member, calls, detector.name, finding, state, event_ms, now_ms, out
                 )
 
     def _raise(
         self,
-        kind: str,
-        subject: str,
-        number_class: str,
+        subj: Subject,
         name: str,
         finding: Finding,
         state: NumberState,
@@ -562,33 +483,34 @@ class Engine:
             escalated = True
         else:
             return
-        shown = self.display(kind, subject)
+        shown = self.display(subj.kind, subj.subject)
         out.alerts.append(
             raise_alert(
                 finding,
                 number=shown,
-                number_class=number_class,
+                number_class=subj.number_class,
                 episode=episode_id(shown, name, episode.opened_ms),
                 escalated=escalated,
                 event_ms=event_ms,
                 detected_at_ms=now_ms,
                 policy_version=self.policy.version,
-                allowlisted=kind == "number" and subject in self.allowlist,
-                subject=kind,
+                allowlisted=subj.kind == "number" and subj.subject in self.allowlist,
+                subject=subj.kind,
             )
         )
 
     def _raise_member(
         self,
         member: str,
+        calls: int,
         name: str,
         finding: Finding,
-        snap: WindowSnapshot,
         state: NumberState,
         event_ms: int,
         now_ms: int,
         out: Outcome,
     ) -> None:
+        """A member (``calls`` in the peer window) gets its own episode, as a number."""
         ep_key = f"{name}{_MEMBER}{member}"
         if ep_key in state.episodes:
             return
@@ -605,7 +527,7 @@ class Engine:
                 policy_version=self.policy.version,
                 allowlisted=member in self.allowlist,
                 action=finding.member_action,
-                evidence={**finding.evidence, "member_calls": snap.peers.get(member, 0)},
+                evidence={**finding.evidence, "member_calls": calls},
             )
         )
 
@@ -614,20 +536,19 @@ class Engine:
     ) -> None:
         close_at = state.newest_ms + self.quiet_ms
         if state.episodes and close_at <= watermark:
-            self._close(key, state, close_at, now_ms, out)
+            self._close(self.subject_of(key), state, close_at, now_ms, out)
 
     def _close(
-        self, key: str, state: NumberState, close_at: int, now_ms: int, out: Outcome
+        self, subj: Subject, state: NumberState, close_at: int, now_ms: int, out: Outcome
     ) -> None:
-        kind, subject = split_key(key)
         for ep_key, episode in sorted(state.episodes.items()):
             name, sep, member = ep_key.partition(_MEMBER)
             if sep:
                 shown, shown_kind = member, "number"
                 number_class = str(classify(member, self.numbering))
             else:
-                shown, shown_kind = self.display(kind, subject), kind
-                number_class = self.number_class(kind, subject)
+                shown, shown_kind = self.display(subj.kind, subj.subject), subj.kind
+                number_class = subj.number_class
             dpolicy = self.policy.detectors.get(name)
             out.alerts.append(
                 clear_alert(

@@ -32,9 +32,8 @@ def build_engine(
 ) -> Engine:
     """An engine over Redis when a URL is given (or configured), else over memory."""
     policy = load_policy(settings.policy_file)
-    plan = plan_from_setting(settings.numbering_plan)
     if allowlist is None:
-        allowlist = Allowlist(settings.allowlist_file, plan)
+        allowlist = Allowlist(settings.allowlist_file, plan_from_setting(settings.numbering_plan))
     url = redis_url or settings.redis
     store: Store = MemoryStore()
     engine = Engine(
@@ -45,7 +44,6 @@ def build_engine(
         kinds=kinds,
         sources=sources,
         outbox=outbox,
-        plan=plan,
     )
     if url:
         engine.store = RedisStore(

@@ -14,7 +14,7 @@ from typing import IO, TextIO
 
 import orjson
 
-from config.numbering import CHINA, NumberingPlan
+from config.numbering import NumberingPlan
 from streams.cdr import CDR, Reject, parse_record
 from streams.formats import Format
 from streams.formats.contract import Contract
@@ -32,7 +32,7 @@ def open_text(path: str) -> IO[str]:
 
 def read_records(
     path: str,
-    plan: NumberingPlan = CHINA,
+    plan: NumberingPlan,
     tz: tzinfo | None = None,
     fmt: Format | None = None,
 ) -> Iterator[CDR | Reject]:
@@ -43,7 +43,7 @@ def read_records(
 
 def read_located(
     path: str,
-    plan: NumberingPlan = CHINA,
+    plan: NumberingPlan,
     tz: tzinfo | None = None,
     fmt: Format | None = None,
 ) -> Iterator[Located]:

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from config.numbering import CHINA, NumberClass, NumberingPlan, classify
+from config.numbering import NumberClass, NumberingPlan, classify
 from streams.cdr import CDR, Reject
 
 UNASSERTED = "~"  # marks a counterpart whose identity the network did not assert
@@ -83,9 +83,7 @@ def trunk_id(raw: str | None) -> str:
     return "h-" + hashlib.blake2b(raw.encode(), digest_size=8).hexdigest()
 
 
-def is_spoofed(
-    cdr: CDR, international_trunks: tuple[str, ...], plan: NumberingPlan = CHINA
-) -> bool:
+def is_spoofed(cdr: CDR, international_trunks: tuple[str, ...], plan: NumberingPlan) -> bool:
     """The network did not assert the caller's identity: attestation C, or a domestic number
     presented on an international ingress trunk."""
     if cdr.attestation is not None and cdr.attestation.strip().upper() == "C":
@@ -105,9 +103,7 @@ def _obs(kind: str, subject: str, cdr: CDR, other: str, source: int = -1) -> Obs
     )
 
 
-def caller_obs(
-    cdr: CDR, international_trunks: tuple[str, ...], plan: NumberingPlan = CHINA
-) -> Obs | None:
+def caller_obs(cdr: CDR, international_trunks: tuple[str, ...], plan: NumberingPlan) -> Obs | None:
     """The caller-side observation, or None when the identity is not asserted."""
     if is_spoofed(cdr, international_trunks, plan):
         return None
@@ -117,8 +113,8 @@ def caller_obs(
 def derived_obs(
     cdrs: Iterable[CDR],
     international_trunks: tuple[str, ...],
-    source: int = 0,
-    plan: NumberingPlan = CHINA,
+    source: int,
+    plan: NumberingPlan,
 ) -> list[Obs]:
     """The callee, block and trunk observations of ``cdrs`` (read from stage-1 partition
     ``source``), in order."""

@@ -6,7 +6,7 @@ repr or exception message here contains one (see docs/security.md).
 
 Callers:
 
-* ``streams.worker``: ``faust.App(..., **faust_broker_kwargs(settings))``
+* ``streams.app``: ``faust.App(..., **faust_broker_kwargs(settings))``
 * ``streams.factory``: ``RedisStore(redis_client(settings, url), prefix=..., ...)``
 * kafka-python (``simulate.produce``, ``topics.create_topics``, the demo's consumer):
   ``KafkaProducer(bootstrap_servers=..., **kafka_python_kwargs(settings))``

@@ -1,12 +1,21 @@
-"""Topics: Kafka's partitioner as producers apply it, and creation of the topics dialwatch owns."""
+"""Topics: Kafka's partitioner as producers apply it, creation of the topics dialwatch owns,
+and the worker's Faust topic definitions."""
 
 from __future__ import annotations
 
 import contextlib
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kafka.partitioner.default import murmur2  # type: ignore[import-untyped, unused-ignore]
+
+from config.settings import Settings
+
+if TYPE_CHECKING:  # the tooling imports the partitioner; only the worker needs Faust
+    import faust
+    from faust.types import TopicT
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -52,3 +61,36 @@ def create_topics(
                 admin.create_topics(new)
     finally:
         admin.close()
+
+
+@dataclass(frozen=True)
+class WorkerTopics:
+    """The worker's Faust topics, all raw bytes both ways."""
+
+    cdrs: TopicT  # input, keyed by caller (stage 1)
+    derived: TopicT  # stage 1 -> stage 2 observations (streams.derived)
+    complaints: TopicT  # reports, keyed by number (streams.complaints)
+    alerts: TopicT
+    dead: TopicT  # dead letters (streams.deadletter)
+
+
+def worker_topics(app: faust.App, settings: Settings) -> WorkerTopics:
+    def topic(name: str) -> TopicT:
+        return app.topic(name, key_type=bytes, value_type=bytes)
+
+    return WorkerTopics(
+        cdrs=topic(settings.cdr_topic),
+        derived=topic(settings.derived_topic),
+        complaints=topic(settings.complaint_topic),
+        alerts=topic(settings.alert_topic),
+        dead=topic(settings.dead_letter_topic),
+    )
+
+
+def owned_topics(settings: Settings) -> dict[str, int]:
+    """The topics the worker creates when missing (name -> partitions): the CDR, alert and
+    dead-letter topics belong to the deployment."""
+    return {
+        settings.derived_topic: settings.topic_partitions,
+        settings.complaint_topic: settings.topic_partitions,
+    }

@@ -1,11 +1,13 @@
 """Phone-number normalisation and classification for CDR caller/callee fields, per numbering plan.
 
 A ``NumberingPlan`` holds the rules of one country's numbering plan as data. ``CHINA`` (+86) is
-the default of every function here; other plans are loaded from TOML by
-``config.numbering.load_plan`` (``config/numbering/gb.toml`` ships the UK plan). This module does
+built in; plans are loaded from TOML by ``config.numbering.load_plan`` (``config/numbering/``
+ships ``cn.toml`` and the UK's ``gb.toml``). Every function here takes the plan explicitly: the
+runtime passes the configured one (``DIALWATCH_NUMBERING_PLAN``, read by
+``config.numbering.plan_from_setting``), so no caller can fall back to another. This module does
 no I/O.
 
-``normalise(raw, plan=CHINA)`` returns the canonical digit string for a number, or ``None`` when
+``normalise(raw, plan)`` returns the canonical digit string for a number, or ``None`` when
 it is not a usable phone number. The rules, applied in this order (examples for ``CHINA``):
 
 1. Strip surrounding whitespace and remove spaces, hyphens, dots and parentheses. Anything else
@@ -36,9 +38,9 @@ A result has 3 to ``MAX_NUMBER_DIGITS`` digits, after a ``00`` when internationa
 ``^(00)?[0-9]{3,20}$``. ``normalise`` never raises and is idempotent for every valid plan
 (``NumberingPlan`` checks the conditions for that when it is built).
 
-``classify(number, plan=CHINA)`` returns the class of the first of ``plan.class_rules`` whose
+``classify(number, plan)`` returns the class of the first of ``plan.class_rules`` whose
 pattern matches the whole normalised number, and ``NumberClass.UNKNOWN`` when none does or the
-input is not a string of ASCII digits. ``is_emergency(number, plan=CHINA)`` is membership of
+input is not a string of ASCII digits. ``is_emergency(number, plan)`` is membership of
 ``plan.emergency_numbers``. Both never raise.
 """
 
@@ -301,7 +303,7 @@ CHINA = NumberingPlan(
 _DROP = str.maketrans("", "", " -.()")
 
 
-def normalise(raw: str, plan: NumberingPlan = CHINA) -> str | None:
+def normalise(raw: str, plan: NumberingPlan) -> str | None:
     """Canonical form of a dialled or presented number under ``plan``, or ``None`` if it is
     not one."""
     digits = raw.strip()
@@ -376,7 +378,7 @@ def _prefix_of(digits: str, prefixes: tuple[str, ...]) -> str:
     return ""
 
 
-def classify(number: str, plan: NumberingPlan = CHINA) -> NumberClass:
+def classify(number: str, plan: NumberingPlan) -> NumberClass:
     """Class of a normalised number under ``plan``; anything else is ``UNKNOWN``."""
     if not (number.isascii() and number.isdigit()):
         return NumberClass.UNKNOWN
@@ -386,7 +388,7 @@ def classify(number: str, plan: NumberingPlan = CHINA) -> NumberClass:
     return plan._classes[match.lastindex or 0]
 
 
-def is_emergency(number: str, plan: NumberingPlan = CHINA) -> bool:
+def is_emergency(number: str, plan: NumberingPlan) -> bool:
     """True for the plan's emergency numbers (normalised form); CN: 110, 119, 120, 122, 112
     and 999."""
     return number in plan.emergency_numbers

@@ -1,4 +1,5 @@
-"""Window stores: one interface, an in-process and a Redis implementation."""
+"""Window stores: one interface (base), an in-process and a Redis implementation, and the
+blob codec of a subject's state (blob)."""
 
 from streams.state.base import (
     Changes,

@@ -1,4 +1,5 @@
-"""The window-store interface and the per-number state it holds.
+"""The window-store interface and the per-number state it holds (its blob codec:
+``streams.state.blob``).
 
 A partition's state is written atomically together with the offset of the last Kafka message
 it reflects (see README "Delivery"). ``write`` is fenced on that offset: it applies only if the
@@ -7,14 +8,8 @@ stored offset still equals the one the batch was computed from.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
-
-import msgpack
-import orjson
-
-from detectors.snapshot import N_FEATURES
+from typing import NamedTuple, Protocol
 
 
 @dataclass(slots=True)
@@ -37,116 +32,6 @@ class NumberState:
     peers: dict[str, list[int]] = field(default_factory=dict)  # counterpart -> sorted start s
     # detector -> open episode; "detector>member" for a member's episode (callee, block)
     episodes: dict[str, Episode] = field(default_factory=dict)
-
-    def windows_blob(self) -> bytes:
-        """The window part, stored per subject; empty means nothing left to keep.
-
-        MessagePack of ``[newest_ms, short, long, seen, ring, last_other, peers]``; bucket
-        indices relative to the newest bucket, seen times relative to ``newest_ms`` and the
-        16-bit ring packed as bytes, so small numbers take one or two bytes (README "Redis
-        keys"). Blobs written as JSON by earlier versions are still read.
-        """
-        if not self.short and not self.long and not self.seen:
-            return b""
-        newest = self.newest_ms
-        doc: list[object] = [
-            newest,
-            _relative_vectors(self.short),
-            _relative_vectors(self.long),
-            [x for h, t in self.seen.items() for x in (h, newest - t)],
-        ]
-        if self.ring or self.peers:
-            doc += [struct.pack(f"<{len(self.ring)}H", *self.ring), self.last_other]
-        if self.peers:
-            doc.append(self.peers)
-        return bytes(msgpack.packb(doc))
-
-    def episodes_blob(self) -> bytes:
-        if not self.episodes:
-            return b""
-        return orjson.dumps({d: [e.severity, e.opened_ms] for d, e in self.episodes.items()})
-
-    @classmethod
-    def from_blobs(cls, windows: bytes | None, episodes: bytes | None) -> NumberState:
-        state = cls()
-        if windows and windows[0] != JSON_ARRAY:
-            doc = msgpack.unpackb(windows)
-            newest = state.newest_ms = doc[0]
-            state.short = _absolute_vectors(doc[1])
-            state.long = _absolute_vectors(doc[2])
-            it = iter(doc[3])
-            state.seen = {h: newest - d for h, d in zip(it, it, strict=True)}
-            if len(doc) > 4:
-                ring: bytes = doc[4]
-                state.ring = list(struct.unpack(f"<{len(ring) // 2}H", ring))
-                state.last_other = doc[5]
-            if len(doc) > 6:
-                state.peers = doc[6]
-        elif windows:  # the JSON format of earlier versions
-            doc = orjson.loads(windows)
-            state.newest_ms = doc[0]
-            state.short = _unflat_vectors(doc[1])
-            state.long = _unflat_vectors(doc[2])
-            state.seen = _unflat(doc[3])
-            if len(doc) > 4:
-                state.ring, state.last_other = doc[4], doc[5]
-            if len(doc) > 6:
-                state.peers = doc[6]
-        if episodes:
-            state.episodes = {
-                d: Episode(sev, opened) for d, (sev, opened) in orjson.loads(episodes).items()
-            }
-        return state
-
-
-JSON_ARRAY = ord("[")  # the first byte of a window blob in the earlier JSON format
-
-
-def _trimmed(v: list[int]) -> int | list[int]:
-    """A feature vector without its trailing zeros; a bare count when only calls remain."""
-    end = len(v)
-    while end > 1 and v[end - 1] == 0:
-        end -= 1
-    return v[0] if end == 1 else v[:end]
-
-
-def _relative_vectors(d: dict[int, list[int]]) -> list[object]:
-    """``[newest bucket, newest - bucket, vector, ...]``; [] when there are no buckets."""
-    if not d:
-        return []
-    ref = max(d)
-    out: list[object] = [ref]
-    for k, v in d.items():
-        out.append(ref - k)
-        out.append(_trimmed(v))
-    return out
-
-
-def _absolute_vectors(items: list[Any]) -> dict[int, list[int]]:
-    """Inverse of _relative_vectors."""
-    if not items:
-        return {}
-    ref = items[0]
-    it = iter(items[1:])
-    return _unflat_vectors([x for delta, v in zip(it, it, strict=True) for x in (ref - delta, v)])
-
-
-def _unflat_vectors(items: list[object]) -> dict[int, list[int]]:
-    """``[bucket, vector or count, ...]`` to buckets; a bare count (also the blob format before
-    features) is a
-    bucket of calls only."""
-    out: dict[int, list[int]] = {}
-    it = iter(items)
-    for k, v in zip(it, it, strict=True):
-        vector = [v] if isinstance(v, int) else list(v)  # type: ignore[call-overload]
-        vector += [0] * (N_FEATURES - len(vector))
-        out[k] = vector  # type: ignore[index]
-    return out
-
-
-def _unflat(items: list[int]) -> dict[int, int]:
-    it = iter(items)
-    return dict(zip(it, it, strict=True))
 
 
 class PartitionMeta(NamedTuple):

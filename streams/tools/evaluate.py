@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from config.numbering import normalise
+from config.numbering import CHINA, normalise
 from detectors.pseudonym import pseudonym
 
 if TYPE_CHECKING:
@@ -42,6 +42,9 @@ FALSE_INTERCEPTS: Final = "false_intercepts"
 PASS: Final = "PASS"
 FAIL: Final = "FAIL"
 NOT_APPLICABLE: Final = "N/A"  # nothing labelled in the role: the target cannot be measured
+# The labelled scenario's numbers are Chinese (streams.tools.scenario), so scoring reads them
+# under the CN plan whatever DIALWATCH_NUMBERING_PLAN says.
+SCENARIO_PLAN: Final = CHINA
 
 Records = Iterable[Mapping[str, object]]
 Alerts = Iterable[Mapping[str, object]]
@@ -296,7 +299,7 @@ def _number(raw: object) -> str:
 @lru_cache(maxsize=1 << 16)
 def _normalised(text: str) -> str:
     """The engine's form of a number; text that is not a number (a trunk id) is kept."""
-    return normalise(text) or text
+    return normalise(text, SCENARIO_PLAN) or text
 
 
 def _epoch_s(value: object) -> float:
@@ -718,7 +721,7 @@ def _cdr_rows(path: str) -> list[dict[str, object]]:
             "start_time": datetime.fromtimestamp(r.start_ms / 1000, UTC),
             "ingress_trunk": r.ingress_trunk,
         }
-        for r in read_records(path)
+        for r in read_records(path, SCENARIO_PLAN)
         if isinstance(r, CDR)
     ]
 

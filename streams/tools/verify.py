@@ -5,7 +5,7 @@ CDR files) and tallies each caller's calls per 1-minute and per 10-minute bucket
 small code: only parsing (``streams.cdr``) and the spoofing rule (``streams.observe``) are
 shared with the engine, because they are the input contract. It then reads the caller stage's
 state from Redis (``{prefix}:{p<N>}:n:<number>`` blobs and ``{prefix}:{p<N>}:meta``), decodes
-it with ``NumberState.from_blobs`` and compares, per partition and caller:
+it with ``streams.state.blob.from_blobs`` and compares, per partition and caller:
 
 * the partition meta: last applied offset and newest start_time;
 * every bucket the state holds, and every recounted bucket within the retained range (short
@@ -43,11 +43,13 @@ import orjson
 from kafka.errors import KafkaError  # type: ignore[import-untyped, unused-ignore]
 from redis.exceptions import RedisError
 
+from config.numbering import NumberingPlan, plan_from_setting
 from config.settings import Settings
 from streams.cdr import CDR, Reject, decode_message
 from streams.files import read_records
 from streams.observe import is_spoofed
 from streams.state.base import NumberState
+from streams.state.blob import from_blobs
 
 HEADLINE = "ALL-RECORDS-ACCOUNTED"
 MAX_LISTED = 20
@@ -66,6 +68,7 @@ class VerifyError(Exception):
 class Rules:
     """What the recount needs of the run's settings."""
 
+    plan: NumberingPlan  # the run's numbering plan: CDRs are read as the worker read them
     bucket_s: int = 60
     long_bucket_s: int = 600
     lateness_s: int = 1800
@@ -78,6 +81,7 @@ class Rules:
     @classmethod
     def from_settings(cls, settings: Settings, now_ms: int | None = None) -> Rules:
         return cls(
+            plan=plan_from_setting(settings.numbering_plan),
             bucket_s=settings.bucket_s,
             long_bucket_s=settings.long_bucket_s,
             lateness_s=settings.allowed_lateness_s,
@@ -115,7 +119,7 @@ class PartitionCount:
 class Recount:
     """The independent tally. Feed records with :meth:`add`, partition by partition in order."""
 
-    rules: Rules = field(default_factory=Rules)
+    rules: Rules
     partitions: dict[int, PartitionCount] = field(default_factory=dict)
     read: int = 0
     accepted: int = 0
@@ -148,7 +152,7 @@ class Recount:
         if start < part.newest_ms - self.rules.lateness_s * 1000:
             self.rejected["too_late"] += 1
             return
-        if is_spoofed(rec, self.rules.trunks):
+        if is_spoofed(rec, self.rules.trunks, self.rules.plan):
             self.spoofed += 1
             return
         part.newest_ms = max(part.newest_ms, start)
@@ -380,7 +384,7 @@ def recount_files(paths: Iterable[str], rules: Rules) -> Recount:
     recount = Recount(rules)
     records: list[CDR] = []
     for path in paths:
-        for rec in read_records(path):
+        for rec in read_records(path, rules.plan):
             if isinstance(rec, Reject):
                 recount.add(FILE_PARTITION, -1, rec)
             else:
@@ -396,7 +400,7 @@ def recount_topic(
 ) -> Recount:
     recount = Recount(rules)
     for partition, offset, value in consume(bootstrap, topic, kafka_options):
-        records = decode_message(value)
+        records = decode_message(value, rules.plan)
         for rec in records:
             recount.add(partition, offset, rec)
         if not records:  # e.g. []: no record, but the state reflects its offset
@@ -538,7 +542,7 @@ async def read_state(client: Any, prefix: str) -> Stored:
             if blob is None:  # expired between SCAN and MGET
                 continue
             try:
-                state.numbers[(p, number)] = NumberState.from_blobs(bytes(blob), None)
+                state.numbers[(p, number)] = from_blobs(bytes(blob), None)
             except (ValueError, TypeError, IndexError, KeyError):
                 state.undecodable.append((p, number))
     for key, p in meta_keys:

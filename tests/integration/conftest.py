@@ -3,6 +3,9 @@
 ``DIALWATCH_TEST_KAFKA`` (bootstrap servers) and ``DIALWATCH_TEST_REDIS`` (URL) point the suite
 at existing services, e.g. a real Apache Kafka. Otherwise the suite starts Tansu and
 redis-server itself on free loopback ports. A missing service fails the run; nothing is skipped.
+
+These fixtures live here only, so a test under tests/unit that asks for one errors. Every test
+collected under this folder is marked ``e2e`` (``pytest -m "not e2e"`` is the unit-only run).
 """
 
 from __future__ import annotations
@@ -10,10 +13,20 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from streams.tools.services import Service, start_broker, start_redis
+
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A conftest hook sees the whole session's items, not only this folder's.
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")

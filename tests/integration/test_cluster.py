@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import MovedError, RedisError
 
+from config.numbering import CHINA
 from config.policy import load_policy
 from config.settings import Settings
 from streams.engine import DERIVED_KINDS, Engine
@@ -57,7 +58,9 @@ def slot_owners(cluster: ClusterService) -> dict[int, int]:
     client = redis.Redis(host="127.0.0.1", port=cluster.ports[0])
     try:
         owners: dict[int, int] = {}
-        for first, last, primary, *_ in client.execute_command("CLUSTER SLOTS"):
+        for first, last, primary, *_ in client.execute_command(  # type: ignore[no-untyped-call]  # unannotated in redis-py
+            "CLUSTER SLOTS"
+        ):
             owners.update(dict.fromkeys(range(first, last + 1), int(primary[1])))
         return owners
     finally:
@@ -132,7 +135,7 @@ def test_partitions_spread_over_the_nodes(cluster: ClusterService) -> None:
 
 # --------------------------------------------------------------------------- the store contract
 
-# Every contract test of tests/test_store_contract.py that takes only a store, run on the
+# Every contract test of test_store_contract.py that takes only a store, run on the
 # cluster store: the same checks as on one redis-server, without a second copy of them.
 CONTRACT: dict[str, Callable[[Store], Awaitable[None]]] = {
     name: fn
@@ -256,7 +259,7 @@ async def run_derived(store: Store, partitions: list[int]) -> list[tuple[str, st
             cdr(f"139{p:02d}00000{i % 3}", T0 + p * 30 + i * 10, i, callee=victim)
             for i in range(40)
         ]
-        observed[p] = derived_obs(bombing, settings.international_trunks)
+        observed[p] = derived_obs(bombing, settings.international_trunks, 0, CHINA)
     alerts = []
     for i in range(0, max(len(o) for o in observed.values()), 13):
         for p in partitions:
@@ -380,7 +383,9 @@ async def test_a_partition_moves_to_another_node_mid_run(
     prefix, p, password = f"m{unique}", 11, f"pw{unique}"
     rule = redis_acl_rule("dialwatch", prefix, password, cluster=True)
     for admin in node_clients(cluster):
-        admin.execute_command("ACL", "SETUSER", "dialwatch", *rule.split()[2:])
+        admin.execute_command(  # type: ignore[no-untyped-call]  # unannotated in redis-py
+            "ACL", "SETUSER", "dialwatch", *rule.split()[2:]
+        )
         admin.close()
     settings = Settings(redis_password=password)
     client = redis_client(settings, f"redis+cluster://dialwatch@127.0.0.1:{cluster.ports[0]}")

@@ -20,6 +20,7 @@ import orjson
 import pytest
 from kafka import KafkaConsumer
 
+from config.numbering import CHINA
 from config.settings import Settings
 from streams.cdr import CDR, parse_records
 from streams.observe import derived_obs
@@ -165,8 +166,8 @@ def test_worker_flags_every_pattern_as_scan_does(
     sim.produce(records, kafka_bootstrap, topic, PARTITIONS, batch_size=batch_size)
     wait_until_processed(worker, len(records))
     settings = Settings(allowlist_file=None)
-    cdrs = [r for r in parse_records(records) if isinstance(r, CDR)]
-    observed = len(derived_obs(cdrs, settings.international_trunks))
+    cdrs = [r for r in parse_records(records, CHINA) if isinstance(r, CDR)]
+    observed = len(derived_obs(cdrs, settings.international_trunks, 0, CHINA))
     wait_until_processed(worker, observed, metric="dialwatch_derived_observations_total")
     alerts = read_topic(kafka_bootstrap, worker.env["DIALWATCH_ALERT_TOPIC"])
 

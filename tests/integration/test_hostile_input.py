@@ -32,9 +32,10 @@ import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer
 
+from config.numbering import CHINA
 from streams.cdr import CDR, decode_message
 from streams.observe import derived_obs
-from streams.state.base import NumberState
+from streams.state.blob import from_blobs
 from streams.tools.verify import HEADLINE
 from streams.topics import partition_for
 from tests.integration.test_e2e import (
@@ -361,10 +362,10 @@ def derived_expected(plan: Plan) -> int:
     and never forwarded."""
     per_partition: dict[int, list[CDR]] = {}
     for p, _, value in plan.messages:
-        for rec in decode_message(value):
+        for rec in decode_message(value, CHINA):
             if isinstance(rec, CDR) and not rec.cdr_id.startswith("h-"):
                 per_partition.setdefault(p, []).append(rec)
-    return sum(len(derived_obs(cdrs, ("intl-",), p)) for p, cdrs in per_partition.items())
+    return sum(len(derived_obs(cdrs, ("intl-",), p, CHINA)) for p, cdrs in per_partition.items())
 
 
 class Checks:
@@ -482,7 +483,7 @@ def test_hostile_input_is_rejected_counted_dead_lettered_and_leaks_nowhere(
             if blob is None:
                 check.true(f"no state for caller {number}", False)
                 continue
-            state = NumberState.from_blobs(bytes(blob), None)  # type: ignore[arg-type]
+            state = from_blobs(bytes(blob), None)  # type: ignore[arg-type]
             check.equal(
                 f"long-window calls of {number}", sum(v[0] for v in state.long.values()), calls
             )

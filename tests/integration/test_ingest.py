@@ -21,6 +21,7 @@ import orjson
 import pytest
 from kafka import KafkaConsumer
 
+from config.numbering import CHINA
 from streams.cdr import CDR, decode_message
 from streams.files import read_located, read_records
 from streams.formats import get
@@ -71,7 +72,7 @@ def read_topic(bootstrap: str, topic: str) -> list[tuple[int, bytes]]:
 def published_ids(bootstrap: str, topic: str) -> Counter[str]:
     ids: Counter[str] = Counter()
     for _, value in read_topic(bootstrap, topic):
-        for rec in decode_message(value):
+        for rec in decode_message(value, CHINA):
             assert isinstance(rec, CDR)
             ids[rec.cdr_id] += 1
     return ids
@@ -85,7 +86,7 @@ def ids_of(path: Path, start: int = 0) -> list[str]:
     try:
         return [
             r.cdr_id
-            for r in read_records(str(tmp), fmt=get("asterisk"), tz=TZ)
+            for r in read_records(str(tmp), CHINA, fmt=get("asterisk"), tz=TZ)
             if isinstance(r, CDR)
         ]
     finally:
@@ -158,10 +159,12 @@ def test_files_of_every_format_arrive_as_partition_aligned_contract_arrays(
         )
         assert run.returncode == 0, run.stderr
         assert "records/s" in run.stderr and "0 rejected" in run.stderr
-        expected += [r for r in read_records(str(path), fmt=get(name), tz=TZ) if isinstance(r, CDR)]
+        expected += [
+            r for r in read_records(str(path), CHINA, fmt=get(name), tz=TZ) if isinstance(r, CDR)
+        ]
     got: list[CDR] = []
     for partition, value in read_topic(kafka_bootstrap, topic):
-        batch = decode_message(value)
+        batch = decode_message(value, CHINA)
         assert all(isinstance(r, CDR) for r in batch)
         cdrs = [r for r in batch if isinstance(r, CDR)]
         assert {partition_for(r.caller.encode(), PARTITIONS) for r in cdrs} == {partition}
@@ -269,7 +272,7 @@ def test_rejects_file_names_each_bad_line_and_keeps_its_neighbours(
     assert [line.split(" ", 1)[0] for line in lines] == [f"{path}:2", f"{path}:4"]
     good = [
         r.cdr_id
-        for _, r in read_located(str(path), fmt=get("asterisk"), tz=TZ)
+        for _, r in read_located(str(path), CHINA, fmt=get("asterisk"), tz=TZ)
         if isinstance(r, CDR)
     ]
     assert len(good) == 4

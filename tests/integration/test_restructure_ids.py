@@ -29,9 +29,9 @@ def digest(lines: list[str]) -> list[str]:
 def test_scenario_alerts_equal_the_pre_restructure_list(tmp_path: Path) -> None:
     cdrs, allow = tmp_path / "scenario.jsonl", tmp_path / "allow.txt"
     cli = [sys.executable, "-m", "streams"]
+    files = ["--out", str(cdrs), "--allowlist", str(allow)]
     subprocess.run(
-        [*cli, "simulate", "--scenario", "--start", START, "--out", str(cdrs)]
-        + ["--allowlist", str(allow)],
+        [*cli, "simulate", "--scenario", "--start", START, *files],
         check=True,
         capture_output=True,
     )

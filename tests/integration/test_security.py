@@ -37,6 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from config.settings import Settings
 from streams.security import (
     REDIS_ACL_COMMANDS,
+    RedisClient,
     SecretError,
     describe,
     faust_broker_credentials,
@@ -486,6 +487,7 @@ def test_redis_url_and_kwargs_errors(
 async def test_redis_client_carries_user_and_password_but_does_not_show_them() -> None:
     s = Settings(redis="redis://dialwatch@r:6379/3", redis_password=SECRET)
     client = redis_client(s)
+    assert isinstance(client, aioredis.Redis)
     try:
         conn = client.connection_pool.connection_kwargs
         assert (conn["username"], conn["password"], conn["db"]) == ("dialwatch", SECRET, 3)
@@ -779,7 +781,7 @@ def acl_redis(pki: Pki) -> Iterator[AclRedis]:
         service.stop()
 
 
-def _store(client: aioredis.Redis, prefix: str = "dw") -> RedisStore:
+def _store(client: RedisClient, prefix: str = "dw") -> RedisStore:
     return RedisStore(client, prefix=prefix, window_ttl_ms=60_000, partition_ttl_ms=120_000)
 
 

@@ -6,11 +6,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from config.numbering import CHINA
 from config.policy import load_policy
 from config.settings import Settings
 from streams.engine import DERIVED_KINDS, Engine
 from streams.observe import derived_obs
 from streams.state.base import Changes, NumberState, PartitionMeta, StaleOffset, Store
+from streams.state.blob import windows_blob
 from streams.state.memory import MemoryStore
 from streams.state.redis import RedisStore
 from tests.factories import T0, cdr, dial
@@ -36,7 +38,7 @@ async def store(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[St
 
 
 def windows(newest: int, calls: int) -> bytes:
-    return NumberState(newest_ms=newest, short={newest // 60_000: [calls]}).windows_blob()
+    return windows_blob(NumberState(newest_ms=newest, short={newest // 60_000: [calls]}))
 
 
 async def test_empty_partition(store: Store) -> None:
@@ -107,7 +109,7 @@ async def test_derived_engine_gives_the_same_alerts_on_both_stores(store: Store)
     settings = Settings()
     policy = load_policy(settings.policy_file)
     bombing = [cdr(f"1390000000{i % 3}", T0 + i * 10, i, callee="13811112222") for i in range(40)]
-    observed = derived_obs(bombing, settings.international_trunks)
+    observed = derived_obs(bombing, settings.international_trunks, 0, CHINA)
     results = []
     for s in (MemoryStore(), store):
         engine = Engine(settings, policy, s, clock_ms=lambda: NOW_MS, kinds=DERIVED_KINDS)
@@ -137,7 +139,7 @@ async def test_complaint_blobs_swap_only_when_unchanged(store: Store) -> None:
     assert await store.swap_complaints(6, {numbers[0]: None}, {numbers[0]: b"[[1,2,3]]"})
     assert await store.complaint_blobs(6, numbers) == {numbers[0]: b"[[1,2,3]]", numbers[1]: None}
     # A writer that read before that swap loses, and writes nothing at all.
-    stale = {numbers[0]: None, numbers[1]: None}
+    stale: dict[str, bytes | None] = {numbers[0]: None, numbers[1]: None}
     assert not await store.swap_complaints(6, stale, {numbers[0]: b"[]", numbers[1]: b"[]"})
     assert (await store.complaint_blobs(6, [numbers[1]]))[numbers[1]] is None
     # The engine's read brings the complaints of the batch's numbers along.

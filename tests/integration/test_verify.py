@@ -22,12 +22,14 @@ import orjson
 import pytest
 import redis
 
+from config.numbering import CHINA
 from config.policy import load_policy
 from config.settings import Settings
 from streams.cdr import CDR, Reject, parse_record
 from streams.cli import main
 from streams.engine import CALLER_KINDS, Engine, id_hash
 from streams.state.base import NumberState
+from streams.state.blob import from_blobs, windows_blob
 from streams.state.memory import MemoryStore
 from streams.tools import simulate as sim
 from streams.tools.services import free_port
@@ -48,7 +50,7 @@ from streams.topics import create_topics, partition_for
 from tests.factories import T0
 
 NOW_MS = (T0 + 30 * 86_400) * 1000
-RULES = Rules(now_ms=NOW_MS)
+RULES = Rules(CHINA, now_ms=NOW_MS)
 PARTITIONS = 4
 START = default_start(Settings())
 A, B, C = "13800000001", "13800000002", "13800000003"
@@ -71,7 +73,7 @@ def recount_of(items: list[tuple[int, dict[str, object]]], rules: Rules = RULES)
     recount = Recount(rules)
     offsets: Counter[int] = Counter()
     for partition, doc in items:
-        recount.add(partition, offsets[partition], parse_record(doc))
+        recount.add(partition, offsets[partition], parse_record(doc, CHINA))
         offsets[partition] += 1
     return recount
 
@@ -210,7 +212,7 @@ async def engine_state(
     store = engine.store
     assert isinstance(store, MemoryStore)
     stored = Stored(
-        numbers={k: NumberState.from_blobs(v, None) for k, v in store._windows.items()},
+        numbers={k: from_blobs(v, None) for k, v in store._windows.items()},
         meta={p: Meta(m.offset, m.newest_ms) for p, m in store._meta.items()},
     )
     return stored, recount
@@ -228,7 +230,7 @@ def late_traffic() -> list[tuple[int, CDR | Reject]]:
     out: list[tuple[int, CDR | Reject]] = []
     for doc in records:
         partition = partition_for(str(doc["caller"]).encode(), PARTITIONS)
-        out.append((partition, parse_record(doc)))
+        out.append((partition, parse_record(doc, CHINA)))
     return out
 
 
@@ -315,7 +317,7 @@ async def test_expired_keys_are_reported_apart() -> None:
     written after a number still present may not."""
     quiet = [(0, rec(f"q{i}", A, i * 60)) for i in range(5)]
     later = [(0, rec(f"l{i}", n, 27 * 3600 + i)) for i, n in enumerate((B, C))]
-    stored, recount = await engine_state([(p, parse_record(d)) for p, d in quiet + later])
+    stored, recount = await engine_state([(p, parse_record(d, CHINA)) for p, d in quiet + later])
     assert compare(recount, stored) == []
     del stored.numbers[(0, A)]
     [diff] = compare(recount, stored)
@@ -421,10 +423,12 @@ def test_scan_state_verifies_and_a_corrupt_bucket_is_named(
     dialler = labels[0].number
     client = redis.Redis.from_url(redis_url)
     key = f"{prefix}:{{p0}}:n:{dialler}"
-    state = NumberState.from_blobs(client.get(key), None)
+    blob = client.get(key)
+    assert isinstance(blob, bytes)
+    state = from_blobs(blob, None)
     bucket = sorted(state.short)[len(state.short) // 2]
     state.short[bucket][0] -= 1
-    client.set(key, state.windows_blob(), keepttl=True)
+    client.set(key, windows_blob(state), keepttl=True)
     client.close()
 
     done = verify_cli(str(path), "--redis", redis_url, "--prefix", prefix)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from config.numbering import CHINA
 from streams.allowlist import Allowlist, shared_key
 from streams.security import bearer_ok
 
@@ -20,7 +21,7 @@ def write(path: Path, text: str, mtime_ns: int) -> None:
 def test_file_entries_are_normalised_and_comments_ignored(tmp_path: Path) -> None:
     path = tmp_path / "allow.txt"
     write(path, "# banks\n95588\n+86 400-123-4567  # hotline\n\n", 1_000_000_000)
-    allow = Allowlist(path)
+    allow = Allowlist(path, CHINA)
     assert "95588" in allow and "4001234567" in allow
     assert "13800138000" not in allow
     assert len(allow) == 2
@@ -29,7 +30,7 @@ def test_file_entries_are_normalised_and_comments_ignored(tmp_path: Path) -> Non
 def test_reload_if_changed_reads_only_a_changed_file(tmp_path: Path) -> None:
     path = tmp_path / "allow.txt"
     write(path, "95588\n", 1_000_000_000)
-    allow = Allowlist(path)
+    allow = Allowlist(path, CHINA)
     assert allow.reload_if_changed() is False
     write(path, "95566\n", 2_000_000_000)
     assert allow.reload_if_changed() is True
@@ -39,7 +40,7 @@ def test_reload_if_changed_reads_only_a_changed_file(tmp_path: Path) -> None:
 def test_a_bad_file_is_refused_and_the_old_list_kept(tmp_path: Path) -> None:
     path = tmp_path / "allow.txt"
     write(path, "95588\n", 1_000_000_000)
-    allow = Allowlist(path)
+    allow = Allowlist(path, CHINA)
     write(path, "95588\nnot-a-number\n", 2_000_000_000)
     with pytest.raises(ValueError, match=":2: not a phone number"):
         allow.reload_if_changed()
@@ -57,7 +58,7 @@ def test_a_bad_file_is_refused_and_the_old_list_kept(tmp_path: Path) -> None:
 def test_shared_entries_replace_the_previous_ones(
     members: list[bytes | str], inside: list[str], outside: list[str]
 ) -> None:
-    allow = Allowlist()
+    allow = Allowlist(None, CHINA)
     allow.set_shared([b"95588"])
     allow.set_shared(members)
     assert all(n in allow for n in inside)
@@ -65,7 +66,7 @@ def test_shared_entries_replace_the_previous_ones(
 
 
 def test_run_time_additions_and_emergency_numbers() -> None:
-    allow = Allowlist()
+    allow = Allowlist(None, CHINA)
     assert allow.add("010-1234 5678") == "1012345678"
     assert "1012345678" in allow
     assert "110" in allow and "120" in allow  # emergency numbers are never intercepted

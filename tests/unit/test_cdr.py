@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from config.numbering import CHINA
 from streams.cdr import (
     CDR,
     MAX_DURATION_S,
@@ -166,7 +167,7 @@ GOOD_CASES = [
 
 @pytest.mark.parametrize(("record", "expected"), GOOD_CASES)
 def test_good_record_parses_to_exact_cdr(record: dict[str, object], expected: CDR) -> None:
-    assert parse_record(record) == expected
+    assert parse_record(record, CHINA) == expected
 
 
 def test_same_instant_in_every_time_format_gives_the_same_start_ms() -> None:
@@ -178,7 +179,7 @@ def test_same_instant_in_every_time_format_gives_the_same_start_ms() -> None:
         1_793_581_200.0,
         "1793581200",
     ]
-    got = {form: parse_record(rec(start_time=form)) for form in forms}
+    got = {form: parse_record(rec(start_time=form), CHINA) for form in forms}
     assert {f: c.start_ms for f, c in got.items() if isinstance(c, CDR)} == dict.fromkeys(
         forms, T0_MS
     )
@@ -188,7 +189,7 @@ def test_same_instant_in_every_time_format_gives_the_same_start_ms() -> None:
 
 
 def _missing_cases() -> list[object]:
-    cases = []
+    cases: list[object] = []
     for name in REQUIRED:
         cases.append(pytest.param(rec(**{name: MISSING}), f"missing {name}", id=f"absent-{name}"))
         cases.append(pytest.param(rec(**{name: None}), f"missing {name}", id=f"null-{name}"))
@@ -197,11 +198,11 @@ def _missing_cases() -> list[object]:
 
 @pytest.mark.parametrize(("record", "detail"), _missing_cases())
 def test_missing_required_field_names_the_field(record: dict[str, object], detail: str) -> None:
-    assert parse_record(record) == Reject("missing_field", detail)
+    assert parse_record(record, CHINA) == Reject("missing_field", detail)
 
 
 def test_empty_object_reports_the_first_required_field() -> None:
-    assert parse_record({}) == Reject("missing_field", "missing cdr_id")
+    assert parse_record({}, CHINA) == Reject("missing_field", "missing cdr_id")
 
 
 BAD_CASES = [
@@ -290,7 +291,7 @@ BAD_CASES = [
 
 @pytest.mark.parametrize(("record", "reason"), BAD_CASES)
 def test_bad_record_is_rejected_with_exact_reason(record: dict[str, object], reason: str) -> None:
-    got = parse_record(record)
+    got = parse_record(record, CHINA)
     assert isinstance(got, Reject)
     assert got.reason == reason
     assert got.detail
@@ -312,7 +313,7 @@ def test_bad_record_is_rejected_with_exact_reason(record: dict[str, object], rea
     ids=["naive", "1990", "not-iso", "duration", "release-cause", "caller", "callee", "answered"],
 )
 def test_reject_detail_says_what_is_wrong(value: dict[str, object], detail: str) -> None:
-    assert parse_record(value).detail == detail  # type: ignore[union-attr]
+    assert parse_record(value, CHINA).detail == detail  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
@@ -321,7 +322,7 @@ def test_reject_detail_says_what_is_wrong(value: dict[str, object], detail: str)
     ids=["none", "int", "str", "list", "tuple", "bytes"],
 )
 def test_non_mapping_is_not_an_object(value: object) -> None:
-    got = parse_record(value)
+    got = parse_record(value, CHINA)
     assert isinstance(got, Reject)
     assert got.reason == "not_an_object"
     assert type(value).__name__ in got.detail
@@ -340,18 +341,18 @@ NON_FINITE_START = [
 
 @pytest.mark.parametrize("start_time", NON_FINITE_START)
 def test_non_finite_start_time_is_rejected_not_raised(start_time: object) -> None:
-    assert parse_record(rec(start_time=start_time)) == Reject(
+    assert parse_record(rec(start_time=start_time), CHINA) == Reject(
         "bad_time", "start_time outside 2000..2100"
     )
 
 
 def test_decode_message_with_string_inf_start_time_is_rejected_not_raised() -> None:
-    got = decode_message(orjson.dumps(rec(start_time="inf")))
+    got = decode_message(orjson.dumps(rec(start_time="inf")), CHINA)
     assert [r.reason for r in got] == ["bad_time"]  # type: ignore[union-attr]
 
 
 def test_parse_records_keeps_order_and_length() -> None:
-    got = parse_records([rec(cdr_id="a"), 5, rec(cdr_id="b", caller="x")])
+    got = parse_records([rec(cdr_id="a"), 5, rec(cdr_id="b", caller="x")], CHINA)
     assert got == [
         good_cdr(cdr_id="a"),
         Reject("not_an_object", "expected an object, got int"),
@@ -363,7 +364,7 @@ def test_parse_records_keeps_order_and_length() -> None:
 
 
 def test_decode_single_object() -> None:
-    assert decode_message(orjson.dumps(GOOD)) == [good_cdr()]
+    assert decode_message(orjson.dumps(GOOD), CHINA) == [good_cdr()]
 
 
 def test_decode_array_checks_each_position() -> None:
@@ -378,7 +379,7 @@ def test_decode_array_checks_each_position() -> None:
         None,
         {},
     ]
-    got = decode_message(orjson.dumps(doc))
+    got = decode_message(orjson.dumps(doc), CHINA)
     assert len(got) == len(doc)
     assert got[0] == good_cdr(cdr_id="a")
     assert got[1] == Reject("not_an_object", "expected an object, got int")
@@ -392,7 +393,7 @@ def test_decode_array_checks_each_position() -> None:
 
 
 def test_decode_empty_array_yields_nothing() -> None:
-    assert decode_message(b"[]") == []
+    assert decode_message(b"[]", CHINA) == []
 
 
 @pytest.mark.parametrize(
@@ -421,7 +422,7 @@ def test_decode_empty_array_yields_nothing() -> None:
     ],
 )
 def test_decode_bad_message_is_one_reject(value: bytes | None, reason: str) -> None:
-    got = decode_message(value)
+    got = decode_message(value, CHINA)
     assert len(got) == 1
     assert isinstance(got[0], Reject)
     assert got[0].reason == reason
@@ -432,9 +433,9 @@ def test_decode_message_at_size_limit_is_parsed_and_one_byte_over_is_too_large()
     body = orjson.dumps(GOOD)
     at_limit = body + b" " * (MAX_MESSAGE_BYTES - len(body))
     assert len(at_limit) == MAX_MESSAGE_BYTES
-    assert decode_message(at_limit) == [good_cdr()]
+    assert decode_message(at_limit, CHINA) == [good_cdr()]
     over = at_limit + b" "
-    assert decode_message(over) == [Reject("too_large", f"message of {len(over)} bytes")]
+    assert decode_message(over, CHINA) == [Reject("too_large", f"message of {len(over)} bytes")]
 
 
 # --------------------------------------------------------------------------- properties
@@ -457,7 +458,7 @@ RECORDS = st.dictionaries(st.sampled_from(FIELDS + JUNK_KEYS), VALUES, max_size=
 @settings(max_examples=300, deadline=None)
 @given(RECORDS)
 def test_parse_record_never_raises_and_reasons_are_closed(record: dict[str, object]) -> None:
-    got = parse_record(record)
+    got = parse_record(record, CHINA)
     if isinstance(got, Reject):
         assert got.reason in REJECT_REASONS
         assert isinstance(got.detail, str) and got.detail
@@ -473,14 +474,14 @@ def test_parse_record_never_raises_and_reasons_are_closed(record: dict[str, obje
 def test_parse_record_on_mostly_valid_records_never_raises(changes: dict[str, object]) -> None:
     # Start from a valid record so the later validation steps are reached too.
     record = {**GOOD, **changes}
-    got = parse_record(record)
+    got = parse_record(record, CHINA)
     assert isinstance(got, CDR) or got.reason in REJECT_REASONS
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=512))
 def test_decode_message_never_raises_on_arbitrary_bytes(value: bytes) -> None:
-    got = decode_message(value)
+    got = decode_message(value, CHINA)
     assert isinstance(got, list)
     for item in got:
         assert isinstance(item, CDR) or item.reason in REJECT_REASONS
@@ -505,7 +506,7 @@ SECRET_FORMS = st.sampled_from(
 def test_reject_detail_never_contains_the_phone_number(
     caller: object, callee: object, changes: dict[str, object]
 ) -> None:
-    got = parse_record(rec(caller=caller, callee=callee, **changes))
+    got = parse_record(rec(caller=caller, callee=callee, **changes), CHINA)
     if isinstance(got, Reject):
         assert got.reason in REJECT_REASONS
         assert "12345678" not in got.detail
@@ -517,7 +518,7 @@ def test_reject_detail_never_contains_the_phone_number(
 def test_malformed_json_detail_never_contains_the_phone_number(cut: int, junk: bytes) -> None:
     body = orjson.dumps(rec(caller=SECRET, callee="+86 138 1234 5678"))
     value = body[:cut] + junk + body[cut + 1 :]
-    for item in decode_message(value):
+    for item in decode_message(value, CHINA):
         if isinstance(item, Reject):
             assert item.reason in REJECT_REASONS
             assert "12345678" not in item.detail
@@ -525,6 +526,6 @@ def test_malformed_json_detail_never_contains_the_phone_number(cut: int, junk: b
 
 def test_privacy_check_is_not_vacuous() -> None:
     # The secret really reaches the parser: a clean record carries it into the CDR.
-    assert parse_record(rec(caller="+86 138 1234 5678")).caller == SECRET  # type: ignore[union-attr]
-    rejected = parse_record(rec(caller=SECRET + "x"))
+    assert parse_record(rec(caller="+86 138 1234 5678"), CHINA).caller == SECRET  # type: ignore[union-attr]
+    rejected = parse_record(rec(caller=SECRET + "x"), CHINA)
     assert rejected == Reject("bad_number", "caller is not a phone number")

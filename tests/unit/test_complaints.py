@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
+from config.numbering import CHINA
 from config.policy import load_policy
 from config.settings import Settings
 from streams.cdr import CDR, Reject
@@ -54,7 +55,7 @@ GOOD = {
     ],
 )
 def test_parse_complaint(change: dict[str, Any], reason: str | None) -> None:
-    got = parse_complaint({**GOOD, **change})
+    got = parse_complaint({**GOOD, **change}, CHINA)
     if reason is None:
         assert got == Complaint("12321-0001", "17012345678", "loan_finance", 1_793_577_600_000)
     else:
@@ -73,7 +74,7 @@ def test_parse_complaint(change: dict[str, Any], reason: str | None) -> None:
     ],
 )
 def test_decode_complaints(value: bytes, reasons: list[str | None]) -> None:
-    got = decode_complaints(value)
+    got = decode_complaints(value, CHINA)
     assert [r.reason if isinstance(r, Reject) else None for r in got] == reasons
 
 
@@ -157,7 +158,7 @@ async def run(calls: list[CDR], reports: list[Complaint]) -> Outcome:
     engine = Engine(
         settings, load_policy(settings.policy_file), MemoryStore(), clock_ms=lambda: NOW_MS
     )
-    await record(engine.store, 0, reports, HORIZON_MS)  # type: ignore[arg-type]
+    await record(engine.store, 0, reports, HORIZON_MS)
     return await engine.process(0, list(enumerate(calls)))
 
 

@@ -4,20 +4,24 @@ they share (thresholds, conditions, classes, class factors, members) and the reg
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from types import MappingProxyType
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from config.policy import DetectorPolicy, Level, load_policy
+from config.policy import DetectorPolicy, Level, load_policy, parse_policy
 from config.settings import DEFAULT_POLICY_FILE
 from detectors import registry
+from detectors.catalogue import load_all
+from detectors.features import call_features
 from detectors.levels import condition_holds, match, scaled
-from detectors.registry import load_all, register
+from detectors.registry import check_policy, register
 from detectors.snapshot import Tally, WindowSnapshot
 
 POLICY = load_policy(DEFAULT_POLICY_FILE)
+LEVEL = {"severity": "critical", "action": "intercept", "thresholds": {"5m": 10}}
 AT = 1_793_581_200_000
 
 
@@ -177,32 +181,70 @@ def test_evidence_and_reasons_explain_the_finding() -> None:
 
 
 @pytest.mark.parametrize(
-    ("condition", "value", "tally", "members", "holds"),
+    ("detector", "condition", "value", "tally", "members", "holds"),
     [
-        ("max_answer_rate", 0.5, Tally(calls=10, answered=5), 0, True),
-        ("max_answer_rate", 0.5, Tally(calls=10, answered=6), 0, False),
-        ("min_answer_rate", 0.5, Tally(calls=10, answered=5), 0, True),
-        ("min_short_share", 0.5, Tally(calls=10, answered=4, short=2), 0, True),
-        ("min_short_share", 0.5, Tally(calls=10, answered=4, short=1), 0, False),
-        ("min_short_share", 0.5, Tally(calls=10), 0, True),  # nothing answered: vacuous
-        ("min_distinct_share", 0.9, Tally(calls=10, repeats=1), 0, True),
-        ("min_distinct_share", 0.9, Tally(calls=10, repeats=2), 0, False),
-        ("max_distinct_share", 0.6, Tally(calls=10, repeats=4), 0, True),
-        ("min_unallocated", 2, Tally(calls=10, unallocated=2), 0, True),
-        ("min_unallocated", 2, Tally(calls=10, unallocated=1), 0, False),
-        ("min_sequential", 3, Tally(calls=10, sequential=3), 0, True),
-        ("min_members", 5, Tally(calls=10), 5, True),
-        ("min_members", 5, Tally(calls=10), 4, False),
-        ("max_answer_rate", 0.5, Tally(), 0, True),  # an empty tally has rate 0
+        ("bulk_dialling", "max_answer_rate", 0.5, Tally(calls=10, answered=5), 0, True),
+        ("bulk_dialling", "max_answer_rate", 0.5, Tally(calls=10, answered=6), 0, False),
+        ("bulk_dialling", "min_short_share", 0.5, Tally(calls=10, answered=4, short=2), 0, True),
+        ("robocall", "min_short_share", 0.5, Tally(calls=10, answered=4, short=1), 0, False),
+        ("quota_dialling", "min_short_share", 0.5, Tally(calls=10), 0, True),  # none answered
+        ("robocall", "min_distinct_share", 0.9, Tally(calls=10, repeats=1), 0, True),
+        ("quota_dialling", "min_distinct_share", 0.9, Tally(calls=10, repeats=2), 0, False),
+        ("call_bombing", "max_distinct_share", 0.6, Tally(calls=10, repeats=4), 0, True),
+        ("call_bombing", "max_distinct_share", 0.6, Tally(calls=10, repeats=3), 0, False),
+        ("one_ring", "min_unallocated", 2, Tally(calls=10, unallocated=2), 0, True),
+        ("one_ring", "min_unallocated", 2, Tally(calls=10, unallocated=1), 0, False),
+        ("sequential_dialling", "min_sequential", 3, Tally(calls=10, sequential=3), 0, True),
+        ("sequential_dialling", "min_sequential", 3, Tally(calls=10, sequential=2), 0, False),
+        ("coordinated_block", "min_members", 5, Tally(calls=10), 5, True),
+        ("call_bombing", "min_members", 5, Tally(calls=10), 4, False),
+        ("one_ring", "max_answer_rate", 0.5, Tally(), 0, True),  # an empty tally has rate 0
     ],
 )
-def test_conditions(condition: str, value: float, tally: Tally, members: int, holds: bool) -> None:
-    assert condition_holds(condition, value, tally, members) is holds
+def test_conditions(
+    detector: str, condition: str, value: float, tally: Tally, members: int, holds: bool
+) -> None:
+    conditions = load_all()[detector].conditions
+    assert condition_holds(conditions, condition, value, tally, members) is holds
 
 
-def test_unknown_condition_is_an_error() -> None:
-    with pytest.raises(ValueError, match="unknown condition"):
-        condition_holds("max_everything", 1, Tally(calls=1), 0)
+def test_each_detector_declares_the_conditions_its_default_levels_use() -> None:
+    detectors = load_all()
+    for name, dp in POLICY.detectors.items():
+        used = {c for lv in dp.levels for c in lv.conditions}
+        assert used <= set(detectors[name].conditions), name
+    check_policy(POLICY, detectors)
+
+
+def test_a_condition_not_of_the_detector_is_an_error() -> None:
+    conditions = load_all()["sequential_dialling"].conditions
+    with pytest.raises(ValueError, match="unknown condition 'max_answer_rate'"):
+        condition_holds(conditions, "max_answer_rate", 1, Tally(calls=1), 0)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"robocall": {"levels": [{**LEVEL, "conditions": {"max_fun": 1}}]}},
+            "rules.toml: robocall: unknown condition 'max_fun'; known: ('max_answer_rate',",
+        ),
+        (  # a condition of another detector
+            {"sequential_dialling": {"levels": [{**LEVEL, "conditions": {"min_members": 2}}]}},
+            "rules.toml: sequential_dialling: unknown condition 'min_members'; "
+            "known: ('min_sequential',)",
+        ),
+        (
+            {"bulk_diallng": {"levels": [LEVEL]}},
+            "rules.toml: unknown detector(s) ['bulk_diallng']; known: ('bulk_dialling',",
+        ),
+    ],
+)
+def test_check_policy_names_the_file_and_the_field(body: dict[str, object], message: str) -> None:
+    policy = parse_policy({"windows": {"5m": 300}, "detectors": body}, source="rules.toml")
+    with pytest.raises(ValueError) as raised:
+        check_policy(policy, load_all())
+    assert str(raised.value).startswith(message)
 
 
 @pytest.mark.parametrize(
@@ -221,9 +263,9 @@ def test_levels_are_tried_most_severe_first() -> None:
             Level("warning", "monitor", MappingProxyType({"5m": 10})),
         ),
     )
-    assert (f := match("x", snap({"5m": dialler(60)}), policy)) and f.severity == "critical"
-    assert (f := match("x", snap({"5m": dialler(20)}), policy)) and f.severity == "warning"
-    assert match("x", snap({"5m": dialler(9)}), policy) is None
+    assert (f := match("x", snap({"5m": dialler(60)}), policy, {})) and f.severity == "critical"
+    assert (f := match("x", snap({"5m": dialler(20)}), policy, {})) and f.severity == "warning"
+    assert match("x", snap({"5m": dialler(9)}), policy, {}) is None
 
 
 def test_a_window_missing_from_the_snapshot_never_fires() -> None:
@@ -252,3 +294,31 @@ def test_registering_a_name_twice_is_refused(monkeypatch: pytest.MonkeyPatch) ->
 def test_registering_an_unknown_kind_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown subject kind"):
         register("z", kind="galaxy")
+
+
+def test_call_features_of_a_call_sequence() -> None:
+    """What each call adds: answered and short, unallocated, a repeat among the recent
+    counterparts (the ring keeps the newest recent_counterparts), a small step from the last."""
+    rules = replace(POLICY.features, recent_counterparts=2)
+    ring: list[int] = []
+    assert call_features(rules, True, 5, 16, "13900000001", "", ring) == [1, 1, 1, 0, 0, 0]
+    assert call_features(rules, True, 60, 16, "13900000003", "13900000001", ring) == [
+        1,
+        1,
+        0,
+        0,
+        0,
+        1,
+    ]
+    assert call_features(rules, False, 0, 1, "13900000001", "13900000003", ring) == [
+        1,
+        0,
+        0,
+        1,
+        1,
+        1,
+    ]
+    assert len(ring) == 2
+    assert call_features(rules, False, 0, -1, "13900000999", "13900000001", ring)[5] == 0
+    assert call_features(rules, False, 0, -1, "", "13900000999", ring) == [1, 0, 0, 0, 0, 0]
+    assert len(ring) == 2  # a call without a counterpart leaves the ring as it was

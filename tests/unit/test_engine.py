@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 
 import pytest
 
+from config.numbering import CHINA
 from config.policy import load_policy, parse_policy
 from config.settings import Settings
 from detectors.alerts import Alert
@@ -26,13 +27,14 @@ from streams.engine import (
 )
 from streams.observe import Obs, derived_obs
 from streams.state.base import NumberState
+from streams.state.blob import from_blobs
 from streams.state.memory import MemoryStore
 from tests.factories import T0, cdr, dial
 
 NOW_MS = (T0 + 30 * 86_400) * 1000
 SETTINGS = Settings()
-# The engine's mechanics are tested on the plain velocity rule; tests/test_scenario_quality.py
-# and tests/test_detectors.py cover the bundled policy.
+# The engine's mechanics are tested on the plain velocity rule; tests/unit/test_detection_quality.py
+# and tests/unit/test_detectors.py cover the bundled policy.
 VELOCITY = {
     "policy_version": "test",
     "windows": {"10m": 600, "40m": 2400, "24h": 86_400},
@@ -51,7 +53,7 @@ VELOCITY = {
 }
 
 
-def make_engine(policy_raw: dict[str, object] | None = None, **settings: object) -> Engine:
+def make_engine(policy_raw: Mapping[str, object] | None = None, **settings: object) -> Engine:
     policy = parse_policy(policy_raw or VELOCITY)
     return Engine(SETTINGS.with_(**settings), policy, MemoryStore(), clock_ms=lambda: NOW_MS)
 
@@ -88,7 +90,8 @@ def normal_traffic(n: int, seed: int = 1) -> list[CDR]:
 async def test_250_calls_in_40_minutes_raise_one_intercept() -> None:
     engine = make_engine()
     dialler = dial("17012345678", 300, 2400 * 300 / 250)  # 250 per 40 min, for longer
-    out = await run(engine, sorted(dialler + normal_traffic(300), key=lambda c: c.start_ms))
+    records = sorted(dialler + normal_traffic(300), key=lambda c: c.start_ms)
+    out = await run(engine, records)
     hits = intercepts(out.alerts)
     assert [(a.number, a.detector, a.severity, a.state) for a in hits] == [
         ("17012345678", "bulk_dialling", "critical", "raised")
@@ -174,18 +177,18 @@ async def test_a_flood_keeps_the_subject_state_bounded() -> None:
     store = engine.store
     assert isinstance(store, MemoryStore)
     blob = store._windows[(0, store_key("number", "17012345678"))]
-    assert len(NumberState.from_blobs(blob, None).seen) == MAX_SEEN
+    assert len(from_blobs(blob, None).seen) == MAX_SEEN
     assert len(blob) < 40 * MAX_SEEN  # about 34 B of JSON per remembered id
 
 
 async def test_a_bombed_callee_keeps_a_bounded_list_per_caller() -> None:
     engine = default_engine(DERIVED_KINDS)
     calls = [cdr("17012345678", T0 + i * 3, i, callee="13900139000") for i in range(1000)]
-    observed = derived_obs(calls, SETTINGS.international_trunks, 0)
+    observed = derived_obs(calls, SETTINGS.international_trunks, 0, CHINA)
     await feed(engine, [observed])
     store = engine.store
     assert isinstance(store, MemoryStore)
-    state = NumberState.from_blobs(store._windows[(0, store_key("callee", "13900139000"))], None)
+    state = from_blobs(store._windows[(0, store_key("callee", "13900139000"))], None)
     assert [len(times) for times in state.peers.values()] == [MAX_PEER_TIMES]
 
 
@@ -304,7 +307,7 @@ def bombing_sources() -> list[list[Obs]]:
     for j in range(4):
         per_source[1].append(cdr(VICTIM, later + j * 1100 + 30, 800 + j, callee=f"1370000{j:04d}"))
     return [
-        derived_obs(sorted(cdrs, key=lambda c: c.start_ms), SETTINGS.international_trunks, s)
+        derived_obs(sorted(cdrs, key=lambda c: c.start_ms), SETTINGS.international_trunks, s, CHINA)
         for s, cdrs in enumerate(per_source)
     ]
 
@@ -457,7 +460,7 @@ async def test_stage2_spoofed_bombing_never_intercepts_the_presented_numbers(
             )
             for i in range(30)
         ]
-        return derived_obs(calls, SETTINGS.international_trunks, 0)
+        return derived_obs(calls, SETTINGS.international_trunks, 0, CHINA)
 
     honest = await feed(default_engine(DERIVED_KINDS), [bombing("A", "core-1")])
     assert {("number", b, "intercept") for b in BOMBERS[:3]} <= {
@@ -482,7 +485,7 @@ async def test_stage2_spoofed_flood_is_attributed_to_its_trunk() -> None:
         for i in range(25)
     ]
     out = await feed(
-        default_engine(DERIVED_KINDS), [derived_obs(calls, SETTINGS.international_trunks, 0)]
+        default_engine(DERIVED_KINDS), [derived_obs(calls, SETTINGS.international_trunks, 0, CHINA)]
     )
     assert flagged(out.alerts) == {("trunk", "intl-gw7", "spoofed_identity", "intercept")}
 
@@ -524,7 +527,7 @@ async def test_kept_window_sums_equal_sums_read_afresh(kinds: Collection[str], b
     delivered = sorted(traffic, key=lambda c: c.start_ms + rng.uniform(0, 900_000))
     items: list[CDR | Obs] = list(delivered)
     if kinds == DERIVED_KINDS:
-        items = list(derived_obs(delivered, SETTINGS.international_trunks, 0))
+        items = list(derived_obs(delivered, SETTINGS.international_trunks, 0, CHINA))
     batches = [items[i : i + batch] for i in range(0, len(items), batch)]
     kept = await feed(default_engine(kinds), batches)
     afresh = await feed(afresh_engine(kinds), batches)

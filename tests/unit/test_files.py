@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from config.numbering import CHINA
 from streams.cdr import CDR, Reject
 from streams.files import read_records
 
@@ -83,13 +84,13 @@ def write(path: Path, text: str) -> str:
 
 @pytest.mark.parametrize("name", ["cdrs.csv", "cdrs.csv.gz", "cdrs.txt"], ids=["csv", "gz", "txt"])
 def test_csv_with_header_yields_records_in_order(tmp_path: Path, name: str) -> None:
-    got = list(read_records(write(tmp_path / name, HEADER + CSV_ROWS)))
+    got = list(read_records(write(tmp_path / name, HEADER + CSV_ROWS), CHINA))
     assert got == CSV_EXPECTED
 
 
 def test_csv_with_crlf_line_endings(tmp_path: Path) -> None:
     text = (HEADER + CSV_ROWS).replace("\n", "\r\n")
-    assert list(read_records(write(tmp_path / "crlf.csv", text))) == CSV_EXPECTED
+    assert list(read_records(write(tmp_path / "crlf.csv", text), CHINA)) == CSV_EXPECTED
 
 
 def test_csv_header_order_does_not_matter_and_extra_columns_are_ignored(tmp_path: Path) -> None:
@@ -97,7 +98,7 @@ def test_csv_header_order_does_not_matter_and_extra_columns_are_ignored(tmp_path
         "answered,start_time,note,duration_s,callee,caller,cdr_id\n"
         "false,1793581200,hello,7,13900139000,13800138000,x1\n"
     )
-    got = list(read_records(write(tmp_path / "reordered.csv", text)))
+    got = list(read_records(write(tmp_path / "reordered.csv", text), CHINA))
     assert got == [CDR("x1", "13800138000", "13900139000", T0_MS, 7, False)]
 
 
@@ -107,7 +108,7 @@ def test_csv_short_and_long_rows(tmp_path: Path) -> None:
         "s1,13800138000,13900139000,1793581200,7,true,surplus,cells\n"
         "s2,13800138000\n"
     )
-    got = list(read_records(write(tmp_path / "ragged.csv", text)))
+    got = list(read_records(write(tmp_path / "ragged.csv", text), CHINA))
     assert got == [
         CDR("s1", "13800138000", "13900139000", T0_MS, 7, True),
         Reject("missing_field", "missing callee"),
@@ -115,19 +116,19 @@ def test_csv_short_and_long_rows(tmp_path: Path) -> None:
 
 
 def test_csv_header_only_yields_nothing(tmp_path: Path) -> None:
-    assert list(read_records(write(tmp_path / "empty.csv", HEADER))) == []
+    assert list(read_records(write(tmp_path / "empty.csv", HEADER), CHINA)) == []
 
 
 @pytest.mark.parametrize("name", ["empty.csv", "empty.jsonl", "empty.jsonl.gz"])
 def test_empty_file_yields_nothing(tmp_path: Path, name: str) -> None:
-    assert list(read_records(write(tmp_path / name, ""))) == []
+    assert list(read_records(write(tmp_path / name, ""), CHINA)) == []
 
 
 @pytest.mark.parametrize(
     "name", ["cdrs.jsonl", "cdrs.jsonl.gz", "cdrs.json"], ids=["jsonl", "gz", "json"]
 )
 def test_json_lines_mix_of_records_and_rejects_in_order(tmp_path: Path, name: str) -> None:
-    got = list(read_records(write(tmp_path / name, JSONL_TEXT)))
+    got = list(read_records(write(tmp_path / name, JSONL_TEXT), CHINA))
     assert shape(got) == JSONL_EXPECTED_SHAPE
     assert got[0] == CDR("j1", "13800138000", "13900139000", T0_MS, 12, True)
     assert got[5] == CDR("j5", "13800138000", "13900139000", T0_MS, 12, False)
@@ -135,13 +136,13 @@ def test_json_lines_mix_of_records_and_rejects_in_order(tmp_path: Path, name: st
 
 def test_json_lines_with_crlf_and_no_final_newline(tmp_path: Path) -> None:
     text = JSONL_TEXT.rstrip("\n").replace("\n", "\r\n")
-    got = list(read_records(write(tmp_path / "crlf.jsonl", text)))
+    got = list(read_records(write(tmp_path / "crlf.jsonl", text), CHINA))
     assert shape(got) == JSONL_EXPECTED_SHAPE
 
 
 def test_file_starting_with_array_is_read_as_json(tmp_path: Path) -> None:
     text = "[" + line(cdr_id="k1") + "," + line(cdr_id="k2") + "]\n" + line(cdr_id="k3") + "\n"
-    got = list(read_records(write(tmp_path / "array.jsonl", text)))
+    got = list(read_records(write(tmp_path / "array.jsonl", text), CHINA))
     assert shape(got) == [("CDR", "k1"), ("CDR", "k2"), ("CDR", "k3")]
 
 
@@ -149,7 +150,7 @@ def test_invalid_utf8_is_replaced_not_fatal(tmp_path: Path) -> None:
     path = tmp_path / "latin1.jsonl"
     first = line(cdr_id="u1@").encode().replace(b"@", b"\xff")
     path.write_bytes(first + b"\n" + line(cdr_id="u2").encode() + b"\n")
-    got = list(read_records(str(path)))
+    got = list(read_records(str(path), CHINA))
     assert got == [
         CDR("u1\ufffd", "13800138000", "13900139000", T0_MS, 12, True),
         CDR("u2", "13800138000", "13900139000", T0_MS, 12, True),
@@ -158,7 +159,7 @@ def test_invalid_utf8_is_replaced_not_fatal(tmp_path: Path) -> None:
 
 def test_missing_file_raises_file_not_found(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        list(read_records(str(tmp_path / "absent.csv")))
+        list(read_records(str(tmp_path / "absent.csv"), CHINA))
 
 
 @pytest.mark.parametrize(
@@ -183,28 +184,28 @@ def test_dash_reads_stdin(
 ) -> None:
     stdin = io.TextIOWrapper(io.BytesIO(text.encode("utf-8")), encoding="utf-8")
     monkeypatch.setattr(sys, "stdin", stdin)
-    assert shape(list(read_records("-"))) == expected
+    assert shape(list(read_records("-", CHINA))) == expected
 
 
 def test_json_lines_starting_with_a_blank_line(tmp_path: Path) -> None:
-    got = list(read_records(write(tmp_path / "lead.jsonl", "\n" + line(cdr_id="b1") + "\n")))
+    got = list(read_records(write(tmp_path / "lead.jsonl", "\n" + line(cdr_id="b1") + "\n"), CHINA))
     assert shape(got) == [("CDR", "b1")]
 
 
 def test_csv_with_utf8_byte_order_mark(tmp_path: Path) -> None:
     path = tmp_path / "bom.csv"
     path.write_bytes("\ufeff".encode() + (HEADER + CSV_ROWS).encode())
-    assert list(read_records(str(path))) == CSV_EXPECTED
+    assert list(read_records(str(path), CHINA)) == CSV_EXPECTED
 
 
 def test_json_lines_record_with_unicode_line_separator_in_a_string(tmp_path: Path) -> None:
     text = line(cdr_id="ls1", ingress_trunk="A\u2028B") + "\n"
-    got = list(read_records(write(tmp_path / "ls.jsonl", text)))
+    got = list(read_records(write(tmp_path / "ls.jsonl", text), CHINA))
     assert shape(got) == [("CDR", "ls1")]
 
 
 def test_csv_row_with_infinite_start_time_does_not_abort_the_file(tmp_path: Path) -> None:
     text = HEADER + "i1,13800138000,13900139000,inf,1,true,,\n" + CSV_ROWS
-    got = list(read_records(write(tmp_path / "inf.csv", text)))
+    got = list(read_records(write(tmp_path / "inf.csv", text), CHINA))
     assert [type(r).__name__ for r in got[:1]] == ["Reject"]
     assert got[1:] == CSV_EXPECTED

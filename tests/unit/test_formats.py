@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from config.numbering import CHINA
 from streams.cdr import CDR, Reject, parse_record
 from streams.files import read_located, read_records
 from streams.formats import FORMATS, from_cli, get, parse_map
@@ -21,7 +22,7 @@ T0 = 1_796_000_400_000  # 2026-11-30 09:00:00 in Asia/Shanghai
 
 
 def read(name: str, fmt: str, mapping: str | None = None) -> list[tuple[int, CDR | Reject]]:
-    return list(read_located(str(DATA / name), tz=TZ, fmt=from_cli(fmt, mapping)))
+    return list(read_located(str(DATA / name), CHINA, tz=TZ, fmt=from_cli(fmt, mapping)))
 
 
 def test_asterisk_master_csv() -> None:
@@ -174,10 +175,12 @@ def test_written_records_read_back_to_the_same_calls(name: str, tmp_path: Path) 
     path = tmp_path / f"cdrs.{name}"
     with path.open("w", encoding="utf-8", newline="") as out:
         assert get(name).write(out, RECORDS, TZ) == len(RECORDS)
-    got = [r for r in read_records(str(path), tz=TZ, fmt=get(name))]
+    got = [r for r in read_records(str(path), CHINA, tz=TZ, fmt=get(name))]
     assert all(isinstance(r, CDR) for r in got)
     want = {
-        (c.caller, c.start_ms): c for c in (parse_record(r) for r in RECORDS) if isinstance(c, CDR)
+        (c.caller, c.start_ms): c
+        for c in (parse_record(r, CHINA) for r in RECORDS)
+        if isinstance(c, CDR)
     }
     assert len(got) == len(want)
     for cdr in got:

@@ -5,6 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from config.numbering import (
+    CHINA,
     MAX_NUMBER_DIGITS,
     NumberClass,
     classify,
@@ -106,7 +107,7 @@ def test_max_number_digits() -> None:
     ],
 )
 def test_normalise(raw: str, expected: str) -> None:
-    assert normalise(raw) == expected
+    assert normalise(raw, CHINA) == expected
 
 
 @pytest.mark.parametrize(
@@ -156,7 +157,7 @@ def test_normalise(raw: str, expected: str) -> None:
     ],
 )
 def test_normalise_rejects(raw: str) -> None:
-    assert normalise(raw) is None
+    assert normalise(raw, CHINA) is None
 
 
 @pytest.mark.parametrize(
@@ -221,7 +222,7 @@ def test_normalise_rejects(raw: str) -> None:
     ],
 )
 def test_classify(number: str, expected: NumberClass) -> None:
-    assert classify(number) is expected
+    assert classify(number, CHINA) is expected
 
 
 @pytest.mark.parametrize(
@@ -238,9 +239,9 @@ def test_classify(number: str, expected: NumberClass) -> None:
     ],
 )
 def test_classify_normalised(raw: str, expected: NumberClass) -> None:
-    number = normalise(raw)
+    number = normalise(raw, CHINA)
     assert number is not None
-    assert classify(number) is expected
+    assert classify(number, CHINA) is expected
 
 
 @pytest.mark.parametrize(
@@ -261,7 +262,7 @@ def test_classify_normalised(raw: str, expected: NumberClass) -> None:
     ],
 )
 def test_is_emergency(number: str, expected: bool) -> None:
-    assert is_emergency(number) is expected
+    assert is_emergency(number, CHINA) is expected
 
 
 # --- properties ---
@@ -320,35 +321,35 @@ def spaced(data: st.DataObject, number: str) -> str:
 
 @given(st.one_of(st.text(), st.text(alphabet=DIGITS + "+-(). \t"), prefixed))
 def test_normalise_is_total_and_well_formed(raw: str) -> None:
-    result = normalise(raw)
+    result = normalise(raw, CHINA)
     assert result is None or OUTPUT.fullmatch(result)
-    classify(raw)  # total as well
-    is_emergency(raw)
+    classify(raw, CHINA)  # total as well
+    is_emergency(raw, CHINA)
 
 
 @given(st.one_of(st.text(DIGITS, max_size=MAX_NUMBER_DIGITS + 3), prefixed))
 def test_normalise_is_idempotent(raw: str) -> None:
-    once = normalise(raw)
+    once = normalise(raw, CHINA)
     if once is not None:
         assert OUTPUT.fullmatch(once)
-        assert normalise(once) == once
+        assert normalise(once, CHINA) == once
 
 
 @given(mobiles, st.sampled_from(MOBILE_PREFIXES))
 def test_mobile_variants_normalise_to_the_mobile(mobile: str, prefix: str) -> None:
-    assert normalise(mobile) == mobile
-    assert normalise(prefix + mobile) == mobile
-    assert classify(mobile) in (NumberClass.MOBILE, NumberClass.MVNO)
+    assert normalise(mobile, CHINA) == mobile
+    assert normalise(prefix + mobile, CHINA) == mobile
+    assert classify(mobile, CHINA) in (NumberClass.MOBILE, NumberClass.MVNO)
 
 
 @given(st.data(), mobiles, st.sampled_from(("", *MOBILE_PREFIXES)))
 def test_separators_do_not_matter(data: st.DataObject, mobile: str, prefix: str) -> None:
-    assert normalise(spaced(data, prefix + mobile)) == mobile
+    assert normalise(spaced(data, prefix + mobile), CHINA) == mobile
 
 
 @given(st.data(), st.one_of(st.text(DIGITS, max_size=MAX_NUMBER_DIGITS + 1), prefixed))
 def test_separators_never_change_the_result(data: st.DataObject, raw: str) -> None:
-    assert normalise(spaced(data, raw)) == normalise(raw)
+    assert normalise(spaced(data, raw), CHINA) == normalise(raw, CHINA)
 
 
 @given(
@@ -359,12 +360,12 @@ def test_international_plus_and_00_agree(first: str, rest: str) -> None:
     number = first + rest
     if number.startswith("86"):
         return
-    assert normalise("+" + number) == normalise("00" + number) == "00" + number
-    assert classify("00" + number) is NumberClass.INTERNATIONAL
+    assert normalise("+" + number, CHINA) == normalise("00" + number, CHINA) == "00" + number
+    assert classify("00" + number, CHINA) is NumberClass.INTERNATIONAL
 
 
 @given(st.sampled_from(["10", "20", "21", "29"]), st.text(DIGITS, min_size=8, max_size=8))
 def test_two_digit_area_codes_are_fixed(area: str, local: str) -> None:
     for raw in ("0" + area + local, "+86" + area + local, "+860" + area + local):
-        assert normalise(raw) == area + local
-    assert classify(area + local) is NumberClass.FIXED
+        assert normalise(raw, CHINA) == area + local
+    assert classify(area + local, CHINA) is NumberClass.FIXED

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from config.numbering import CHINA
 from streams.cdr import CDR, Reject
 from streams.observe import UNASSERTED, Obs, caller_obs, derived_obs, is_spoofed, trunk_id
 from tests.factories import T0, cdr
@@ -80,7 +81,9 @@ def test_is_spoofed(
     prefixes: tuple[str, ...],
     spoofed: bool,
 ) -> None:
-    assert is_spoofed(call(caller, trunk=trunk, attestation=attestation), prefixes) is spoofed
+    assert (
+        is_spoofed(call(caller, trunk=trunk, attestation=attestation), prefixes, CHINA) is spoofed
+    )
 
 
 # --------------------------------------------------------------------------- trunk_id
@@ -152,7 +155,7 @@ def test_trunk_id_is_always_safe_in_a_key(raw: str | None) -> None:
     ],
 )
 def test_caller_obs_is_none_for_a_spoofed_call(trunk: str, attestation: str | None) -> None:
-    assert caller_obs(call(trunk=trunk, attestation=attestation), INTL) is None
+    assert caller_obs(call(trunk=trunk, attestation=attestation), INTL, CHINA) is None
 
 
 @pytest.mark.parametrize(
@@ -166,14 +169,14 @@ def test_caller_obs_is_none_for_a_spoofed_call(trunk: str, attestation: str | No
 )
 def test_caller_obs_of_an_asserted_call(release_cause: int | None, cause: int) -> None:
     c = call(MOBILE, trunk="core-1", attestation="A", release_cause=release_cause, answered=True)
-    assert caller_obs(c, INTL) == Obs(
+    assert caller_obs(c, INTL, CHINA) == Obs(
         "number", MOBILE, c.cdr_id, c.start_ms, True, 12, cause, VICTIM, -1
     )
 
 
 def test_caller_obs_of_a_foreign_caller_on_an_intl_trunk() -> None:
     c = call(FOREIGN, trunk="intl-3")
-    obs = caller_obs(c, INTL)
+    obs = caller_obs(c, INTL, CHINA)
     assert obs is not None
     assert (obs.kind, obs.subject, obs.other) == ("number", FOREIGN, VICTIM)
 
@@ -206,7 +209,7 @@ def test_derived_obs_of_an_asserted_call(
     caller: str, expected: list[tuple[str, str, str, int]]
 ) -> None:
     c = call(caller, trunk="intl-1" if caller == FOREIGN else "core-1", release_cause=16)
-    got = derived_obs([c], INTL, 5)
+    got = derived_obs([c], INTL, 5, CHINA)
     assert [_fields(o) for o in got] == expected
     for o in got:
         assert (o.cdr_id, o.start_ms, o.answered, o.duration_s, o.cause) == (
@@ -219,7 +222,7 @@ def test_derived_obs_of_an_asserted_call(
 
 
 def test_block_subject_drops_the_last_two_digits() -> None:
-    (_, block) = derived_obs([call("13812345699")], INTL, 0)
+    (_, block) = derived_obs([call("13812345699")], INTL, 0, CHINA)
     assert block.subject == "138123456"
     assert len(block.subject) == len("13812345699") - 2
 
@@ -237,7 +240,7 @@ def test_derived_obs_of_a_spoofed_call(
     trunk: str | None, attestation: str | None, trunk_subject: str
 ) -> None:
     c = call(MOBILE, trunk=trunk, attestation=attestation)
-    got = derived_obs([c], INTL, 2)
+    got = derived_obs([c], INTL, 2, CHINA)
     # The trunk is observed instead of the caller's block, and the callee sees the presented
     # number marked as unasserted ("~"): it tells repeats apart but is never a member.
     assert [_fields(o) for o in got] == [
@@ -249,7 +252,7 @@ def test_derived_obs_of_a_spoofed_call(
 
 def test_derived_obs_never_names_a_spoofed_caller_as_a_counterpart_of_its_callee() -> None:
     spoofed = [call(f"1380000{i:04d}", trunk="intl-9", n=i) for i in range(20)]
-    got = derived_obs(spoofed, INTL, 0)
+    got = derived_obs(spoofed, INTL, 0, CHINA)
     assert {o.kind for o in got} == {"trunk", "callee"}
     assert all(o.other.startswith(UNASSERTED) for o in got if o.kind == "callee")
     assert all(o.kind != "block" for o in got)
@@ -262,7 +265,7 @@ def test_derived_obs_keeps_order_and_source() -> None:
         call(MOBILE, callee="13900000003", attestation="C", trunk="core-2", n=3, at_s=T0 + 20),
         call(MVNO, callee="13900000004", n=4, at_s=T0 + 40),
     ]
-    got = derived_obs(cdrs, INTL, 7)
+    got = derived_obs(cdrs, INTL, 7, CHINA)
     assert [(o.kind, o.cdr_id) for o in got] == [
         ("callee", cdrs[0].cdr_id),
         ("block", cdrs[0].cdr_id),
@@ -276,8 +279,8 @@ def test_derived_obs_keeps_order_and_source() -> None:
 
 
 def test_derived_obs_default_source_and_empty_input() -> None:
-    assert derived_obs([], INTL) == []
-    assert {o.source for o in derived_obs([call()], INTL)} == {0}
+    assert derived_obs([], INTL, 0, CHINA) == []
+    assert {o.source for o in derived_obs([call()], INTL, 0, CHINA)} == {0}
 
 
 # --------------------------------------------------------------------------- wire form
@@ -311,7 +314,7 @@ def test_derived_observations_survive_the_wire() -> None:
         call(MVNO, trunk="intl-1", n=3),
         call(MOBILE, attestation="C", trunk="sip:x{1}", n=4),
     ]
-    for o in derived_obs(cdrs, INTL, 4):
+    for o in derived_obs(cdrs, INTL, 4, CHINA):
         assert Obs.from_wire(o.to_wire(), 4) == o
 
 

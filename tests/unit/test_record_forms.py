@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from config.numbering import CHINA
 from streams.cdr import CDR, Reject, decode_message, parse_record
 from streams.files import read_records
 from streams.formats import get
@@ -159,15 +160,15 @@ def via_files(tmp: Path, recs: list[dict[str, object]]) -> dict[str, list[CDR | 
     for kind, text in texts.items():
         plain = tmp / f"cdrs.{kind}"
         plain.write_text(text, encoding="utf-8", newline="")
-        got[kind] = list(read_records(str(plain), tz=TZ))
+        got[kind] = list(read_records(str(plain), CHINA, tz=TZ))
         packed = tmp / f"cdrs.{kind}.gz"
         with gzip.open(packed, "wt", encoding="utf-8", newline="") as fh:
             fh.write(text)
-        got[f"{kind}.gz"] = list(read_records(str(packed), tz=TZ))
+        got[f"{kind}.gz"] = list(read_records(str(packed), CHINA, tz=TZ))
         saved = sys.stdin
         sys.stdin = io.TextIOWrapper(io.BytesIO(text.encode()), encoding="utf-8")
         try:
-            got[f"{kind}-stdin"] = list(read_records("-", tz=TZ))
+            got[f"{kind}-stdin"] = list(read_records("-", CHINA, tz=TZ))
         finally:
             sys.stdin = saved
         # The shipper's reading: line by line, the header decided by the first line.
@@ -179,11 +180,11 @@ def via_files(tmp: Path, recs: list[dict[str, object]]) -> dict[str, list[CDR | 
             lines = lines[1:]
         rows = [row for line in lines for row in contract.decode_line(line, header)]
         got[f"{kind}-lines"] = [
-            r if isinstance(r, Reject) else parse_record(r, tz=TZ) for r in rows
+            r if isinstance(r, Reject) else parse_record(r, CHINA, tz=TZ) for r in rows
         ]
     arrays = tmp / "arrays.jsonl"
     arrays.write_bytes(orjson.dumps(recs) + b"\n")
-    got["json-array-file"] = list(read_records(str(arrays), tz=TZ))
+    got["json-array-file"] = list(read_records(str(arrays), CHINA, tz=TZ))
     return got
 
 
@@ -197,9 +198,9 @@ def test_every_form_through_every_carrier_gives_the_same_cdr(
     calls = [c for c, _ in drawn]
     recs = [r for _, r in drawn]
     want = [expected(c) for c in calls]
-    assert [parse_record(r, tz=TZ) for r in recs] == want
-    assert [x for r in recs for x in decode_message(orjson.dumps(r), tz=TZ)] == want
-    assert decode_message(orjson.dumps(recs), tz=TZ) == want
+    assert [parse_record(r, CHINA, tz=TZ) for r in recs] == want
+    assert [x for r in recs for x in decode_message(orjson.dumps(r), CHINA, tz=TZ)] == want
+    assert decode_message(orjson.dumps(recs), CHINA, tz=TZ) == want
     for carrier, got in via_files(tmp_path, recs).items():
         assert got == want, carrier
 
@@ -220,7 +221,7 @@ def test_every_form_through_every_carrier_gives_the_same_cdr(
     ],
 )
 def test_start_time_forms(value: object, ms: int) -> None:
-    got = parse_record({**BASE, "start_time": value}, tz=TZ)
+    got = parse_record({**BASE, "start_time": value}, CHINA, tz=TZ)
     assert isinstance(got, CDR) and got.start_ms == ms
 
 
@@ -239,16 +240,16 @@ BASE: dict[str, object] = {
     [(144.9, 145), ("144.9", 145), (" 144.0 ", 144), ("0:02:24.9", 145), (144, 144), ("0", 0)],
 )
 def test_decimal_durations_round_up(value: object, seconds: int) -> None:
-    got = parse_record({**BASE, "duration_s": value})
+    got = parse_record({**BASE, "duration_s": value}, CHINA)
     assert isinstance(got, CDR) and got.duration_s == seconds
 
 
 @pytest.mark.parametrize("value", ["144,9", "1_449", "1e2", "-1", "12:60", "inf", "0x10", ""])
 def test_bad_durations_are_rejected_never_guessed(value: str) -> None:
-    got = parse_record({**BASE, "duration_s": value})
+    got = parse_record({**BASE, "duration_s": value}, CHINA)
     assert isinstance(got, Reject) and got.reason in ("bad_duration", "missing_field")
 
 
 def test_a_local_time_without_a_zone_to_read_it_in_is_rejected() -> None:
-    got = parse_record({**BASE, "start_time": "2026-11-02 09:00:00"})
+    got = parse_record({**BASE, "start_time": "2026-11-02 09:00:00"}, CHINA)
     assert got == Reject("bad_time", "start_time has no UTC offset")

@@ -11,11 +11,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from config.policy import load_policy
 from config.settings import Settings
-from streams.engine import Engine, Item
+from streams.engine import Engine, Item, Outcome
 from streams.metrics import Metrics
+from streams.runtime import Links, Runtime
 from streams.state.base import Changes
 from streams.state.memory import MemoryStore
-from streams.worker import Links, Runtime
 from tests.factories import T0, dial
 
 NOW_MS = (T0 + 30 * 86_400) * 1000
@@ -216,6 +216,35 @@ async def test_the_audit_restores_an_idle_partition_that_lost_writes() -> None:
     assert rt.handled == {}
 
 
+async def test_forward_runs_before_the_write_and_a_crash_there_replays_the_batch() -> None:
+    store = MemoryStore()
+    rt = runtime(store)
+    broker = Broker(list(enumerate(dial("17012345678", 30, 2000))))
+    forwarded: list[tuple[int, int]] = []  # (stored offset when forwarding, CDRs admitted)
+
+    async def forward(outcome: Outcome) -> None:
+        forwarded.append(((await store.load_meta(0)).offset, len(outcome.admitted)))
+        if len(forwarded) == 1:
+            raise RuntimeError("crash between forward and write")
+
+    outcome = await rt.handle(0, 0, broker.log, broker.links(), forward)
+    # The first forward ran before any write and failed: the batch was not written, so it is
+    # detected and forwarded again, whole, before the write that then succeeds.
+    assert forwarded == [(-1, 30), (-1, 30)]
+    assert outcome.accepted == 30 and (await store.load_meta(0)).offset == 29
+    again = await rt.handle(0, 0, broker.log, broker.links(), forward)
+    assert again.replayed == 30 and len(forwarded) == 2  # nothing to write: nothing forwarded
+
+
+async def test_prepare_writes_nothing_until_commit() -> None:
+    store = MemoryStore()
+    engine = runtime(store).engine
+    prepared = await engine.prepare(0, list(enumerate(dial("17012345678", 260, 2000))))
+    assert prepared.outcome.alerts and (await store.load_meta(0)).offset == -1
+    assert await engine.commit(prepared) is prepared.outcome
+    assert (await store.load_meta(0)).offset == 259
+
+
 async def test_revoke_waits_for_the_batch_in_flight() -> None:
     rt = runtime(MemoryStore())
     order: list[str] = []
@@ -244,7 +273,7 @@ async def test_revoke_gives_up_waiting_on_a_stuck_batch() -> None:
 async def test_the_fetch_wait_setting_reaches_every_aiokafka_consumer() -> None:
     import aiokafka
 
-    from streams.worker import set_fetch_max_wait
+    from streams.app import set_fetch_max_wait
 
     original = aiokafka.AIOKafkaConsumer.__init__
     try:
@@ -257,4 +286,4 @@ async def test_the_fetch_wait_setting_reaches_every_aiokafka_consumer() -> None:
         )  # what faust-streaming passes
         assert consumer._fetch_max_wait_ms == 10
     finally:
-        aiokafka.AIOKafkaConsumer.__init__ = original  # type: ignore[method-assign]
+        aiokafka.AIOKafkaConsumer.__init__ = original

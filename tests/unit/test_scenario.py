@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
-from config.numbering import NumberClass, classify
+from config.numbering import CHINA, NumberClass, classify
 from streams.allowlist import Allowlist
 from streams.cdr import CDR, parse_record
 from streams.cli import main
@@ -169,7 +169,7 @@ def test_every_record_is_a_valid_cdr(scenario: Scenario) -> None:
     end = START + timedelta(hours=SPEC.hours)
     ids: set[object] = set()
     for record in scenario.records:
-        cdr = parse_record(record)
+        cdr = parse_record(record, CHINA)
         assert isinstance(cdr, CDR), (cdr, record)
         assert cdr.caller == record["caller"] and cdr.callee == record["callee"]
         assert record["direction"] == "outgoing"
@@ -231,7 +231,7 @@ def test_allowlist_is_bank_and_notification_numbers(scenario: Scenario, tmp_path
         assert len(number) == 5 and number.startswith("95")
     for number in subjects(scenario, "notification_service"):
         assert len(number) == 8 and number.startswith("96")
-    assert all(classify(n) is NumberClass.SERVICE for n in scenario.allowlist)
+    assert all(classify(n, CHINA) is NumberClass.SERVICE for n in scenario.allowlist)
 
 
 # Calls each subject makes in a day: (role, min, max).
@@ -293,7 +293,7 @@ def test_bulk_diallers_reach_250_in_40_minutes(
     kinds = set()
     for number in subjects(scenario, "bulk_dialler"):
         calls = by_caller[number]
-        kinds.add(classify(number))
+        kinds.add(classify(number, CHINA))
         assert 250 <= max_in_span([epoch(r) for r in calls], 2400) <= 301
         assert len({r["callee"] for r in calls}) == len(calls)
         causes = Counter(r["release_cause"] for r in calls)
@@ -345,7 +345,7 @@ def test_block_members_share_a_9_digit_prefix(
     members = subjects(scenario, "block_member")
     blocks = Counter(number[:9] for number in members)
     assert sorted(blocks.values()) == [BLOCK_ACTIVE, BLOCK_ACTIVE]
-    assert all(classify(n) is NumberClass.MVNO for n in members)
+    assert all(classify(n, CHINA) is NumberClass.MVNO for n in members)
     for prefix in blocks:
         total = sum(len(by_caller[n]) for n in members if n.startswith(prefix))
         assert 2000 <= total <= 3600
@@ -359,7 +359,7 @@ def test_sequential_callees_have_a_constant_stride(
         callees = [int(str(r["callee"])) for r in calls]
         strides = {b - a for a, b in pairwise(callees)}
         assert len(strides) == 1 and strides <= {1, 2, 3, 10}
-        assert all(classify(str(r["callee"])) is NumberClass.MOBILE for r in calls)
+        assert all(classify(str(r["callee"]), CHINA) is NumberClass.MOBILE for r in calls)
         unallocated = sum(1 for r in calls if r["release_cause"] == 1) / len(calls)
         assert 0.08 < unallocated < 0.35
 
@@ -368,7 +368,7 @@ def test_one_ring_callers_are_international_and_unanswered(
     scenario: Scenario, by_caller: dict[str, Records]
 ) -> None:
     for number in subjects(scenario, "one_ring"):
-        assert classify(number) is NumberClass.INTERNATIONAL
+        assert classify(number, CHINA) is NumberClass.INTERNATIONAL
         assert number[2:5] in {"882", "216", "373", "225", "675"} and len(number) == 13
         calls = by_caller[number]
         assert all(r["release_cause"] in (18, 19) and r["duration_s"] == 0 for r in calls)
@@ -383,7 +383,7 @@ def test_spoofed_records_carry_the_spoof_trunk(scenario: Scenario) -> None:
     spoofed = [r for r in scenario.records if r["ingress_trunk"] in trunks]
     assert {r["ingress_trunk"] for r in spoofed} == trunks
     assert {str(r["caller"]) for r in spoofed} == victims
-    assert all(classify(n) in (NumberClass.MOBILE, NumberClass.MVNO) for n in victims)
+    assert all(classify(n, CHINA) in (NumberClass.MOBILE, NumberClass.MVNO) for n in victims)
     # About 30% of the spoofed calls present a real subscriber, who also calls on a core trunk.
     on_core = {str(r["caller"]) for r in scenario.records if r["ingress_trunk"] not in trunks}
     real = sum(1 for r in spoofed if r["caller"] in on_core)
@@ -407,7 +407,7 @@ def test_taxi_dispatch_peaks_at_both_ends_of_the_day(
 def test_switchboard_busiest_hour(scenario: Scenario, by_caller: dict[str, Records]) -> None:
     for number in subjects(scenario, "switchboard"):
         calls = by_caller[number]
-        assert classify(number) in (NumberClass.FIXED, NumberClass.HOTLINE)
+        assert classify(number, CHINA) in (NumberClass.FIXED, NumberClass.HOTLINE)
         assert max_in_span([epoch(r) for r in calls], 3600) <= 240
         assert len({r["callee"] for r in calls}) >= 0.85 * len(calls)
 
@@ -459,13 +459,13 @@ def test_cli_writes_scenario_files(tmp_path: Path) -> None:
     argv = ["simulate", "--scenario", "--scale", "0.1", "--subscribers", "300", "--hours", "6"]
     argv += ["--start", START.isoformat(), "--out", str(out)]
     assert main([*argv, "--labels", str(labels), "--allowlist", str(allow)]) == 0
-    records = list(read_records(str(out)))
+    records = list(read_records(str(out), CHINA))
     assert records and all(isinstance(r, CDR) for r in records)
     assert any(isinstance(r, CDR) and r.ingress_trunk == "intl-gw-07" for r in records)
     read = read_scenario_labels(labels)
     assert {label.role for label in read} >= set(ATTACK_ROLES)
     assert allow.read_text().startswith("#")
-    allowlist = Allowlist(allow)
+    allowlist = Allowlist(allow, CHINA)
     expected = [label.subject for label in read if label.role in ALLOWLISTED_ROLES]
     assert len(allowlist) == len(expected) and all(n in allowlist for n in expected)
     expected_spec = ScenarioSpec(start=START, subscribers=300, hours=6, scale=0.1)

@@ -12,16 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from config.numbering import CHINA
+from streams.batches import chunks
 from streams.cdr import CDR, REJECT_REASONS, Reject, decode_message
+from streams.deadletter import DEAD_LETTER_MAX_BYTES, dead_letter
+from streams.derived import decode_derived, derived_messages, derived_partition
 from streams.observe import Obs, derived_obs
-from streams.worker import (
-    DEAD_LETTER_MAX_BYTES,
-    chunks,
-    dead_letter,
-    decode_derived,
-    derived_messages,
-    derived_partition,
-)
 from tests.factories import T0, cdr
 
 PARTITIONS = 8
@@ -71,7 +66,7 @@ def test_derived_partition_spreads_subjects_over_all_partitions() -> None:
 
 @pytest.mark.parametrize("source", [0, 5])
 def test_one_message_per_target_partition_decodes_to_its_observations(source: int) -> None:
-    observed = derived_obs(traffic(), INTL, source)
+    observed = derived_obs(traffic(), INTL, source, CHINA)
     assert {o.kind for o in observed} == {"callee", "block", "trunk"}
     messages = dict(derived_messages(observed, source, PARTITIONS))
     targets = {derived_partition(o.subject, PARTITIONS) for o in observed}
@@ -89,7 +84,7 @@ def test_one_message_per_target_partition_decodes_to_its_observations(source: in
 
 
 def test_the_message_source_wins_over_the_observations() -> None:
-    observed = derived_obs(traffic()[:5], INTL, 2)
+    observed = derived_obs(traffic()[:5], INTL, 2, CHINA)
     for _, message in derived_messages(observed, 6, PARTITIONS):
         assert {o.source for o in decode_derived(message) if isinstance(o, Obs)} == {6}
 
@@ -99,7 +94,7 @@ def test_no_observations_no_messages() -> None:
 
 
 def test_large_batches_are_split_in_order_under_the_size_cap() -> None:
-    observed = derived_obs(traffic() * 40, INTL, 1)
+    observed = derived_obs(traffic() * 40, INTL, 1, CHINA)
     messages = derived_messages(observed, 1, 2, chunk=7)
     assert all(len(orjson.loads(m)[1]) <= 7 for _, m in messages)
     for target in (0, 1):
@@ -108,7 +103,7 @@ def test_large_batches_are_split_in_order_under_the_size_cap() -> None:
 
 
 def test_a_message_carries_the_source_once() -> None:
-    observed = derived_obs([cdr("13812345678", T0, 1, callee="13900000001")], INTL, 3)
+    observed = derived_obs([cdr("13812345678", T0, 1, callee="13900000001")], INTL, 3, CHINA)
     ((_, message),) = derived_messages(observed[:1], 3, PARTITIONS)
     assert orjson.loads(message) == [3, [observed[0].to_wire()]]
 
@@ -191,7 +186,7 @@ def test_decode_derived_of_no_observations() -> None:
 
 
 def test_decode_derived_rejects_bad_items_one_by_one() -> None:
-    good = derived_obs([cdr("13812345678", T0, 1, callee="13900000001")], INTL, 2)
+    good = derived_obs([cdr("13812345678", T0, 1, callee="13900000001")], INTL, 2, CHINA)
     assert len(good) == 2  # callee and block
     bad_kind = ["number", *good[0].to_wire()[1:]]
     bad_subject = list(good[0].to_wire())

@@ -1,0 +1,173 @@
+"""The worker's agents, as functions of a ``Context`` and a Faust stream (``streams.app`` wires
+them), and what they send.
+
+``by_caller`` reads the CDR topic (keyed by caller). For each partition of a batch it runs the
+caller engine's detection, publishes the batch's callee, block and trunk observations to the
+derived topic, one message per target partition (README "Derived stream"), then makes the
+engine's fenced store write, publishes the alerts and dead letters, and only then lets Faust
+acknowledge the batch. ``by_subject`` reads the derived topic and runs the subject engine the
+same way. ``by_complaint`` records subscriber reports on the caller partition of their number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import partial
+from typing import Any
+
+import orjson
+from faust.types import TopicT
+
+from streams.batches import chunks, split
+from streams.cdr import Reject, decode_message
+from streams.complaints import Complaint, decode_complaints, record
+from streams.context import Context
+from streams.deadletter import dead_letter
+from streams.derived import decode_derived, derived_messages
+from streams.engine import Outcome
+from streams.observe import derived_obs
+from streams.topics import partition_for
+
+ADMISSION_REASONS = frozenset({"future", "too_late"})  # decided by the engine, not the parser
+
+
+async def by_caller(ctx: Context, stream: Any) -> None:
+    """Stage 1 over the CDR topic."""
+    settings, callers = ctx.settings, ctx.callers
+    decode = partial(decode_message, plan=ctx.plan)
+    async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
+        by_partition, raw = split(events)
+        for partition, messages in by_partition.items():
+            for items in chunks(messages, decode, settings.chunk_records):
+                async with callers.lock(partition):
+                    outcome = await callers.handle(
+                        partition,
+                        items[0][0],
+                        items,
+                        ctx.caller_links,
+                        partial(forward, ctx, partition),
+                    )
+                    sends = partial(batch_sends, ctx, settings.cdr_topic, partition, outcome, raw)
+                    await callers.publish(partition, outcome, sends)
+
+
+async def by_subject(ctx: Context, stream: Any) -> None:
+    """Stage 2 over the derived topic."""
+    settings, subjects = ctx.settings, ctx.subjects
+    async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
+        by_partition, raw = split(events)
+        for partition, messages in by_partition.items():
+            for items in chunks(messages, decode_derived, settings.chunk_records):
+                async with subjects.lock(partition):
+                    outcome = await subjects.handle(
+                        partition, items[0][0], items, ctx.subject_links
+                    )
+                    sends = partial(
+                        batch_sends,
+                        ctx,
+                        settings.derived_topic,
+                        partition,
+                        outcome,
+                        raw,
+                        internal=True,
+                    )
+                    await subjects.publish(partition, outcome, sends)
+
+
+async def by_complaint(ctx: Context, stream: Any) -> None:
+    """Reports go to the caller partition of their number (README "Complaints")."""
+    settings, callers = ctx.settings, ctx.callers
+    horizon_ms = callers.engine.policy.complaints.horizon_s * 1000
+    async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
+        by_partition: dict[int, list[Complaint]] = {}
+        rejects: list[tuple[Any, Reject]] = []
+        for event in events:
+            for rec in decode_complaints(event.message.value, ctx.plan):
+                if isinstance(rec, Reject):
+                    rejects.append((event.message, rec))
+                    continue
+                target = partition_for(rec.number.encode(), settings.topic_partitions)
+                by_partition.setdefault(target, []).append(rec)
+        for target, complaints in by_partition.items():
+            await callers.retry(
+                "complaint write",
+                partial(record, callers.engine.store, target, complaints, horizon_ms),
+            )
+            callers.metrics.complaints.labels("accepted").inc(len(complaints))
+        if rejects:
+            await callers.send_confirmed(-1, partial(dead_complaints, ctx.topics.dead, rejects))
+            for _, reject in rejects:
+                callers.metrics.complaints.labels(reject.reason).inc()
+
+
+async def forward(ctx: Context, partition: int, outcome: Outcome) -> None:
+    """Stage 1's admitted CDRs go to stage 2 before the state write (``Runtime.handle``'s
+    ``forward``): a crash in between replays them, and stage 2 drops the repeats by cdr_id."""
+    trunks = ctx.settings.international_trunks
+    observed = derived_obs(outcome.admitted, trunks, partition, ctx.plan)
+    if observed:
+        messages = derived_messages(observed, partition, ctx.settings.topic_partitions)
+        await ctx.callers.send_confirmed(
+            partition, partial(send_derived, ctx.topics.derived, messages)
+        )
+
+
+async def send_derived(derived: TopicT, messages: list[tuple[int, bytes]]) -> list[Any]:
+    return [await derived.send(value=value, partition=target) for target, value in messages]
+
+
+async def send_raw(alerts: TopicT, alerts_json: list[bytes]) -> list[Any]:
+    """Alerts as the outbox stored them (``Links.send_raw``), keyed by number."""
+    pending = []
+    for value in alerts_json:
+        number = str(orjson.loads(value).get("number", ""))
+        pending.append(await alerts.send(key=number.encode(), value=value))
+    return pending
+
+
+async def batch_sends(
+    ctx: Context,
+    source: str,
+    partition: int,
+    outcome: Outcome,
+    raw: dict[tuple[int, int], bytes],
+    internal: bool = False,
+) -> list[Any]:
+    """The alerts and dead letters of a batch. ``internal`` (the derived topic): a stage-2
+    admission reject is only counted; its record's dead letter, if any, came from stage 1,
+    and the derived message holds a whole batch of other calls."""
+    alerts, dead = ctx.topics.alerts, ctx.topics.dead
+    pending = [
+        await alerts.send(key=alert.number.encode(), value=orjson.dumps(alert.to_dict(ctx.tz)))
+        for alert in outcome.alerts
+    ]
+    for offset, reject in outcome.rejects:
+        if internal and reject.reason in ADMISSION_REASONS:
+            continue
+        value, headers = dead_letter(
+            raw[(partition, offset)], reject, f"{source}/{partition}/{offset}"
+        )
+        pending.append(await dead.send(key=None, value=value, headers=headers))
+    return pending
+
+
+async def dead_complaints(dead: TopicT, rejects: list[tuple[Any, Reject]]) -> list[Any]:
+    pending = []
+    for message, reject in rejects:
+        source = f"{message.topic}/{message.partition}/{message.offset}"
+        value, headers = dead_letter(message.value or b"", reject, source)
+        pending.append(await dead.send(key=None, value=value, headers=headers))
+    return pending
+
+
+async def audit_stores(ctx: Context) -> None:
+    """The store-audit timer: both stages re-apply what the store lost (``Runtime.audit``)."""
+    for runtime, links in ((ctx.callers, ctx.caller_links), (ctx.subjects, ctx.subject_links)):
+        await runtime.audit(links)
+
+
+async def revoke(ctx: Context, revoked: Iterable[Any]) -> None:
+    """A rebalance took these topic partitions away: each stage forgets its own."""
+    for tp in revoked:
+        runtime = ctx.subjects if tp.topic == ctx.settings.derived_topic else ctx.callers
+        await runtime.revoke(tp.partition, ctx.settings.rebalance_timeout_s / 2)

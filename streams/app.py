@@ -1,0 +1,148 @@
+"""Builds the worker's Faust app: its topics, the agents of both stages and complaints, the
+timers (allowlist refresh, store audit, broker probe), the web endpoints and rebalance
+handling, all over one ``Context``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from functools import partial, wraps
+from typing import Any
+
+import faust
+from faust.types import TopicT
+
+from config.settings import Settings
+from streams import agents, web
+from streams.cdr import decode_message
+from streams.context import BrokerHealth, Context
+from streams.derived import decode_derived
+from streams.kafka_reads import published_ids, reread
+from streams.runtime import Links, Runtime
+from streams.security import api_token, faust_broker_kwargs, faust_web_kwargs
+from streams.topics import worker_topics
+
+log = logging.getLogger("dialwatch.worker")
+BROKER_PROBE_S = 5.0
+BROKER_PROBE_TIMEOUT_S = 3.0
+
+
+def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.App:
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server}" for server in settings.kafka.split(",")],
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        topic_partitions=settings.topic_partitions,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        stream_wait_empty=False,
+        **faust_broker_kwargs(settings),
+        **faust_web_kwargs(),
+    )
+    topics = worker_topics(app, settings)
+    decode_cdrs = partial(decode_message, plan=callers.engine.numbering)
+    ctx = Context(
+        settings,
+        callers,
+        subjects,
+        topics,
+        caller_links=links(settings, topics.alerts, settings.cdr_topic, decode_cdrs),
+        subject_links=links(settings, topics.alerts, settings.derived_topic, decode_derived),
+        token=api_token(settings),
+    )
+
+    async def by_caller(stream: Any) -> None:
+        await agents.by_caller(ctx, stream)
+
+    async def by_subject(stream: Any) -> None:
+        await agents.by_subject(ctx, stream)
+
+    async def by_complaint(stream: Any) -> None:
+        await agents.by_complaint(ctx, stream)
+
+    app.agent(topics.cdrs, name="by_caller")(by_caller)
+    app.agent(topics.derived, name="by_subject")(by_subject)
+    app.agent(topics.complaints, name="complaints")(by_complaint)
+
+    # Faust passes the app to a timer function that takes an argument: these take none.
+    @app.timer(settings.allowlist_refresh_s)  # type: ignore[untyped-decorator]
+    async def allowlist_timer() -> None:
+        await ctx.refresh_allowlist()
+
+    @app.timer(settings.store_audit_s)  # type: ignore[untyped-decorator]
+    async def store_audit() -> None:
+        await agents.audit_stores(ctx)
+
+    @app.timer(BROKER_PROBE_S)  # type: ignore[untyped-decorator]
+    async def broker_probe() -> None:
+        await probe_broker(app, ctx.broker)
+
+    web.register(app, ctx)
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
+        await agents.revoke(ctx, revoked)
+
+    return app
+
+
+def links(
+    settings: Settings,
+    alerts: TopicT,
+    topic: str,
+    decode: Callable[[bytes | None], list[Any]],
+) -> Links:
+    """The broker calls a stage over input ``topic`` recovers with."""
+    return Links(
+        partial(published_ids, settings),
+        partial(agents.send_raw, alerts),
+        partial(reread, settings, topic, decode),
+    )
+
+
+async def probe_broker(app: faust.App, broker: BrokerHealth) -> None:
+    """A metadata round trip on the producer's connection: /health turns degraded while the
+    broker does not answer, even when there is nothing to send."""
+    try:
+        producer: Any = app.producer  # faust's aiokafka driver; its client is aiokafka's
+        client = producer._ensure_producer().client
+        await asyncio.wait_for(client.fetch_all_metadata(), BROKER_PROBE_TIMEOUT_S)
+    except Exception as exc:  # any failure means "not reachable now"
+        if broker.ok:
+            log.warning("broker unreachable (%s)", type(exc).__name__)
+        broker.ok = False
+        return
+    if not broker.ok:
+        log.info("broker reachable again")
+    broker.ok = True
+
+
+def set_fetch_max_wait(ms: int) -> None:
+    """Make every aiokafka consumer this process creates (Faust's) ask for ``ms`` of fetch wait.
+
+    faust-streaming 0.15 passes a fixed ``fetch_max_wait_ms=1500`` with no setting for it
+    (``faust/transport/drivers/aiokafka.py``), so the constructor's argument is replaced here.
+    """
+    import aiokafka
+
+    original = aiokafka.AIOKafkaConsumer.__init__
+    if getattr(original, "dialwatch_fetch_wait", None) == ms:
+        return
+
+    @wraps(original)
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs["fetch_max_wait_ms"] = ms
+        original(self, *args, **kwargs)
+
+    init.dialwatch_fetch_wait = ms  # type: ignore[attr-defined]
+    aiokafka.AIOKafkaConsumer.__init__ = init

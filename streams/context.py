@@ -1,0 +1,61 @@
+"""What the worker's agents, timers and endpoints share (``streams.app`` builds it)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from redis.exceptions import RedisError
+
+from config.numbering import NumberingPlan
+from config.settings import Settings
+from streams.allowlist import Allowlist, shared_key
+from streams.runtime import Links, Runtime
+from streams.state.redis import RedisStore
+from streams.topics import WorkerTopics
+
+log = logging.getLogger("dialwatch.worker")
+
+
+@dataclass(slots=True)
+class BrokerHealth:
+    """Whether the broker answered the last probe (``streams.app``); /health reports it."""
+
+    ok: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Both stages, the topics and the broker calls each stage recovers with."""
+
+    settings: Settings
+    callers: Runtime  # stage 1
+    subjects: Runtime  # stage 2
+    topics: WorkerTopics
+    caller_links: Links
+    subject_links: Links
+    token: str | None  # the bearer token of the state-changing endpoints (None: they are off)
+    broker: BrokerHealth = field(default_factory=BrokerHealth)
+
+    @property
+    def plan(self) -> NumberingPlan:
+        return self.callers.engine.numbering
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return self.callers.engine.tz
+
+    async def refresh_allowlist(self) -> None:
+        """Reload the allowlist file if it changed and take the shared entries from Redis; on
+        failure keep the current list."""
+        allowlist, store = self.callers.engine.allowlist, self.callers.engine.store
+        try:
+            if isinstance(allowlist, Allowlist):
+                allowlist.reload_if_changed()
+                if isinstance(store, RedisStore):
+                    allowlist.set_shared(
+                        await store.client.smembers(shared_key(self.settings.key_prefix))
+                    )
+        except (OSError, ValueError, RedisError) as exc:  # keep the last good list
+            log.warning("allowlist refresh failed (%s); keeping the current list", exc)
