@@ -71,6 +71,9 @@ class CsvMap(Format):
         if header is None:
             return Reject("missing_field", "csv-map needs a header row")
         columns = self._columns(header)
+        if len(columns) < len(self.mapping):
+            absent = ", ".join(self.missing(header))
+            return Reject("missing_field", f"--map names columns the header lacks: {absent}")
         out: dict[str, object] = {}
         for field, index in columns.items():
             if index < len(row):

@@ -212,3 +212,10 @@ def test_cause_names_are_q850() -> None:
     assert Q850_BY_NAME["NO_ANSWER"] == 19
     assert Q850_BY_NAME["UNALLOCATED_NUMBER"] == 1
     assert all(0 <= code <= 127 for code in Q850_BY_NAME.values())
+
+
+def test_csv_map_naming_an_absent_column_says_which() -> None:
+    got = read("mediation-export.csv", "csv-map", "caller=A_NUMBER,callee=CALLED")
+    assert {r for _, r in got} == {
+        Reject("missing_field", "--map names columns the header lacks: CALLED")
+    }
