@@ -255,6 +255,9 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
         records, labels = sim.generate(spec)
         if args.labels:
             sim.write_labels(args.labels, labels)
+    if args.topic and args.format != "contract":
+        print("simulate: --format writes files; a topic gets the contract", file=sys.stderr)
+        return 2
     if args.topic:
         partitions = args.partitions or settings.topic_partitions
         from streams.security import kafka_python_kwargs

@@ -193,6 +193,7 @@ def test_shipper_killed_mid_file_and_rotated_while_down_delivers_every_record(
     procs.append(shipper(kafka_bootstrap, topic, *args))
     size = master.stat().st_size
     wait_until(lambda: state.exists() and Position.load(state).offset > 0)  # type: ignore[union-attr]
+    time.sleep(0.3)  # into the file, most likely between a send and its saved position
     procs[0].send_signal(signal.SIGKILL)
     procs[0].wait()
     durable = Position.load(state)
