@@ -7,6 +7,7 @@ import csv
 import gzip
 import io
 import sys
+import zlib
 from collections.abc import Iterator
 from datetime import tzinfo
 from pathlib import Path
@@ -15,19 +16,39 @@ from typing import IO, TextIO
 import orjson
 
 from config.numbering import NumberingPlan
-from streams.cdr import CDR, Reject, parse_record
+from streams.cdr import CDR, REQUIRED, Reject, parse_record
+from streams.errors import InputError, path_error
 from streams.formats import Format
 from streams.formats.contract import Contract
 
+FORMATS = "CSV with a header row or JSON Lines"
 Located = tuple[int, CDR | Reject]  # (line number, 1-based; the record or why not)
 
 
 def open_text(path: str) -> IO[str]:
+    """Raises UsageError naming the path when it cannot be opened."""
     if path == "-":
         return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
-    if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8-sig", errors="replace", newline="")
-    return Path(path).open(encoding="utf-8-sig", errors="replace", newline="")
+    try:
+        if path.endswith(".gz"):
+            return gzip.open(path, "rt", encoding="utf-8-sig", errors="replace", newline="")
+        return Path(path).open(encoding="utf-8-sig", errors="replace", newline="")
+    except OSError as exc:
+        raise path_error(path, exc) from exc
+
+
+def read_text(path: str) -> str:
+    """The whole file; InputError when a .gz is not gzip or the bytes are not text."""
+    with open_text(path) as fh:
+        try:
+            text = fh.read()
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise InputError(f"{path}: not a valid gzip file ({exc})") from exc
+        except OSError as exc:
+            raise path_error(path, exc) from exc
+    if "\x00" in text:
+        raise InputError(f"{path}: binary data, not CDRs ({FORMATS})")
+    return text
 
 
 def read_records(
@@ -36,7 +57,10 @@ def read_records(
     tz: tzinfo | None = None,
     fmt: Format | None = None,
 ) -> Iterator[CDR | Reject]:
-    """Yield every record of one file in file order."""
+    """Yield every record of one file in file order.
+
+    A contract CSV file whose header lacks a required column is refused (InputError) before
+    any record."""
     for _, rec in read_located(path, plan, tz, fmt):
         yield rec
 
@@ -49,25 +73,45 @@ def read_located(
 ) -> Iterator[Located]:
     """Every record of one file with its line number. The contract (the default) is sniffed
     from the first non-blank character: ``[`` or ``{`` JSON Lines, else CSV."""
-    with open_text(path) as fh:
-        text = fh.read()
+    text = read_text(path)
     if fmt is None or isinstance(fmt, Contract):
-        yield from _contract(text, plan, tz)
+        stripped = text.lstrip()
+        if not stripped:
+            return
+        if stripped[0] in "[{":
+            yield from _jsonl(text, plan, tz)
+        else:
+            yield from _csv(path, text, plan, tz)
         return
-    for number, row in fmt.read_text(text):
-        yield number, row if isinstance(row, Reject) else parse_record(row, plan, tz)
+    try:
+        for number, row in fmt.read_text(text):
+            yield number, row if isinstance(row, Reject) else parse_record(row, plan, tz)
+    except csv.Error as exc:
+        raise InputError(f"{path}: not valid CSV for {fmt.name}: {_csv_reason(exc)}") from exc
 
 
-def _contract(text: str, plan: NumberingPlan, tz: tzinfo | None) -> Iterator[Located]:
-    stripped = text.lstrip()
-    if not stripped:
-        return
-    if stripped[0] in "[{":
-        yield from _jsonl(text, plan, tz)
-        return
+def _csv(path: str, text: str, plan: NumberingPlan, tz: tzinfo | None) -> Iterator[Located]:
     reader = csv.DictReader(io.StringIO(text))
-    for row in reader:
-        yield reader.line_num, parse_record(row, plan, tz)
+    try:
+        missing = [name for name in REQUIRED if name not in (reader.fieldnames or ())]
+        if missing:
+            raise InputError(
+                f"{path}: not CDRs: the CSV header lacks {', '.join(missing)} ({FORMATS};"
+                " --format names other layouts)"
+            )
+        for row in reader:
+            yield reader.line_num, parse_record(row, plan, tz)
+    except csv.Error as exc:
+        reason = _csv_reason(exc)
+        raise InputError(f"{path}: line {reader.line_num}: not valid CSV: {reason}") from exc
+
+
+def _csv_reason(exc: csv.Error) -> str:
+    reason = str(exc)
+    if reason.startswith("field larger than field limit"):
+        limit = csv.field_size_limit()
+        reason = f"a field longer than {limit:,} characters (an unbalanced quote?)"
+    return reason
 
 
 def _jsonl(text: str, plan: NumberingPlan, tz: tzinfo | None) -> Iterator[Located]:

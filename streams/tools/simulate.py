@@ -27,6 +27,7 @@ import orjson
 from kafka import KafkaProducer  # type: ignore[import-untyped, unused-ignore]
 
 from config.settings import Settings
+from streams.errors import UsageError
 from streams.topics import partition_for
 
 NORMAL: Final = "normal"
@@ -361,6 +362,25 @@ def _open_text(path: Path | str) -> Iterator[IO[str]]:
             text.flush()
             # Detach rather than close: closing the wrapper would close stdout too.
             text.detach()
+
+
+OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
+
+
+def output_format(path: str, given: str | None = None) -> str:
+    """``csv`` or ``jsonl``: ``given`` (``--format``) wins, else the name tells (a ``.gz`` after
+    the suffix compresses); stdout is JSON Lines. UsageError when neither says."""
+    if given is not None:
+        return given
+    if path == "-":
+        return "jsonl"
+    suffix = Path(path.removesuffix(".gz")).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise UsageError(
+            f"--out {path}: cannot tell the format from the name; name it .csv, .jsonl or"
+            " .json (.gz after it to compress), or give --format csv|jsonl"
+        )
+    return OUTPUT_FORMATS[suffix]
 
 
 def write_jsonl(path: Path | str, records: Iterable[Mapping[str, object]]) -> int:
