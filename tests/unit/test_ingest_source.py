@@ -3,6 +3,7 @@ restart, rotation (while running and while stopped), truncation, headers when re
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 from streams.formats import get
@@ -114,3 +115,12 @@ def test_a_corrupt_state_file_is_one_clear_error(tmp_path: Path) -> None:
         assert "is not a dialwatch position" in str(exc)
     else:
         raise AssertionError("accepted a corrupt state file")
+
+
+def test_a_gzipped_file_is_read_whole_its_last_line_complete(tmp_path: Path) -> None:
+    path = tmp_path / "Master.csv.gz"
+    with gzip.open(path, "wt") as out:
+        out.write(lines(3) + "line 3 without newline")
+    src = Source(path, get("asterisk"), None, follow=False)
+    assert texts(src.read(100)) == ["line 0", "line 1", "line 2", "line 3 without newline"]
+    assert not src.switch()
