@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO
+from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -616,6 +617,9 @@ class BenchmarkSpec:
     hours: float = 12.0
     scale: float = 1.0
     order: str = SORTED  # SORTED | DELIVERY
+    # SORTED only: the scenario is written in this format and scanned from it. DELIVERY replays
+    # the demo's contract messages.
+    format: str = "contract"
 
 
 def parse_alerts(text: str) -> list[dict[str, Any]]:
@@ -629,21 +633,28 @@ def _throughput(totals: Counter[str]) -> Throughput:
 
 
 async def _replay(
-    settings: Settings, records: list[dict[str, object]], allowlist: Sequence[str]
+    settings: Settings,
+    records: list[dict[str, object]],
+    allowlist: Sequence[str],
+    fmt: str = "contract",
 ) -> tuple[list[dict[str, Any]], Throughput]:
     from streams.factory import build_engines
+    from streams.formats import get
     from streams.scan import scan
-    from streams.tools.simulate import write_jsonl
+    from streams.tools.simulate import write_format, write_jsonl
 
     with tempfile.TemporaryDirectory(prefix="dialwatch-evaluate-") as tmp:
         cdrs, listed = Path(tmp, "cdrs.jsonl"), Path(tmp, "allowlist.txt")
-        write_jsonl(cdrs, records)
+        if fmt == "contract":
+            write_jsonl(cdrs, records)
+        else:
+            write_format(cdrs, records, fmt, ZoneInfo(settings.timezone))
         listed.write_text("".join(f"{n}\n" for n in allowlist), encoding="utf-8")
         # Both stages, over memory, exactly as ``dialwatch scan`` wires them.
         engine, derived = build_engines(settings.with_(allowlist_file=listed, redis=None), None)
         out, err = io.StringIO(), io.StringIO()
         try:
-            totals = await scan(engine, [str(cdrs)], out, err, derived=derived)
+            totals = await scan(engine, [str(cdrs)], out, err, derived=derived, fmt=get(fmt))
         finally:
             await engine.store.close()
             await derived.store.close()
@@ -713,8 +724,12 @@ async def run_seed(settings: Settings, spec: BenchmarkSpec, seed: int, start: da
             start=start, seed=seed, subscribers=spec.subscribers, hours=spec.hours, scale=spec.scale
         )
     )
-    replay = _stream if spec.order == DELIVERY else _replay
-    alerts, throughput = await replay(settings, scenario.records, scenario.allowlist)
+    if spec.order == DELIVERY:
+        alerts, throughput = await _stream(settings, scenario.records, scenario.allowlist)
+    else:
+        alerts, throughput = await _replay(
+            settings, scenario.records, scenario.allowlist, spec.format
+        )
     report = evaluate(
         scenario.records,
         scenario.labels,

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from functools import partial
 from pathlib import Path
 from typing import IO, Final, TypeVar, cast
@@ -558,3 +558,18 @@ def produce(
     if errors:
         raise RuntimeError(f"{len(errors)} Kafka messages failed") from errors[0]
     return sent
+
+
+def write_format(
+    path: Path | str, records: Iterable[Mapping[str, object]], name: str, tz: tzinfo
+) -> int:
+    """Write records in a switch's format (streams.formats), local times in ``tz``; a format
+    written at call end (Asterisk, FreeSWITCH CSV) comes out in call-end order."""
+    from streams.formats import FORMATS, get
+
+    fmt = FORMATS.get(name)
+    if fmt is None or not fmt.writable or name == "contract":
+        writable = [n for n, f in FORMATS.items() if f.writable and n != "contract"]
+        raise ValueError(f"--format {name}: simulate writes contract, {', '.join(writable)}")
+    with _open_text(path) as out:
+        return get(name).write(out, records, tz)
