@@ -34,7 +34,7 @@ ADMISSION_REASONS = frozenset({"future", "too_late"})  # decided by the engine, 
 async def by_caller(ctx: Context, stream: Any) -> None:
     """Stage 1 over the CDR topic."""
     settings, callers = ctx.settings, ctx.callers
-    decode = partial(decode_message, plan=ctx.plan)
+    decode = partial(decode_message, plan=ctx.plan, tz=ctx.tz)
     async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
         by_partition, raw = split(events)
         for partition, messages in by_partition.items():

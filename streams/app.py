@@ -54,7 +54,7 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
         **faust_web_kwargs(),
     )
     topics = worker_topics(app, settings)
-    decode_cdrs = partial(decode_message, plan=callers.engine.numbering)
+    decode_cdrs = partial(decode_message, plan=callers.engine.numbering, tz=callers.engine.tz)
     ctx = Context(
         settings,
         callers,

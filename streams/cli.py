@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import sys
@@ -16,11 +17,14 @@ import tomllib
 import traceback
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from config.settings import Settings
 from streams.errors import EXIT_OK, DialwatchError, InputError, UsageError, path_error
+
+if TYPE_CHECKING:
+    from streams.formats import Format
 
 DESCRIPTION = (
     "dialwatch analyses a carrier's call-detail records (CDRs) as they stream, and flags bulk"
@@ -33,6 +37,7 @@ EPILOG = (
     " demo, a check failed); 2 a usage or environment error (bad option, missing file,"
     " unreachable service, bad configuration)."
 )
+SWITCH_FORMATS = ("asterisk", "freeswitch-csv", "freeswitch-json")  # what simulate can write
 HELP_WIDTH = 78  # fixed, so that --help and the README's synopsis are the same text
 
 
@@ -176,6 +181,32 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="complaint reports to load first, JSON Lines (README: Complaints)",
     )
+    _format_options(p)
+
+    p = command("ingest", "publish CDR files of any format to the CDR topic (README: Ingest)")
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="CDR files, gzipped when named .gz; - is stdin",
+    )
+    p.add_argument(
+        "--follow", action="store_true", help="tail one file as a switch writes it, for ever"
+    )
+    p.add_argument(
+        "--state",
+        type=Path,
+        metavar="FILE",
+        help="where the position is kept (default with --follow: FILE.dialwatch-pos)",
+    )
+    p.add_argument(
+        "--batch",
+        type=_positive_int,
+        default=5000,
+        metavar="N",
+        help="lines per batch; the position is saved after each batch is confirmed",
+    )
+    _format_options(p)
 
     command("worker", "run the Faust worker; settings from DIALWATCH_* variables")
 
@@ -196,8 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--format",
-        choices=["csv", "jsonl"],
-        help="output format whatever the file name (default: from --out; stdout: jsonl)",
+        choices=["csv", "jsonl", *SWITCH_FORMATS],
+        metavar="FORMAT",
+        help="output format whatever the file name: the contract as csv or jsonl, or a"
+        " switch's: asterisk, freeswitch-csv, freeswitch-json (README: Formats)"
+        " (default: from --out; stdout: jsonl)",
     )
     p.add_argument(
         "--labels", type=Path, metavar="FILE", help="write each subject's label here (CSV)"
@@ -267,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--hours", type=float, default=6.0, metavar="H", help="simulated day, at least 4 h"
     )
     p.add_argument("--seed", type=int, default=7, metavar="N", help="random seed of the traffic")
+    p.add_argument(
+        "--keep", action="store_true", help="keep the run's files (worker log) and print where"
+    )
 
     p = command("evaluate", "detection-quality benchmark on the labelled scenario")
     p.add_argument(
@@ -288,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         metavar="F",
         help="multiplies every non-normal class",
+    )
+    p.add_argument(
+        "--order",
+        choices=["sorted", "delivery"],
+        default="sorted",
+        help="replay by start time (as scan) or as delivered, late records included (as the demo)",
     )
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the reports here, JSON")
     p.add_argument(
@@ -313,6 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--allowlist", type=_existing_file, metavar="FILE", help="with --cdrs: the allowlist"
+    )
+    p.add_argument(
+        "--format",
+        choices=["contract", *SWITCH_FORMATS],
+        default="contract",
+        metavar="NAME",
+        help="write the scenario in this format (contract, asterisk, freeswitch-csv,"
+        " freeswitch-json) and scan it from there (README: Formats)",
     )
 
     p = command("verify", "recount the input and compare it with a run's Redis state")
@@ -393,6 +444,10 @@ def _run(argv: list[str] | None, command: list[str]) -> int:
         _check_files(settings, args)
     if args.command == "scan":
         return _scan(args, settings)
+    if args.command == "ingest":
+        from streams.ingest import run_ingest
+
+        return run_ingest(args, settings)
     if args.command == "allowlist":
         return _allowlist(args, settings)
     if args.command in ("intercept", "audit"):
@@ -408,7 +463,13 @@ def _run(argv: list[str] | None, command: list[str]) -> int:
     if args.command == "demo":
         from streams.tools.demo import run_demo
 
-        return run_demo(settings, subscribers=args.subscribers, hours=args.hours, seed=args.seed)
+        return run_demo(
+            settings,
+            subscribers=args.subscribers,
+            hours=args.hours,
+            seed=args.seed,
+            keep=args.keep,
+        )
     if args.command == "evaluate":
         return _evaluate(parser, args, settings)
     if args.command == "verify":
@@ -492,9 +553,44 @@ def _check_redis(settings: Settings, url: str | None, what: str) -> None:
         raise UsageError(f"{what} {shown}: Redis answered with an error: {exc}") from exc
 
 
+def _format_options(p: argparse.ArgumentParser) -> None:
+    from streams.formats import NAMES
+
+    p.add_argument(
+        "--format",
+        choices=NAMES,
+        default="contract",
+        metavar="NAME",
+        help="input format: contract, asterisk, freeswitch-csv, freeswitch-json or csv-map"
+        " (README: Formats)",
+    )
+    p.add_argument(
+        "--map",
+        metavar="F=COL,...",
+        help="csv-map: contract field = column of the header, e.g. caller=src,callee=dst",
+    )
+    p.add_argument(
+        "--rejects",
+        metavar="FILE",
+        help="write each rejected record here as file:line reason: detail",
+    )
+
+
+def _input_format(args: argparse.Namespace) -> Format:
+    from streams.formats import from_cli
+
+    try:
+        return from_cli(args.format, args.map)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
 def _scan(args: argparse.Namespace, settings: Settings) -> int:
     from streams.factory import build_engines
+    from streams.files import RejectLog, open_rejects
     from streams.scan import scan
+
+    fmt = _input_format(args)
 
     settings = settings.with_(
         allowlist_file=args.allowlist or settings.allowlist_file,
@@ -505,13 +601,21 @@ def _scan(args: argparse.Namespace, settings: Settings) -> int:
     engine, derived = build_engines(settings, args.redis)
 
     async def run() -> int:
-        try:
-            totals = await scan(
-                engine, args.files, sys.stdout, derived=derived, complaints=args.complaints
-            )
-        finally:
-            await engine.store.close()
-            await derived.store.close()
+        with contextlib.ExitStack() as stack:
+            rejects = stack.enter_context(open_rejects(args.rejects)) if args.rejects else None
+            try:
+                totals = await scan(
+                    engine,
+                    args.files,
+                    sys.stdout,
+                    derived=derived,
+                    complaints=args.complaints,
+                    fmt=fmt,
+                    rejects=RejectLog(rejects) if rejects else None,
+                )
+            finally:
+                await engine.store.close()
+                await derived.store.close()
         return totals["accepted"] + totals["duplicates"]
 
     if asyncio.run(run()) == 0:
@@ -550,11 +654,18 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace, setting
         ScenarioSpec(start=start, subscribers=args.subscribers, hours=args.hours, scale=args.scale)
     except ValueError as exc:
         raise _spec_error(exc) from exc
+    if args.order == "delivery" and args.format != "contract":
+        raise UsageError(
+            "dialwatch evaluate: --order delivery replays the demo's contract messages; "
+            "drop --format or use --order sorted"
+        )
     spec = ev.BenchmarkSpec(
         seeds=tuple(args.seed or (1,)),
         subscribers=args.subscribers,
         hours=args.hours,
         scale=args.scale,
+        order=args.order,
+        format=args.format,
     )
     return ev.run_benchmark(settings, spec, start, json_path=args.json)
 
@@ -634,6 +745,8 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
                 sim.write_labels(args.labels, labels)
     except ValueError as exc:  # the spec's own checks, on option values argparse let through
         raise _spec_error(exc) from exc
+    if args.topic and args.format in SWITCH_FORMATS:
+        raise UsageError(f"--format {args.format} writes files; a topic gets the contract")
     if args.topic:
         partitions = args.partitions or settings.topic_partitions
         from streams.security import kafka_python_kwargs
@@ -647,6 +760,10 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
             kafka_options=kafka_python_kwargs(settings),
         )
         print(f"produced {n:,} CDRs to {args.topic}", file=sys.stderr)
+        return EXIT_OK
+    if fmt in SWITCH_FORMATS:
+        n = sim.write_format(out, records, fmt, ZoneInfo(settings.timezone))
+        print(f"wrote {n:,} CDRs as {fmt}", file=sys.stderr)
         return EXIT_OK
     csv_writer = scenario_csv if args.scenario else sim.write_csv
     write = csv_writer if fmt == "csv" else sim.write_jsonl

@@ -18,7 +18,8 @@ from streams.cdr import CDR, Reject
 from streams.complaints import Complaint, decode_complaints, record
 from streams.engine import Engine, Item, Outcome
 from streams.errors import InputError
-from streams.files import read_records
+from streams.files import RejectLog, read_located
+from streams.formats import Format
 from streams.observe import derived_obs
 
 SCAN_PARTITION = 0
@@ -49,6 +50,8 @@ async def scan(
     err: TextIO | None = None,
     derived: Engine | None = None,
     complaints: str | None = None,
+    fmt: Format | None = None,
+    rejects: RejectLog | None = None,
 ) -> Counter[str]:
     """Write every alert as one JSON line to ``out``; return the summary counts.
 
@@ -61,9 +64,11 @@ async def scan(
     records: list[CDR] = []
     paths = list(paths)
     for path in paths:
-        for rec in read_records(path, engine.numbering):
+        for line, rec in read_located(path, engine.numbering, engine.tz, fmt):
             if isinstance(rec, Reject):
                 totals[f"rejected:{rec.reason}"] += 1
+                if rejects is not None:
+                    rejects.write(path, line, rec)
             else:
                 records.append(rec)
     totals["read"] = len(records) + sum(v for k, v in totals.items() if k.startswith("rejected"))
