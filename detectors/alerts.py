@@ -86,15 +86,18 @@ def raise_alert(
     subject: str = "number",
     action: str | None = None,
     evidence: Mapping[str, int | float] | None = None,
+    identity: str | None = None,
 ) -> Alert:
-    """The alert for ``finding`` about ``number``; ``action`` overrides the finding's (members)."""
+    """The alert for ``finding`` about ``number``; ``action`` overrides the finding's (members).
+    ``identity`` (default: the number) is what the id hashes: a callee's own number, not the
+    pseudonym it is shown by."""
     action = finding.action if action is None else action
     reasons = finding.reasons
     if allowlisted and action == "intercept":
         action = "monitor"
         reasons = (*reasons, "allowlisted: intercept withheld")
     return Alert(
-        alert_id=alert_id(number, finding.detector, episode, finding.severity),
+        alert_id=alert_id(identity or number, finding.detector, episode, finding.severity),
         episode_id=episode,
         number=number,
         number_class=number_class,
@@ -125,9 +128,10 @@ def clear_alert(
     detected_at_ms: int,
     policy_version: str,
     subject: str = "number",
+    identity: str | None = None,
 ) -> Alert:
     return Alert(
-        alert_id=alert_id(number, detector, episode, "cleared"),
+        alert_id=alert_id(identity or number, detector, episode, "cleared"),
         episode_id=episode,
         number=number,
         number_class=number_class,

@@ -34,13 +34,7 @@ from detectors.pseudonym import pseudonym
 from detectors.registry import Detector, check_policy
 from detectors.selection import kind_plan
 from detectors.snapshot import N_FEATURES, Finding, Tally, WindowSnapshot
-from detectors.windows import (
-    WindowSpec,
-    bucket_of,
-    busiest_window_end,
-    sum_in_window,
-    window_specs,
-)
+from detectors.windows import WindowSpec, bucket_of, busiest_window_end, sum_in_window, window_specs
 from streams.cdr import CDR, Reject
 from streams.complaints import Reports
 from streams.complaints import active as complaint_reports
@@ -296,9 +290,12 @@ class Engine:
         """How an alert names the subject: callees only by pseudonym."""
         if kind == "callee":
             return pseudonym(subject, self.pseudonym_key)
-        if kind == "block":
-            return subject + "x" * 2
-        return subject
+        return subject + "xx" if kind == "block" else subject
+
+    def identity(self, subj: Subject) -> str:
+        """What ids hash: a callee itself, not its pseudonym (a new key changes no id)."""
+        shown = self.display(subj.kind, subj.subject)
+        return "callee:" + subj.subject if subj.kind == "callee" else shown
 
     def subject_of(self, key: str) -> Subject:
         kind, subject = split_key(key)
@@ -483,13 +480,14 @@ class Engine:
             escalated = True
         else:
             return
-        shown = self.display(subj.kind, subj.subject)
+        shown, identity = self.display(subj.kind, subj.subject), self.identity(subj)
         out.alerts.append(
             raise_alert(
                 finding,
                 number=shown,
+                identity=identity,
                 number_class=subj.number_class,
-                episode=episode_id(shown, name, episode.opened_ms),
+                episode=episode_id(identity, name, episode.opened_ms),
                 escalated=escalated,
                 event_ms=event_ms,
                 detected_at_ms=now_ms,
@@ -544,19 +542,21 @@ class Engine:
         for ep_key, episode in sorted(state.episodes.items()):
             name, sep, member = ep_key.partition(_MEMBER)
             if sep:
-                shown, shown_kind = member, "number"
+                shown, shown_kind, identity = member, "number", member
                 number_class = str(classify(member, self.numbering))
             else:
                 shown, shown_kind = self.display(subj.kind, subj.subject), subj.kind
+                identity = self.identity(subj)
                 number_class = subj.number_class
             dpolicy = self.policy.detectors.get(name)
             out.alerts.append(
                 clear_alert(
                     number=shown,
+                    identity=identity,
                     number_class=number_class,
                     detector=name,
                     category=dpolicy.category if dpolicy else name,
-                    episode=episode_id(shown, name, episode.opened_ms),
+                    episode=episode_id(identity, name, episode.opened_ms),
                     quiet_s=self.settings.episode_quiet_s,
                     event_ms=close_at,
                     detected_at_ms=now_ms,

@@ -532,3 +532,25 @@ async def test_kept_window_sums_equal_sums_read_afresh(kinds: Collection[str], b
     kept = await feed(default_engine(kinds), batches)
     afresh = await feed(afresh_engine(kinds), batches)
     assert kept.alerts and [a.alert_id for a in kept.alerts] == [a.alert_id for a in afresh.alerts]
+
+
+async def test_a_new_pseudonym_key_changes_no_alert_or_episode_id() -> None:
+    """Ids hash the callee itself; only the displayed pseudonym follows the key."""
+    stream = [o for source in bombing_sources() for o in source]
+    runs = []
+    for key in ("key-one", "key-two"):
+        engine = Engine(
+            SETTINGS.with_(pseudonym_key=key),
+            DEFAULT_POLICY,
+            MemoryStore(),
+            clock_ms=lambda: NOW_MS,
+            kinds=DERIVED_KINDS,
+        )
+        runs.append((await feed(engine, [stream])).alerts)
+    first, second = runs
+    victims = [(a, b) for a, b in zip(first, second, strict=True) if a.subject == "callee"]
+    assert victims
+    assert [(a.alert_id, a.episode_id) for a in first] == [
+        (b.alert_id, b.episode_id) for b in second
+    ]
+    assert all(a.number != b.number for a, b in victims)
