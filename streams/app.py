@@ -1,6 +1,6 @@
-"""Builds the worker's Faust app: its topics, the agents of both stages and complaints, the
-timers (allowlist refresh, store audit, broker probe), the web endpoints and rebalance
-handling, all over one ``Context``."""
+"""Builds the worker's Faust app: its topics, the agents of both stages (stage 1 over the CDR
+and the repartition topic) and complaints, the timers (allowlist refresh, store audit, broker
+probe), the web endpoints and rebalance handling, all over one ``Context``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from streams.cdr import decode_message
 from streams.context import BrokerHealth, Context
 from streams.derived import decode_derived
 from streams.kafka_reads import published_ids, reread
+from streams.rekey import decode_rekeyed
 from streams.runtime import Links, Runtime
 from streams.security import api_token, faust_broker_kwargs, faust_web_kwargs
 from streams.topics import worker_topics
@@ -51,6 +52,8 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
     )
     topics = worker_topics(app, settings)
     decode_cdrs = partial(decode_message, plan=callers.engine.numbering)
+    # The worker's stage 1 moves CDRs to their normalised caller's partition (scan has one).
+    callers.engine.rekey_partitions = settings.topic_partitions
     ctx = Context(
         settings,
         callers,
@@ -59,10 +62,15 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
         caller_links=links(settings, topics.alerts, settings.cdr_topic, decode_cdrs),
         subject_links=links(settings, topics.alerts, settings.derived_topic, decode_derived),
         token=api_token(settings),
+        rekeyed=callers.rekeyed_input(),
+        rekeyed_links=links(settings, topics.alerts, settings.repartition_topic, decode_rekeyed),
     )
 
     async def by_caller(stream: Any) -> None:
         await agents.by_caller(ctx, stream)
+
+    async def by_rekeyed(stream: Any) -> None:
+        await agents.by_rekeyed(ctx, stream)
 
     async def by_subject(stream: Any) -> None:
         await agents.by_subject(ctx, stream)
@@ -71,6 +79,7 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
         await agents.by_complaint(ctx, stream)
 
     app.agent(topics.cdrs, name="by_caller")(by_caller)
+    app.agent(topics.rekeyed, name="by_rekeyed")(by_rekeyed)
     app.agent(topics.derived, name="by_subject")(by_subject)
     app.agent(topics.complaints, name="complaints")(by_complaint)
 
