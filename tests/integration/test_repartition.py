@@ -24,6 +24,8 @@ from config.numbering import CHINA
 from config.settings import Settings
 from streams.cdr import CDR, parse_records
 from streams.observe import derived_obs
+from streams.state.base import Changes, PartitionMeta, StaleOffset
+from streams.state.redis import RedisStore
 from streams.tools import simulate as sim
 from streams.tools.evaluate import evaluate
 from streams.tools.scenario import generate_scenario
@@ -248,3 +250,25 @@ def test_grouping_and_key_form_do_not_change_the_results(
         # Every caller's records reached its state in event-time order: the same alerts.
         got, want = stage1(alerts), stage1(reference)
         assert got == want, (sorted(set(want) - set(got)), sorted(set(got) - set(want)))
+
+
+async def test_redis_fences_each_input_on_both_offsets(redis_url: str, unique: str) -> None:
+    """write.lua: a batch of either input applies only if neither stored offset moved since it
+    was read, and a stage-1 meta keeps both."""
+    store = RedisStore.from_url(
+        redis_url, prefix=f"rk{unique}", window_ttl_ms=60_000, partition_ttl_ms=60_000
+    )
+    try:
+        await store.write(0, -1, Changes(PartitionMeta(4, 1000, ((0, 1000),)), {}, {}))
+        await store.write(0, 4, Changes(PartitionMeta(4, 2000, ((0, 1000), (1, 2000)), 7), {}, {}))
+        assert await store.load_meta(0) == PartitionMeta(4, 2000, ((0, 1000), (1, 2000)), 7)
+        with pytest.raises(StaleOffset):  # computed before the re-keyed batch was written
+            await store.write(0, 4, Changes(PartitionMeta(5, 2000), {}, {}))
+        with pytest.raises(StaleOffset):  # a repartition batch read at an older roff
+            await store.write(
+                0, 4, Changes(PartitionMeta(4, 2000, (), 9), {}, {}, expected_rekeyed=3)
+            )
+        await store.write(0, 4, Changes(PartitionMeta(5, 2000, (), 7), {}, {}, expected_rekeyed=7))
+        assert (await store.load_meta(0)).offset == 5
+    finally:
+        await store.close()
