@@ -115,6 +115,21 @@ class Settings:
     redis_timeout_s: float = 5.0
     # The numbering plan: a bundled one by name (cn, gb) or a TOML file (config/numbering/).
     numbering_plan: str = "cn"
+    # Interception list (README "Interception"). Its own Redis, so switches' lookups never wait
+    # behind the analytics scripts; None: the main Redis (DIALWATCH_REDIS).
+    intercept_redis: str | None = None
+    interception_topic: str = "dialwatch.interceptions"  # list add/remove events
+    audit_topic: str = "dialwatch.audit"  # mirror of the audit trail
+    # Mode per number class, overriding the defaults: "class=mode,..." (shadow, approve, auto).
+    intercept_modes: str = ""
+    intercept_open_max_s: int = 7 * 86_400  # an entry's life while its episode stays open
+    intercept_after_clear_s: int = 86_400  # and once its episode cleared
+    intercept_release_grace_s: int = 3 * 86_400  # a released number stays out this long
+    # More than breaker_max auto-listings within breaker_window_s: new entries wait for approval.
+    intercept_breaker_max: int = 500
+    intercept_breaker_window_s: int = 600
+    audit_retention_s: int = 90 * 86_400  # audit entries older than this are trimmed
+    intercept_mirror_s: float = 0.5  # how often the audit trail is mirrored to the topics
 
     def __post_init__(self) -> None:
         for name in (
@@ -141,6 +156,17 @@ class Settings:
             raise ValueError("store_audit_s must be positive")
         if self.redis_timeout_s <= 0:
             raise ValueError("redis_timeout_s must be positive")
+        for name in (
+            "intercept_open_max_s",
+            "intercept_after_clear_s",
+            "intercept_breaker_max",
+            "intercept_breaker_window_s",
+            "audit_retention_s",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.intercept_release_grace_s < 0 or self.intercept_mirror_s <= 0:
+            raise ValueError("intercept_release_grace_s >= 0 and intercept_mirror_s > 0, please")
         self._check_kafka_security()
         self._check_redis_cluster()
         self._check_redis_security()
@@ -276,7 +302,7 @@ KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 # Secret-bearing fields declared before field(repr=False) was the convention.
 _SECRET_FIELDS = frozenset({"pseudonym_key"})
-_URL_FIELDS = frozenset({"kafka", "redis"})
+_URL_FIELDS = frozenset({"kafka", "redis", "intercept_redis"})
 # URL schemes naming a seed node of a Redis Cluster (streams.security.redis_client).
 REDIS_CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 

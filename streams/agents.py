@@ -38,7 +38,7 @@ ADMISSION_REASONS = frozenset({"future", "too_late"})  # decided by the engine, 
 async def by_caller(ctx: Context, stream: Any) -> None:
     """Stage 1 over the CDR topic."""
     settings, callers = ctx.settings, ctx.callers
-    decode = partial(decode_message, plan=ctx.plan)
+    decode = partial(decode_message, plan=ctx.plan, tz=ctx.tz)
     async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
         by_partition, raw = split(events)
         for partition, messages in by_partition.items():
@@ -88,8 +88,12 @@ async def by_subject(ctx: Context, stream: Any) -> None:
         for partition, messages in by_partition.items():
             for items in chunks(messages, decode_derived, settings.chunk_records):
                 async with subjects.lock(partition):
+                    # Before the write: which victim each bombing alert is about (interception).
+                    stage = (
+                        subjects.interception.stage_for(items) if subjects.interception else None
+                    )
                     outcome = await subjects.handle(
-                        partition, items[0][0], items, ctx.subject_links
+                        partition, items[0][0], items, ctx.subject_links, stage
                     )
                     sends = partial(
                         batch_sends,

@@ -1,23 +1,28 @@
 """Builds the worker's Faust app: its topics, the agents of both stages (stage 1 over the CDR
 and the repartition topic) and complaints, the timers (allowlist refresh, store audit, broker
-probe), the web endpoints and rebalance handling, all over one ``Context``."""
+probe), the web endpoints and rebalance handling, and the interception step with its audit
+mirror, all over one ``Context``."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from functools import partial, wraps
 from typing import Any
 
 import faust
 from faust.types import TopicT
+from redis.exceptions import RedisError
 
 from config.settings import Settings
 from streams import agents, web
 from streams.cdr import decode_message
 from streams.context import BrokerHealth, Context
 from streams.derived import decode_derived
+from streams.interception.feed import mirror
+from streams.interception.step import Interception, build_store
 from streams.kafka_reads import published_ids, reread
 from streams.rekey import decode_rekeyed
 from streams.runtime import Links, Runtime
@@ -51,7 +56,7 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
         **faust_web_kwargs(),
     )
     topics = worker_topics(app, settings)
-    decode_cdrs = partial(decode_message, plan=callers.engine.numbering)
+    decode_cdrs = partial(decode_message, plan=callers.engine.numbering, tz=callers.engine.tz)
     # The worker's stage 1 moves CDRs to their normalised caller's partition (scan has one).
     callers.engine.rekey_partitions = settings.topic_partitions
     ctx = Context(
@@ -96,6 +101,7 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
     async def broker_probe() -> None:
         await probe_broker(app, ctx.broker)
 
+    interception_mirror(app, settings, ctx)
     web.register(app, ctx)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
@@ -103,6 +109,32 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
         await agents.revoke(ctx, revoked)
 
     return app
+
+
+def interception_mirror(app: faust.App, settings: Settings, ctx: Context) -> None:
+    """The interception step both stages feed (streams.interception), and the timer that
+    mirrors its audit trail to the audit, interceptions and (breaker) alert topics."""
+    step = Interception(build_store(settings), settings, ctx.plan)
+    ctx.callers.interception = ctx.rekeyed.interception = ctx.subjects.interception = step
+    sinks = {
+        settings.audit_topic: app.topic(settings.audit_topic, key_type=bytes, value_type=bytes),
+        settings.interception_topic: app.topic(
+            settings.interception_topic, key_type=bytes, value_type=bytes
+        ),
+        settings.alert_topic: ctx.topics.alerts,
+    }
+    names = (settings.audit_topic, settings.interception_topic, settings.alert_topic)
+    token = f"{settings.app_id}-{id(app)}-{time.time()}"
+
+    async def send(topic: str, key: bytes, value: bytes) -> Any:
+        return await sinks[topic].send(key=key, value=value)
+
+    @app.timer(settings.intercept_mirror_s)  # type: ignore[untyped-decorator]
+    async def audit_mirror() -> None:
+        try:
+            await mirror(step.store, send, names, ctx.tz, token, ctx.callers.engine.policy.version)
+        except (RedisError, OSError) as exc:  # the next tick goes on from the cursor
+            log.warning("audit mirror failed (%s); retrying", type(exc).__name__)
 
 
 def links(

@@ -2,14 +2,19 @@
 
 Every record either becomes a :class:`CDR` or a :class:`Reject` with a reason from
 :data:`REJECT_REASONS` (a closed set, so it is safe as a metric label). Nothing here raises
-on bad input.
+on bad input. This is the one reading of a record: files, standard input, Kafka messages and
+every format adapter (streams.formats) end here, so one call attempt gives one CDR whatever
+carried it (README "CDR (input)": accepted forms and rounding).
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, tzinfo
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, NamedTuple
 
 import orjson
@@ -23,6 +28,9 @@ MAX_DURATION_S = 86_400
 # Sanity bounds on start_time (epoch ms): 2000-01-01 .. 2100-01-01.
 MIN_START_MS = 946_684_800_000
 MAX_START_MS = 4_102_444_800_000
+# An epoch number at least this large is milliseconds, below it seconds. Within 2000..2100 the
+# two never meet: seconds stay under 4.2e9, milliseconds start at 9.4e11.
+EPOCH_MS_FROM = 100_000_000_000
 
 REJECT_REASONS = (
     "malformed_json",
@@ -63,19 +71,28 @@ class Reject(NamedTuple):
 
 _TRUE = frozenset({"true", "1", "yes", "t", "y"})
 _FALSE = frozenset({"false", "0", "no", "f", "n", ""})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+# Plain decimal numbers only: no "1_000", no "144,9", no "inf"/"nan" (float() takes them all).
+_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,3})?")
+_SECONDS = re.compile(r"\d{1,6}(?:\.\d{1,9})?")
+_CLOCK = re.compile(r"(?:(\d{1,2}):)?(\d{1,2}):(\d{2}(?:\.\d{1,9})?)")
 
 
-def parse_record(obj: object, plan: NumberingPlan) -> CDR | Reject:
-    """Validate one decoded record (a JSON object or a CSV row dict)."""
+def parse_record(obj: object, plan: NumberingPlan, tz: tzinfo | None = None) -> CDR | Reject:
+    """Validate one decoded record (a JSON object or a CSV row dict). ``tz`` reads a
+    start_time without a UTC offset (settings.timezone); without it such a time is rejected."""
     if not isinstance(obj, Mapping):
         return Reject("not_an_object", f"expected an object, got {type(obj).__name__}")
     try:
-        return _parse(obj, plan)
+        return _parse(obj, plan, tz)
     except _Invalid as exc:
         return Reject(exc.reason, exc.detail)
 
 
-def decode_message(value: bytes | None, plan: NumberingPlan) -> list[CDR | Reject]:
+def decode_message(
+    value: bytes | None, plan: NumberingPlan, tz: tzinfo | None = None
+) -> list[CDR | Reject]:
     """Decode one Kafka message value: a JSON object or a JSON array of objects."""
     if value is None:
         return [Reject("malformed_json", "empty message")]
@@ -86,12 +103,37 @@ def decode_message(value: bytes | None, plan: NumberingPlan) -> list[CDR | Rejec
     except orjson.JSONDecodeError as exc:
         return [Reject("malformed_json", str(exc)[:120])]
     if isinstance(doc, list):
-        return [parse_record(item, plan) for item in doc]
-    return [parse_record(doc, plan)]
+        return [parse_record(item, plan, tz) for item in doc]
+    return [parse_record(doc, plan, tz)]
 
 
-def parse_records(objs: Iterable[object], plan: NumberingPlan) -> list[CDR | Reject]:
-    return [parse_record(o, plan) for o in objs]
+def parse_records(
+    objs: Iterable[object], plan: NumberingPlan, tz: tzinfo | None = None
+) -> list[CDR | Reject]:
+    return [parse_record(o, plan, tz) for o in objs]
+
+
+def to_contract(cdr: CDR) -> dict[str, object]:
+    """The contract record of a CDR (start_time in epoch ms): what ``dialwatch ingest``
+    publishes; parse_record gives the same CDR back."""
+    doc: dict[str, object] = {
+        "cdr_id": cdr.cdr_id,
+        "caller": cdr.caller,
+        "callee": cdr.callee,
+        "start_time": cdr.start_ms,
+        "duration_s": cdr.duration_s,
+        "answered": cdr.answered,
+    }
+    optional = {
+        "release_cause": cdr.release_cause,
+        "direction": cdr.direction,
+        "ingress_trunk": cdr.ingress_trunk,
+        "attestation": cdr.attestation,
+    }
+    doc.update((k, v) for k, v in optional.items() if v is not None)
+    if cdr.intercepted:
+        doc["intercepted"] = True
+    return doc
 
 
 class _Invalid(Exception):
@@ -100,7 +142,7 @@ class _Invalid(Exception):
         self.detail = detail
 
 
-def _parse(obj: Mapping[str, Any], plan: NumberingPlan) -> CDR:
+def _parse(obj: Mapping[str, Any], plan: NumberingPlan, tz: tzinfo | None) -> CDR:
     for name in REQUIRED:
         if obj.get(name) is None:
             raise _Invalid("missing_field", f"missing {name}")
@@ -111,7 +153,7 @@ def _parse(obj: Mapping[str, Any], plan: NumberingPlan) -> CDR:
         raise _Invalid("bad_id", "cdr_id must be a non-empty string of at most 128 characters")
     caller = _number(obj["caller"], "caller", plan)
     callee = _number(obj["callee"], "callee", plan)
-    start_ms = _start_ms(obj["start_time"])
+    start_ms = _start_ms(obj["start_time"], tz)
     duration_s = _duration(obj["duration_s"])
     answered = _bool(obj["answered"], "answered")
     cause = obj.get("release_cause")
@@ -132,10 +174,10 @@ def _parse(obj: Mapping[str, Any], plan: NumberingPlan) -> CDR:
     )
 
 
-def parse_start_ms(value: object) -> int | Reject:
-    """An event time (ISO-8601 with an offset, or epoch seconds) in epoch ms, or why not."""
+def parse_start_ms(value: object, tz: tzinfo | None = None) -> int | Reject:
+    """An event time (ISO-8601, epoch seconds or milliseconds) in epoch ms, or why not."""
     try:
-        return _start_ms(value)
+        return _start_ms(value, tz)
     except _Invalid as exc:
         return Reject(exc.reason, exc.detail)
 
@@ -151,53 +193,102 @@ def _number(value: object, name: str, plan: NumberingPlan) -> str:
     return number
 
 
-def _start_ms(value: object) -> int:
+_NON_FINITE = frozenset({"inf", "infinity", "nan"})
+_BAD_TIME = "start_time must be ISO-8601 or epoch seconds or milliseconds"
+
+
+def _start_ms(value: object, tz: tzinfo | None) -> int:
+    """Epoch milliseconds, rounded down (floor) from the exact written value."""
     if isinstance(value, bool):
-        raise _Invalid("bad_time", "start_time must be ISO-8601 or epoch seconds")
-    if isinstance(value, int | float):
-        seconds = float(value) if abs(value) < 1e15 else float("inf")
+        raise _Invalid("bad_time", _BAD_TIME)
+    if isinstance(value, int):
+        ms = value if abs(value) >= EPOCH_MS_FROM else value * 1000
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Invalid("bad_time", "start_time outside 2000..2100")
+        # repr is the shortest text giving this float: the number as the producer wrote it.
+        ms = _epoch_ms(Decimal(repr(value)))
     elif isinstance(value, str) and len(value) <= 40:
         text = value.strip()
-        try:
-            seconds = float(text)
-        except ValueError:
-            seconds = _iso_ms(text) / 1000
+        if _DECIMAL.fullmatch(text):
+            ms = _epoch_ms(Decimal(text))
+        elif text.lower().lstrip("+-") in _NON_FINITE:
+            raise _Invalid("bad_time", "start_time outside 2000..2100")
+        else:
+            ms = _iso_ms(text, tz)
     else:
-        raise _Invalid("bad_time", "start_time must be ISO-8601 or epoch seconds")
-    ms = seconds * 1000
-    if not MIN_START_MS <= ms < MAX_START_MS:  # also false for NaN and infinities
+        raise _Invalid("bad_time", _BAD_TIME)
+    if not MIN_START_MS <= ms < MAX_START_MS:
         raise _Invalid("bad_time", "start_time outside 2000..2100")
-    return int(ms)
+    return ms
 
 
-def _iso_ms(text: str) -> int:
+def _epoch_ms(number: Decimal) -> int:
+    if abs(number) >= 10**15:  # far outside either range; spares quantize a huge exponent
+        raise _Invalid("bad_time", "start_time outside 2000..2100")
+    scaled = number if abs(number) >= EPOCH_MS_FROM else number * 1000
+    return int(scaled.to_integral_value(ROUND_FLOOR))
+
+
+def _iso_ms(text: str, tz: tzinfo | None) -> int:
     try:
-        dt = datetime.fromisoformat(text)
+        dt = datetime.fromisoformat(text)  # also "Z", a space for "T", fractions
     except ValueError:
         raise _Invalid("bad_time", "start_time is not ISO-8601") from None
     if dt.tzinfo is None:
-        raise _Invalid("bad_time", "start_time has no UTC offset")
-    return int(dt.timestamp() * 1000)
+        if tz is None:
+            raise _Invalid("bad_time", "start_time has no UTC offset")
+        dt = dt.replace(tzinfo=tz)  # an ambiguous wall time (DST end) is its first instant
+    return (dt - _EPOCH) // _MS
 
 
 def _duration(value: object) -> int:
-    try:
-        seconds = _int(value, "duration_s", 0, MAX_DURATION_S, reason="bad_duration")
-    except _Invalid:
-        if isinstance(value, float) and 0 <= value <= MAX_DURATION_S:
-            return int(value)
-        raise
+    """Whole seconds, rounded up: with the integer short-call threshold (policy short_call_s),
+    ``ceil(d) <= N`` exactly when ``d <= N``, so no detector loses a fraction it could use."""
+    if isinstance(value, bool):
+        raise _Invalid("bad_duration", "duration_s must be a number of seconds")
+    if isinstance(value, int):
+        seconds = value
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Invalid("bad_duration", "duration_s must be a number of seconds")
+        seconds = math.ceil(value) if value >= 0 else -1
+    elif isinstance(value, str) and len(value) <= 20:
+        seconds = _duration_text(value.strip())
+    else:
+        raise _Invalid("bad_duration", "duration_s must be a number of seconds")
+    if not 0 <= seconds <= MAX_DURATION_S:
+        raise _Invalid("bad_duration", f"duration_s out of range 0..{MAX_DURATION_S}")
     return seconds
+
+
+def _duration_text(text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    if _SECONDS.fullmatch(text):
+        return int(Decimal(text).to_integral_value(ROUND_CEILING))
+    clock = _CLOCK.fullmatch(text)
+    if clock:
+        hours, minutes, seconds = clock.groups()
+        if int(minutes) >= 60 or Decimal(seconds) >= 60:
+            raise _Invalid("bad_duration", "duration_s as hh:mm:ss has minutes or seconds over 59")
+        total = Decimal(seconds) + 60 * int(minutes) + 3600 * int(hours or 0)
+        return int(total.to_integral_value(ROUND_CEILING))
+    if text.startswith("-") or _DECIMAL.fullmatch(text):
+        raise _Invalid("bad_duration", f"duration_s out of range 0..{MAX_DURATION_S}")
+    raise _Invalid(
+        "bad_duration", "duration_s must be seconds (a decimal point, not a comma) or hh:mm:ss"
+    )
 
 
 def _int(value: object, name: str, low: int, high: int, reason: str = "bad_type") -> int:
     if isinstance(value, bool):
         raise _Invalid(reason, f"{name} must be an integer")
     if isinstance(value, str) and len(value) <= 20:
-        try:
-            value = int(value.strip())
-        except ValueError:
-            raise _Invalid(reason, f"{name} must be an integer") from None
+        text = value.strip()
+        if not text.lstrip("+-").isdigit():
+            raise _Invalid(reason, f"{name} must be an integer")
+        value = int(text)
     if not isinstance(value, int):
         raise _Invalid(reason, f"{name} must be an integer")
     if not low <= value <= high:
@@ -225,3 +316,8 @@ def _text(value: object, name: str) -> str | None:
     if isinstance(value, str) and len(value) <= MAX_TEXT_LEN:
         return value
     raise _Invalid("bad_type", f"{name} must be a short string")
+
+
+def decimal_text(value: Decimal) -> str:
+    """A Decimal as plain text (no exponent) for the contract's decimal fields."""
+    return format(value, "f")

@@ -1,4 +1,5 @@
-"""CDR files: CSV with a header or JSON Lines, optionally gzip-compressed; ``-`` is stdin."""
+"""CDR files in any format (streams.formats; default the contract: CSV with a header or JSON
+Lines), optionally gzip-compressed; ``-`` is stdin."""
 
 from __future__ import annotations
 
@@ -6,48 +7,141 @@ import csv
 import gzip
 import io
 import sys
+import zlib
 from collections.abc import Iterator
+from datetime import tzinfo
 from pathlib import Path
-from typing import IO
+from typing import IO, TextIO
 
 import orjson
 
 from config.numbering import NumberingPlan
-from streams.cdr import CDR, Reject, parse_record
+from streams.cdr import CDR, REQUIRED, Reject, parse_record
+from streams.errors import InputError, path_error
+from streams.formats import Format
+from streams.formats.contract import Contract
+
+FORMATS = "CSV with a header row or JSON Lines"
+Located = tuple[int, CDR | Reject]  # (line number, 1-based; the record or why not)
 
 
 def open_text(path: str) -> IO[str]:
+    """Raises UsageError naming the path when it cannot be opened."""
     if path == "-":
         return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
-    if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8-sig", errors="replace", newline="")
-    return Path(path).open(encoding="utf-8-sig", errors="replace", newline="")
+    try:
+        if path.endswith(".gz"):
+            return gzip.open(path, "rt", encoding="utf-8-sig", errors="replace", newline="")
+        return Path(path).open(encoding="utf-8-sig", errors="replace", newline="")
+    except OSError as exc:
+        raise path_error(path, exc) from exc
 
 
-def read_records(path: str, plan: NumberingPlan) -> Iterator[CDR | Reject]:
-    """Yield every record of one file; the format is sniffed from the first non-blank character."""
+def read_text(path: str) -> str:
+    """The whole file; InputError when a .gz is not gzip or the bytes are not text."""
     with open_text(path) as fh:
-        text = fh.read()
-    stripped = text.lstrip()
-    if not stripped:
+        try:
+            text = fh.read()
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise InputError(f"{path}: not a valid gzip file ({exc})") from exc
+        except OSError as exc:
+            raise path_error(path, exc) from exc
+    if "\x00" in text:
+        raise InputError(f"{path}: binary data, not CDRs ({FORMATS})")
+    return text
+
+
+def read_records(
+    path: str,
+    plan: NumberingPlan,
+    tz: tzinfo | None = None,
+    fmt: Format | None = None,
+) -> Iterator[CDR | Reject]:
+    """Yield every record of one file in file order.
+
+    A contract CSV file whose header lacks a required column is refused (InputError) before
+    any record."""
+    for _, rec in read_located(path, plan, tz, fmt):
+        yield rec
+
+
+def read_located(
+    path: str,
+    plan: NumberingPlan,
+    tz: tzinfo | None = None,
+    fmt: Format | None = None,
+) -> Iterator[Located]:
+    """Every record of one file with its line number. The contract (the default) is sniffed
+    from the first non-blank character: ``[`` or ``{`` JSON Lines, else CSV."""
+    text = read_text(path)
+    if fmt is None or isinstance(fmt, Contract):
+        stripped = text.lstrip()
+        if not stripped:
+            return
+        if stripped[0] in "[{":
+            yield from _jsonl(text, plan, tz)
+        else:
+            yield from _csv(path, text, plan, tz)
         return
-    if stripped[0] in "[{":
-        yield from _jsonl(text, plan)
-    else:
-        yield from (parse_record(row, plan) for row in csv.DictReader(io.StringIO(text)))
+    try:
+        for number, row in fmt.read_text(text):
+            yield number, row if isinstance(row, Reject) else parse_record(row, plan, tz)
+    except csv.Error as exc:
+        raise InputError(f"{path}: not valid CSV for {fmt.name}: {_csv_reason(exc)}") from exc
 
 
-def _jsonl(text: str, plan: NumberingPlan) -> Iterator[CDR | Reject]:
+def _csv(path: str, text: str, plan: NumberingPlan, tz: tzinfo | None) -> Iterator[Located]:
+    reader = csv.DictReader(io.StringIO(text))
+    try:
+        missing = [name for name in REQUIRED if name not in (reader.fieldnames or ())]
+        if missing:
+            raise InputError(
+                f"{path}: not CDRs: the CSV header lacks {', '.join(missing)} ({FORMATS};"
+                " --format names other layouts)"
+            )
+        for row in reader:
+            yield reader.line_num, parse_record(row, plan, tz)
+    except csv.Error as exc:
+        reason = _csv_reason(exc)
+        raise InputError(f"{path}: line {reader.line_num}: not valid CSV: {reason}") from exc
+
+
+def _csv_reason(exc: csv.Error) -> str:
+    reason = str(exc)
+    if reason.startswith("field larger than field limit"):
+        limit = csv.field_size_limit()
+        reason = f"a field longer than {limit:,} characters (an unbalanced quote?)"
+    return reason
+
+
+def _jsonl(text: str, plan: NumberingPlan, tz: tzinfo | None) -> Iterator[Located]:
     # Only "\n" ends a line: JSON strings may hold U+2028 and friends unescaped.
-    for line in text.split("\n"):
+    for number, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
             doc = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            yield Reject("malformed_json", str(exc)[:120])
+            yield number, Reject("malformed_json", str(exc)[:120])
             continue
         if isinstance(doc, list):
-            yield from (parse_record(item, plan) for item in doc)
+            for item in doc:
+                yield number, parse_record(item, plan, tz)
         else:
-            yield parse_record(doc, plan)
+            yield number, parse_record(doc, plan, tz)
+
+
+def open_rejects(path: str, append: bool = False) -> TextIO:
+    return Path(path).open("a" if append else "w", encoding="utf-8")
+
+
+class RejectLog:
+    """``--rejects FILE``: one line per rejected record, ``file:line reason: detail``. The
+    record itself is not copied (it holds callee numbers): the line number points into the
+    file the operator already has."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def write(self, path: str, line: int, reject: Reject) -> None:
+        self.out.write(f"{path}:{line} {reject.reason}: {reject.detail}\n")

@@ -30,6 +30,7 @@ _DOMESTIC = frozenset(
         NumberClass.FIXED,
         NumberClass.LOCAL,
         NumberClass.SERVICE,
+        NumberClass.CALL_CENTRE,
     }
 )
 _SAFE_TRUNK = re.compile(r"[A-Za-z0-9._-]{1,40}")

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
+import orjson
 from redis.exceptions import RedisError
 
 from config.settings import Settings
 from streams.engine import Engine, Item, Outcome
+from streams.interception.step import Interception
 from streams.metrics import STAGE_CALLERS, Metrics
 from streams.state.base import PartitionMeta, StaleOffset
 
@@ -64,6 +66,8 @@ class Runtime:
         self._delay = FIRST_DELAY_S  # the next backoff after a store error, reset on success
         self.handled: dict[int, int] = {}  # partition -> last input offset this process handled
         self._locks: dict[int, asyncio.Lock] = {}
+        # The interception step (streams.interception), fed every alert the outbox holds.
+        self.interception: Interception | None = None
         self._verified: dict[int, int | None] = {}  # partition -> the load ``handle`` checked
         # Stage 1's second input, the repartition topic (``rekeyed_input``): same engine, same
         # state and locks, its own stored offset.
@@ -74,6 +78,7 @@ class Runtime:
         serialises with this one on each partition and fences on its own stored offset."""
         other = Runtime(self.settings, self.engine, self.metrics, self.stage, rekeyed=True)
         other._locks = self._locks
+        other.interception = self.interception
         return other
 
     def applied(self, meta: PartitionMeta) -> int:
@@ -123,6 +128,7 @@ class Runtime:
         missing = [alert for alert_id, alert in pending.items() if alert_id not in already]
         if missing:
             await self.send_confirmed(partition, partial(send, missing))
+        await self.intercept([orjson.loads(alert) for alert in pending.values()])
         await self.retry(
             "outbox confirm",
             partial(self.engine.store.confirm_alerts, partition, list(pending)),
@@ -321,6 +327,11 @@ class Runtime:
         """
         if not outcome.alerts and not outcome.rejects:
             return
+        if outcome.alerts:
+            # Before the send: the broker's confirmation takes about a second on Tansu, and an
+            # entry must follow its alert within one. The alert is in the outbox already, so a
+            # crash here still publishes it on recovery (which hands it over again: a no-op).
+            await self.intercept([alert.to_dict(self.engine.tz) for alert in outcome.alerts])
         await self.send_confirmed(partition, sends)
         for alert in outcome.alerts:
             self.metrics.published(alert)
@@ -329,6 +340,13 @@ class Runtime:
             await self.retry(
                 "outbox confirm", partial(self.engine.store.confirm_alerts, partition, ids)
             )
+
+    async def intercept(self, alerts: list[dict[str, Any]]) -> None:
+        """Hand alerts written to the outbox to the interception step (idempotent by
+        alert_id), before the outbox forgets them: a crash in between hands them over again on
+        recovery, with the alerts themselves."""
+        if self.interception is not None and alerts:
+            await self.retry("interception", partial(self.interception.apply, alerts))
 
     async def send_confirmed(
         self, partition: int, sends: Callable[[], Awaitable[list[Any]]]

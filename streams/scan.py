@@ -17,7 +17,9 @@ import orjson
 from streams.cdr import CDR, Reject
 from streams.complaints import Complaint, decode_complaints, record
 from streams.engine import Engine, Item, Outcome
-from streams.files import read_records
+from streams.errors import InputError
+from streams.files import RejectLog, read_located
+from streams.formats import Format
 from streams.observe import derived_obs
 
 SCAN_PARTITION = 0
@@ -45,28 +47,40 @@ async def scan(
     engine: Engine,
     paths: Iterable[str],
     out: TextIO,
-    err: TextIO = sys.stderr,
+    err: TextIO | None = None,
     derived: Engine | None = None,
     complaints: str | None = None,
+    fmt: Format | None = None,
+    rejects: RejectLog | None = None,
 ) -> Counter[str]:
-    """Write every alert as one JSON line to ``out``; return the summary counts."""
+    """Write every alert as one JSON line to ``out``; return the summary counts.
+
+    Progress (on a terminal) and the summary go to ``err``, standard error by default."""
+    err = sys.stderr if err is None else err
     started = time.perf_counter()
     totals: Counter[str] = Counter()
     if complaints is not None:
         await load_complaints(engine, complaints, totals)
     records: list[CDR] = []
+    paths = list(paths)
     for path in paths:
-        for rec in read_records(path, engine.numbering):
+        for line, rec in read_located(path, engine.numbering, engine.tz, fmt):
             if isinstance(rec, Reject):
                 totals[f"rejected:{rec.reason}"] += 1
+                if rejects is not None:
+                    rejects.write(path, line, rec)
             else:
                 records.append(rec)
     totals["read"] = len(records) + sum(v for k, v in totals.items() if k.startswith("rejected"))
+    if not totals["read"]:
+        names = ", ".join("standard input" if p == "-" else p for p in paths)
+        raise InputError(f"no CDRs in {names}: the input is empty")
     records.sort(key=lambda r: r.start_ms)  # stable: ties keep file order
     trunks = engine.settings.international_trunks
     first = (await engine.meta(SCAN_PARTITION)).offset + 1
     second = (await derived.meta(SCAN_PARTITION)).offset + 1 if derived else 0
     batch = engine.settings.chunk_records  # records per store round trip, as in the worker
+    progress = err.isatty()
     for i in range(0, len(records), batch):
         chunk = records[i : i + batch]
         items: list[Item] = [(first + i + j, r) for j, r in enumerate(chunk)]
@@ -77,8 +91,10 @@ async def scan(
             items = [(second + j, o) for j, o in enumerate(observed)]
             second += len(observed)
             _count(await derived.process(SCAN_PARTITION, items), totals, out, engine, stage=2)
-        if err.isatty() and i % (batch * 50) == 0:
-            err.write(f"\r{i + len(items):,} records")
+        if progress and i % (batch * 50) == 0:
+            err.write(f"\r{i + len(chunk):,} of {len(records):,} records")
+    if progress:  # on a pipe there is no progress line, so no line to end
+        err.write(f"\r{len(records):,} of {len(records):,} records\n")
     out.flush()
     seconds = time.perf_counter() - started
     totals["seconds_x1000"] = int(seconds * 1000)
@@ -103,7 +119,7 @@ def _count(
 def _summary(totals: Counter[str], seconds: float, err: TextIO) -> None:
     rate = totals["read"] / seconds if seconds > 0 else 0.0
     err.write(
-        f"\nscanned {totals['read']:,} records in {seconds:.2f} s ({rate:,.0f}/s): "
+        f"scanned {totals['read']:,} records in {seconds:.2f} s ({rate:,.0f}/s): "
         f"{totals['accepted']:,} accepted, {totals['duplicates']:,} duplicates, "
         f"{totals['to_trunk']:,} unasserted identities counted for their trunk\n"
     )

@@ -186,6 +186,16 @@ REDIS_ACL_COMMANDS = (
     "exists",
     "pexpire",
     "ping",
+    # the interception list (streams/interception, streams/lua/intercept_*.lua)
+    "get",
+    "zscore",
+    "zcard",
+    "zrange",
+    "zremrangebyscore",
+    "pexpireat",
+    "hexists",
+    "xadd",
+    "xrange",
 )
 
 

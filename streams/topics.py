@@ -96,4 +96,6 @@ def owned_topics(settings: Settings) -> dict[str, int]:
         settings.derived_topic: settings.topic_partitions,
         settings.repartition_topic: settings.topic_partitions,
         settings.complaint_topic: settings.topic_partitions,
+        settings.audit_topic: settings.topic_partitions,
+        settings.interception_topic: settings.topic_partitions,
     }

@@ -47,6 +47,8 @@ class AllowlistView(Endpoint):
         if isinstance(store, RedisStore):
             await store.client.sadd(shared_key(ctx.settings.key_prefix), number)
         allowlist.add(number)
+        if ctx.callers.interception is not None:  # off the interception list at once
+            await ctx.callers.interception.release(number, "api", "allowlisted", "allowlist")
         return self.json({"entries": len(allowlist)})
 
 

@@ -71,7 +71,8 @@ class NumberClass(StrEnum):
     # The comments describe the classes of the Chinese plan; other plans document theirs.
     MOBILE = "mobile"  # 11 digits 1[3-9]xxxxxxxxx, not an MVNO range
     MVNO = "mvno"  # 11-digit mobiles of virtual operators: 170, 171, 162, 165, 167
-    SERVICE = "service"  # 95/96 call-centre numbers, 5 to 8 digits
+    SERVICE = "service"  # 95/96 enterprise service numbers, 5 to 7 digits
+    CALL_CENTRE = "call_centre"  # 8-digit 95xxxxxx/96xxxxxx call-centre numbers
     HOTLINE = "hotline_400"  # enterprise hotline / freephone: 400xxxxxxx / 800xxxxxxx
     FIXED = "fixed"  # area code (10, 20-29: 8-digit local; 3xx-9xx: 7 or 8 digits), no trunk 0
     LOCAL = "local"  # 7 or 8 digits without area code, first digit 2-8
@@ -288,7 +289,8 @@ CHINA = NumberingPlan(
     keep_as_dialled=("95", "96", "400", "800"),
     class_rules=(
         ClassRule(NumberClass.INTERNATIONAL, "00[0-9]*"),
-        ClassRule(NumberClass.SERVICE, "9[56][0-9]{3,6}"),
+        ClassRule(NumberClass.CALL_CENTRE, "9[56][0-9]{6}"),
+        ClassRule(NumberClass.SERVICE, "9[56][0-9]{3,5}"),
         ClassRule(NumberClass.SHORT, "[0-9]{3,5}"),
         ClassRule(NumberClass.MVNO, "1(?:70|71|62|65|67)[0-9]{8}"),
         ClassRule(NumberClass.MOBILE, "1[3-9][0-9]{9}"),

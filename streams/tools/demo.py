@@ -14,8 +14,10 @@ subjects (callees only by pseudonym) and the simulator's own attackers.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +36,7 @@ from typing import IO, Any, Final
 import orjson
 from kafka import KafkaConsumer  # type: ignore[import-untyped, unused-ignore]
 from prometheus_client.parser import text_string_to_metric_families
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
@@ -43,13 +46,13 @@ from rich.text import Text
 from config.settings import Settings
 from streams.tools import services
 from streams.tools import simulate as sim
-from streams.tools.evaluate import evaluate
+from streams.tools.evaluate import FAIL, MESSAGE_RECORDS, evaluate
 from streams.tools.scenario import Scenario, ScenarioSpec, generate_scenario, write_allowlist
 from streams.topics import create_topics
 
 STREAM_S: Final = 25.0  # wall time over which the simulated period is streamed
 CHUNK_S: Final = 2.5  # the producer reports progress after each chunk of this much wall time
-BATCH_SIZE: Final = 200
+BATCH_SIZE: Final = MESSAGE_RECORDS  # evaluate --order delivery replays these messages
 QUIET_S: Final = 8.0  # stop once the producer is done and no alert came for this long
 CATCH_UP_GRACE_S: Final = 60.0  # ... and the worker caught up, or this long after the producer
 HARD_CAP_S: Final = 180.0
@@ -57,12 +60,17 @@ WORKER_START_S: Final = 60.0
 WORKER_STOP_S: Final = 10.0
 LIVE_ROWS: Final = 15
 INTERRUPTED: Final = 130
+USAGE: Final = 2
+MIN_HOURS: Final = 4.0  # the scenario's office hours and taxi peaks need a 4-hour day
+MIN_SUBSCRIBERS: Final = 100
+WIDE: Final = 120  # from this many columns the live table also shows severity and reasons
 DEMO_SCALE: Final = 0.2  # of every non-normal class of the scenario, at least one unit each
 
 
 @dataclass(slots=True)
 class AlertRow:
     alert_id: str
+    episode_id: str
     event_time: str
     number: str
     detector: str
@@ -76,6 +84,7 @@ class AlertRow:
         a: dict[str, Any] = orjson.loads(value)
         return cls(
             alert_id=str(a.get("alert_id", "")),
+            episode_id=str(a.get("episode_id", "")),
             event_time=str(a.get("event_time", ""))[:19].replace("T", " "),
             number=str(a.get("number", "")),
             detector=str(a.get("detector", "")),
@@ -201,7 +210,9 @@ def _worker_env(
         "DIALWATCH_SESSION_TIMEOUT_S": "6",
         "DIALWATCH_HEARTBEAT_INTERVAL_S": "1",
         "DIALWATCH_REBALANCE_TIMEOUT_S": "6",
-        "DIALWATCH_LOG_LEVEL": "warning",
+        # Info, not warning: Faust's start-up spinner (terminal escape codes, even into a file)
+        # is only drawn at warning and above, and the log is worth reading at info.
+        "DIALWATCH_LOG_LEVEL": "info",
         # The bundled Tansu holds every fetch for the whole wait: keep the demo's alerts quick.
         "DIALWATCH_FETCH_MAX_WAIT_MS": os.environ.get("DIALWATCH_FETCH_MAX_WAIT_MS", "10"),
         "PYTHONUNBUFFERED": "1",
@@ -285,33 +296,65 @@ class Watch:
     alerts: dict[str, AlertRow] = field(default_factory=dict)  # by alert_id: replays dedupe
     raw: list[dict[str, Any]] = field(default_factory=list)  # the alerts as published, once each
     processed: int | None = None
+    cleared: set[str] = field(default_factory=set)  # episode ids that a cleared alert closed
+
+    def add(self, row: AlertRow, alert: dict[str, Any]) -> bool:
+        """Record an alert once (by id); False for a repeat."""
+        if row.alert_id in self.alerts:
+            return False
+        self.alerts[row.alert_id] = row
+        self.raw.append(alert)
+        if row.state == "cleared":
+            self.cleared.add(row.episode_id)
+        return True
+
+    def counts(self) -> tuple[int, int]:
+        """(raised or escalated, cleared) alerts: the header and the summary count the same."""
+        cleared = sum(1 for r in self.alerts.values() if r.state == "cleared")
+        return len(self.alerts) - cleared, cleared
 
     def header(self, sent: int) -> Text:
         # The producer counts a chunk once it is flushed; what the worker processed was
         # produced too, so the larger of the two is still a lower bound.
         sent = max(sent, self.processed or 0)
         processed = "-" if self.processed is None else f"{self.processed:,}"
+        raised, cleared = self.counts()
         return Text(
-            f"CDRs produced {sent:,}/{self.total:,}  processed {processed}  "
-            f"alerts {len(self.alerts)}  elapsed {time.monotonic() - self.started:5.1f} s  "
-            f"store {self.store_kind}",
+            f"CDRs {sent:,}/{self.total:,} sent, {processed} processed  "
+            f"alerts {raised} raised, {cleared} cleared  "
+            f"{time.monotonic() - self.started:.0f} s  {self.store_kind}",
             style="bold",
         )
 
-    def view(self, sent: int) -> Group:
-        table = Table(expand=True)
-        for name in ("event time", "number", "detector", "severity", "action", "reasons"):
-            table.add_column(name, overflow="fold")
-        styles = {"intercept": "bold red", "monitor": "yellow"}
-        for row in list(self.alerts.values())[-LIVE_ROWS:]:
-            table.add_row(
-                row.event_time,
+    def view(self, sent: int, width: int, height: int = 40) -> Group:
+        """The newest raised alerts (a cleared episode's row stays, marked), fitted to
+        ``width`` columns and ``height`` lines: columns never wrap, only the reasons do,
+        between words."""
+        wide = width >= WIDE
+        rows = min(LIVE_ROWS, max(3, (height - 6) // 2 if wide else height - 6))
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, expand=wide, show_edge=False)
+        table.add_column("time" if not wide else "event time", no_wrap=True)
+        table.add_column("number", no_wrap=True)
+        table.add_column("detector", no_wrap=True)
+        table.add_column("action", no_wrap=True)
+        table.add_column("state", no_wrap=True)
+        if wide:
+            table.add_column("severity", no_wrap=True)
+            table.add_column("reasons", overflow="ellipsis", ratio=1)
+        styles = {"intercept": "bold red", "monitor": "yellow", "protect": "bold cyan"}
+        shown = [r for r in self.alerts.values() if r.state != "cleared"][-rows:]
+        for row in shown:
+            closed = row.episode_id in self.cleared
+            cells: list[str | Text] = [
+                row.event_time if wide else row.event_time[-8:],
                 row.number,
-                f"{row.detector} ({row.state})",
-                row.severity,
+                row.detector,
                 Text(row.action, style=styles.get(row.action, "")),
-                row.reasons,
-            )
+                Text("cleared", style="dim") if closed else row.state,
+            ]
+            if wide:
+                cells += [row.severity, row.reasons]
+            table.add_row(*cells, style="dim" if closed else "")
         return Group(self.header(sent), table)
 
 
@@ -327,7 +370,9 @@ def _watch(
     """Show alerts as they arrive; return why watching stopped."""
     live: Live | None = None
     if console.is_interactive:
-        live = Live(watch.view(0), console=console, refresh_per_second=4)
+        live = Live(
+            watch.view(0, console.width, console.height), console=console, refresh_per_second=4
+        )
     last_alert = time.monotonic()
     produced_at: float | None = None
     next_metrics = 0.0
@@ -341,10 +386,8 @@ def _watch(
             for messages in consumer.poll(timeout_ms=250).values():
                 for message in messages:
                     row = AlertRow.from_message(message.value)
-                    if row.alert_id in watch.alerts:
+                    if not watch.add(row, orjson.loads(message.value)):
                         continue
-                    watch.alerts[row.alert_id] = row
-                    watch.raw.append(orjson.loads(message.value))
                     last_alert = time.monotonic()
                     if live is None:
                         console.print(row.line(), markup=False, highlight=False)
@@ -354,7 +397,7 @@ def _watch(
                     watch.processed = round(sum(metrics.values()))
                 next_metrics = now + 1.0
             if live is not None:
-                live.update(watch.view(producer.sent))
+                live.update(watch.view(producer.sent, console.width, console.height))
             if producer.done:
                 if producer.error is not None:
                     return f"producer failed: {producer.error!r}"
@@ -389,7 +432,8 @@ def _summary(
         console.print(f"worker CDRs       {counts}  (dialwatch_cdrs_total by result)")
     by_action = Counter(str(a.get("action")) for a in watch.raw if a.get("state") != "cleared")
     actions = ", ".join(f"{k} {v}" for k, v in sorted(by_action.items())) or "none"
-    console.print(f"alerts by action  {actions}")
+    raised, cleared = watch.counts()
+    console.print(f"alerts            {raised} raised ({actions}), {cleared} cleared")
     for pattern in report.patterns:
         ok = pattern.detected == pattern.labelled
         mark = "[green]" if ok else "[bold red]"
@@ -407,13 +451,46 @@ def _summary(
     else:
         console.print("false intercepts  [green]none[/]")
     passed = report.passed
+    for target in report.targets:
+        if target.status == FAIL:
+            console.print(  # one line, however narrow the terminal
+                f"[bold red]FAIL[/]  {escape(target.target)}: {escape(target.detail)}",
+                highlight=False,
+                soft_wrap=True,
+            )
     console.print("[bold green]PASS[/]" if passed else "[bold red]FAIL[/]")
     return passed
 
 
-def run_demo(settings: Settings, *, subscribers: int, hours: float, seed: int) -> int:
+def demo_spec(settings: Settings, *, subscribers: int, hours: float, seed: int) -> ScenarioSpec:
+    """The demo's scenario; ValueError names the option to fix."""
     from streams.tools.simulate import default_start
 
+    if not (math.isfinite(hours) and hours >= MIN_HOURS):
+        raise ValueError(f"--hours must be at least {MIN_HOURS:g} (got {hours:g})")
+    if subscribers < MIN_SUBSCRIBERS:
+        raise ValueError(f"--subscribers must be at least {MIN_SUBSCRIBERS} (got {subscribers})")
+    try:
+        return ScenarioSpec(
+            start=default_start(settings),
+            seed=seed,
+            hours=hours,
+            subscribers=subscribers,
+            scale=DEMO_SCALE,
+        )
+    except ValueError as exc:
+        raise ValueError(f"--subscribers {subscribers}, --hours {hours:g}: {exc}") from None
+
+
+def run_demo(
+    settings: Settings, *, subscribers: int, hours: float, seed: int, keep: bool = False
+) -> int:
+    # Arguments first: nothing is started for a run that cannot go ahead.
+    try:
+        spec = demo_spec(settings, subscribers=subscribers, hours=hours, seed=seed)
+    except ValueError as exc:
+        print(f"dialwatch demo: {exc}", file=sys.stderr)
+        return USAGE
     console = Console()
     # Logs and pipes get one line per message, not lines wrapped at 80 columns.
     console.soft_wrap = not console.is_interactive
@@ -460,13 +537,6 @@ def run_demo(settings: Settings, *, subscribers: int, hours: float, seed: int) -
                 {topics["cdr"]: settings.topic_partitions, topics["alert"]: 1, topics["dead"]: 1},
             )
 
-            spec = ScenarioSpec(
-                start=default_start(settings),
-                seed=seed,
-                hours=hours,
-                subscribers=subscribers,
-                scale=DEMO_SCALE,
-            )
             scenario = generate_scenario(spec)
             records = scenario.records
             allowlist = workdir / "allowlist.txt"
@@ -474,7 +544,8 @@ def run_demo(settings: Settings, *, subscribers: int, hours: float, seed: int) -
 
             web_port = services.free_port()
             log_path = workdir / "worker.log"
-            console.print(f"worker log: {log_path}")
+            if keep:
+                console.print(f"worker log: {log_path}")
             log = log_path.open("wb")
             worker = subprocess.Popen(
                 [sys.executable, "-m", "streams", "worker"],
@@ -541,3 +612,7 @@ def run_demo(settings: Settings, *, subscribers: int, hours: float, seed: int) -
                 log.close()
             for service in reversed(started):
                 service.stop()
+            if keep:
+                console.print(f"kept the demo's files (worker log, allowlist) in {workdir}")
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)

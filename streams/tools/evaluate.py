@@ -7,6 +7,11 @@ PASS/FAIL of each target). :func:`run_benchmark` generates scenarios, replays th
 
 Times to detect are in event time: the ``event_time`` of the first alert that detects a subject
 minus the start of the subject's first call. Medians and 90th percentiles are nearest-rank.
+
+Two replay orders: ``sorted`` (by start time, as ``dialwatch scan`` reads files) and ``delivery``
+(the scenario's own order, late records where they arrive, in the demo's messages: arrays of
+records of one partition, ``streams.tools.simulate.batch_by_partition``, each through stage 1 and
+its observations straight on through stage 2, as a worker that keeps up would take them).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO
+from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -38,6 +44,10 @@ NORMAL: Final = "normal"
 ACTIVE_STATES: Final = frozenset({"raised", "escalated"})
 BOMB_SOURCE_ROLES: Final = frozenset({"bomber", "bomb_crew"})
 FALSE_INTERCEPTS: Final = "false_intercepts"
+SORTED: Final = "sorted"
+DELIVERY: Final = "delivery"
+ORDERS: Final = (SORTED, DELIVERY)
+MESSAGE_RECORDS: Final = 200  # records per CDR message in the demo (and in delivery replay)
 PASS: Final = "PASS"
 FAIL: Final = "FAIL"
 NOT_APPLICABLE: Final = "N/A"  # nothing labelled in the role: the target cannot be measured
@@ -606,6 +616,10 @@ class BenchmarkSpec:
     subscribers: int = 20_000
     hours: float = 12.0
     scale: float = 1.0
+    order: str = SORTED  # SORTED | DELIVERY
+    # SORTED only: the scenario is written in this format and scanned from it. DELIVERY replays
+    # the demo's contract messages.
+    format: str = "contract"
 
 
 def parse_alerts(text: str) -> list[dict[str, Any]]:
@@ -619,25 +633,86 @@ def _throughput(totals: Counter[str]) -> Throughput:
 
 
 async def _replay(
-    settings: Settings, records: list[dict[str, object]], allowlist: Sequence[str]
+    settings: Settings,
+    records: list[dict[str, object]],
+    allowlist: Sequence[str],
+    fmt: str = "contract",
 ) -> tuple[list[dict[str, Any]], Throughput]:
     from streams.factory import build_engines
+    from streams.formats import get
     from streams.scan import scan
-    from streams.tools.simulate import write_jsonl
+    from streams.tools.simulate import write_format, write_jsonl
 
     with tempfile.TemporaryDirectory(prefix="dialwatch-evaluate-") as tmp:
         cdrs, listed = Path(tmp, "cdrs.jsonl"), Path(tmp, "allowlist.txt")
-        write_jsonl(cdrs, records)
+        if fmt == "contract":
+            write_jsonl(cdrs, records)
+        else:
+            write_format(cdrs, records, fmt, ZoneInfo(settings.timezone))
         listed.write_text("".join(f"{n}\n" for n in allowlist), encoding="utf-8")
         # Both stages, over memory, exactly as ``dialwatch scan`` wires them.
         engine, derived = build_engines(settings.with_(allowlist_file=listed, redis=None), None)
         out, err = io.StringIO(), io.StringIO()
         try:
-            totals = await scan(engine, [str(cdrs)], out, err, derived=derived)
+            totals = await scan(engine, [str(cdrs)], out, err, derived=derived, fmt=get(fmt))
         finally:
             await engine.store.close()
             await derived.store.close()
     return parse_alerts(out.getvalue()), _throughput(totals)
+
+
+async def _stream(
+    settings: Settings, records: list[dict[str, object]], allowlist: Sequence[str]
+) -> tuple[list[dict[str, Any]], Throughput]:
+    """Replay ``records`` in the order given, in the messages the demo produces.
+
+    Each message (MESSAGE_RECORDS records of one caller partition, over
+    ``settings.topic_partitions``) runs through stage 1; its admitted CDRs' observations go to
+    the stage-2 partitions the worker would send them to, and run there at once. Nothing is
+    sorted: late records come where they arrive, and stage 2 sees the sources interleaved by
+    message, as the worker does."""
+    import time
+
+    from streams.cdr import CDR, parse_records
+    from streams.derived import derived_partition
+    from streams.factory import build_engines
+    from streams.observe import Obs, derived_obs
+    from streams.tools.simulate import batch_by_partition
+
+    started = time.perf_counter()
+    partitions = settings.topic_partitions
+    alerts: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="dialwatch-evaluate-") as tmp:
+        listed = Path(tmp, "allowlist.txt")
+        listed.write_text("".join(f"{n}\n" for n in allowlist), encoding="utf-8")
+        engine, derived = build_engines(
+            settings.with_(allowlist_file=listed, redis=None), None, sources=partitions
+        )
+        first = dict.fromkeys(range(partitions), 1)
+        second = dict.fromkeys(range(partitions), 1)
+        trunks = engine.settings.international_trunks
+        try:
+            for part, message in batch_by_partition(records, partitions, MESSAGE_RECORDS):
+                # The worker decodes a message record by record; the scenario has no rejects.
+                batch = [r for r in parse_records(message, engine.numbering) if isinstance(r, CDR)]
+                outcome = await engine.process(
+                    part, [(first[part] + j, r) for j, r in enumerate(batch)]
+                )
+                first[part] += len(batch)
+                alerts += [a.to_dict(engine.tz) for a in outcome.alerts]
+                forwarded: dict[int, list[Obs]] = defaultdict(list)
+                for obs in derived_obs(outcome.admitted, trunks, part, engine.numbering):
+                    forwarded[derived_partition(obs.subject, partitions)].append(obs)
+                for target, observed in sorted(forwarded.items()):
+                    outcome = await derived.process(
+                        target, [(second[target] + j, o) for j, o in enumerate(observed)]
+                    )
+                    second[target] += len(observed)
+                    alerts += [a.to_dict(derived.tz) for a in outcome.alerts]
+        finally:
+            await engine.store.close()
+            await derived.store.close()
+    return alerts, Throughput(len(records), time.perf_counter() - started, len(alerts))
 
 
 async def run_seed(settings: Settings, spec: BenchmarkSpec, seed: int, start: datetime) -> Report:
@@ -649,7 +724,12 @@ async def run_seed(settings: Settings, spec: BenchmarkSpec, seed: int, start: da
             start=start, seed=seed, subscribers=spec.subscribers, hours=spec.hours, scale=spec.scale
         )
     )
-    alerts, throughput = await _replay(settings, scenario.records, scenario.allowlist)
+    if spec.order == DELIVERY:
+        alerts, throughput = await _stream(settings, scenario.records, scenario.allowlist)
+    else:
+        alerts, throughput = await _replay(
+            settings, scenario.records, scenario.allowlist, spec.format
+        )
     report = evaluate(
         scenario.records,
         scenario.labels,
@@ -687,6 +767,7 @@ def run_benchmark(
             reports.append(report)
         return reports
 
+    out.write(f"replay order: {spec.order}\n")
     reports = asyncio.run(run_all())
     combined = combine(reports)
     out.write(render_combined(reports, combined))

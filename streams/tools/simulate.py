@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from functools import partial
 from pathlib import Path
 from typing import IO, Final, TypeVar, cast
@@ -27,6 +27,7 @@ import orjson
 from kafka import KafkaProducer  # type: ignore[import-untyped, unused-ignore]
 
 from config.settings import Settings
+from streams.errors import UsageError
 from streams.topics import partition_for
 
 NORMAL: Final = "normal"
@@ -52,12 +53,20 @@ NO_ANSWER: Final = 19
 REJECTED: Final = 21
 UNALLOCATED: Final = 1
 
-# The bulk-dialling rule the near misses are built to stay just under: 250 calls in 40 minutes.
-NEAR_MISS_CALLS: Final = 249
-_NEAR_MISS_BURST_S: Final = 2340
-# No other call of a near-miss number within this distance of its burst, so that no 41-minute
-# span (40 one-minute buckets, whatever their alignment) can reach 250.
-_NEAR_MISS_GUARD_S: Final = 2520
+# A near miss dials like a bulk dialler but stays just under every level that intercepts (the
+# default policy, mobile class): at most 21 calls in any 5 minutes (bulk dialling: 22), 29 in
+# any hour (robocall: 30) and 249 in the day (the quota: 250). One cycle of 72 minutes is a burst
+# of 21 calls within 3.5 minutes, then 8 calls 6.5 minutes apart; the next burst follows 17.5
+# minutes later, so that no hour holds calls of two bursts or more than 8 of the others.
+NEAR_MISS_BURST: Final = 21
+NEAR_MISS_PER_HOUR: Final = 29
+NEAR_MISS_PER_DAY: Final = 249
+_NEAR_MISS_CYCLE_S: Final = 72 * 60
+_NEAR_MISS_BURST_GAP_S: Final = 10  # a burst call every 10 s, jittered by up to 5 s
+_NEAR_MISS_STEADY_S: Final = (9 * 60, 390)  # first of the 8 others, then their spacing
+_NEAR_MISS_CYCLES: Final = NEAR_MISS_PER_DAY // NEAR_MISS_PER_HOUR  # 8: 232 calls
+# No ordinary call of a near-miss number within an hour of its dialling.
+_NEAR_MISS_GUARD_S: Final = 3600
 
 _MOBILE_PREFIXES: Final = (
     *(f"13{d}" for d in range(10)),
@@ -309,23 +318,39 @@ def _near_miss_calls(
     subscribers: Sequence[str],
     calls: list[_Call],
 ) -> None:
-    """249 calls inside 39 minutes around mid-period; ordinary calls well away from the burst."""
+    """Dialler-profile cycles around mid-period, just under every intercepting level; ordinary
+    calls an hour or more away from them, never more than NEAR_MISS_PER_DAY calls in all."""
     period = spec.period_s
-    burst = min(_NEAR_MISS_BURST_S, period)
+    cycles = max(1, min(_NEAR_MISS_CYCLES, period // _NEAR_MISS_CYCLE_S))
+    span = min(cycles * _NEAR_MISS_CYCLE_S, period)
     centre = period / 2 + rng.uniform(-period / 8, period / 8)
-    first = min(max(0, round(centre - burst / 2)), period - burst)
+    first = min(max(0, round(centre - span / 2)), period - span)
     dialled: set[str] = set()
-    for k in range(NEAR_MISS_CALLS):
-        at = first + int((k + rng.random()) * burst / NEAR_MISS_CALLS)
+    offsets: list[int] = []
+    for cycle in range(cycles):
+        base = first + cycle * _NEAR_MISS_CYCLE_S
+        offsets += [
+            base + k * _NEAR_MISS_BURST_GAP_S + rng.randrange(_NEAR_MISS_BURST_GAP_S // 2 + 1)
+            for k in range(NEAR_MISS_BURST)
+        ]
+        lead, step = _NEAR_MISS_STEADY_S
+        offsets += [
+            base + lead + k * step + rng.randrange(-20, 21)
+            for k in range(NEAR_MISS_PER_HOUR - NEAR_MISS_BURST)
+        ]
+    offsets = [at for at in offsets if 0 <= at < period]
+    for at in offsets:
         calls.append(_dialler_call(rng, number, _fresh_callee(rng, dialled), at, len(calls)))
 
     # Ordinary calls are uniform over what is left of the period outside the guard band.
-    quiet_from = first + burst + _NEAR_MISS_GUARD_S
+    quiet_from = first + span + _NEAR_MISS_GUARD_S
     quiet_until = first - _NEAR_MISS_GUARD_S
     before = max(0, quiet_until)
     after = max(0, period - quiet_from)
-    n_calls = _poisson(rng, spec.calls_per_day * period / 86400)
-    if n_calls == 0 or before + after == 0:
+    n_calls = min(
+        _poisson(rng, spec.calls_per_day * period / 86400), NEAR_MISS_PER_DAY - len(offsets)
+    )
+    if n_calls <= 0 or before + after == 0:
         return
     contacts = _contacts(rng, number, subscribers) if subscribers else [_mobile(rng)]
     for _ in range(n_calls):
@@ -361,6 +386,25 @@ def _open_text(path: Path | str) -> Iterator[IO[str]]:
             text.flush()
             # Detach rather than close: closing the wrapper would close stdout too.
             text.detach()
+
+
+OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
+
+
+def output_format(path: str, given: str | None = None) -> str:
+    """``csv`` or ``jsonl``: ``given`` (``--format``) wins, else the name tells (a ``.gz`` after
+    the suffix compresses); stdout is JSON Lines. UsageError when neither says."""
+    if given is not None:
+        return given
+    if path == "-":
+        return "jsonl"
+    suffix = Path(path.removesuffix(".gz")).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise UsageError(
+            f"--out {path}: cannot tell the format from the name; name it .csv, .jsonl or"
+            " .json (.gz after it to compress), or give --format csv|jsonl"
+        )
+    return OUTPUT_FORMATS[suffix]
 
 
 def write_jsonl(path: Path | str, records: Iterable[Mapping[str, object]]) -> int:
@@ -514,3 +558,18 @@ def produce(
     if errors:
         raise RuntimeError(f"{len(errors)} Kafka messages failed") from errors[0]
     return sent
+
+
+def write_format(
+    path: Path | str, records: Iterable[Mapping[str, object]], name: str, tz: tzinfo
+) -> int:
+    """Write records in a switch's format (streams.formats), local times in ``tz``; a format
+    written at call end (Asterisk, FreeSWITCH CSV) comes out in call-end order."""
+    from streams.formats import FORMATS, get
+
+    fmt = FORMATS.get(name)
+    if fmt is None or not fmt.writable or name == "contract":
+        writable = [n for n, f in FORMATS.items() if f.writable and n != "contract"]
+        raise ValueError(f"--format {name}: simulate writes contract, {', '.join(writable)}")
+    with _open_text(path) as out:
+        return get(name).write(out, records, tz)

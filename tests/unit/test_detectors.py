@@ -90,8 +90,19 @@ CASES = [
     ("quota_dialling", snap({"24h": dialler(400, answered_share=0.6)}), None),
     # sequential dialling
     ("sequential_dialling", snap({"10m": dialler(4, sequential=3)}), INTERCEPT),
-    ("sequential_dialling", snap({"10m": dialler(4, sequential=2)}), None),
-    ("sequential_dialling", snap({"10m": dialler(3, sequential=3)}), None),
+    ("sequential_dialling", snap({"10m": dialler(3, sequential=2)}), INTERCEPT),
+    ("sequential_dialling", snap({"10m": dialler(4, sequential=1)}), None),
+    # stepping through a block while talking (line checks): watched, never intercepted
+    ("sequential_dialling", snap({"10m": dialler(3, 1.0, sequential=2, short_share=0)}), None),
+    (
+        "sequential_dialling",
+        snap({"10m": dialler(4, 1.0, sequential=3, short_share=0)}),
+        ("warning", "monitor"),
+    ),
+    ("sequential_dialling", snap({"10m": dialler(3, 0.0, sequential=2)}), INTERCEPT),
+    ("sequential_dialling", snap({"10m": dialler(2, sequential=2)}), None),
+    # two neighbouring numbers called in turn: steps, but not different callees
+    ("sequential_dialling", snap({"10m": dialler(4, sequential=3, repeats=2)}), None),
     # one-ring calls: international callers only
     ("one_ring", snap({"5m": dialler(10, 0.0)}, "international"), INTERCEPT),
     ("one_ring", snap({"5m": dialler(10, 0.0)}, "mobile"), None),
@@ -232,7 +243,7 @@ def test_a_condition_not_of_the_detector_is_an_error() -> None:
         (  # a condition of another detector
             {"sequential_dialling": {"levels": [{**LEVEL, "conditions": {"min_members": 2}}]}},
             "rules.toml: sequential_dialling: unknown condition 'min_members'; "
-            "known: ('min_sequential',)",
+            "known: ('min_sequential', 'min_distinct_share', 'min_short_share')",
         ),
         (
             {"bulk_diallng": {"levels": [LEVEL]}},

@@ -12,6 +12,7 @@ import pytest
 
 from config.numbering import CHINA
 from streams.cdr import CDR, Reject
+from streams.errors import UsageError
 from streams.files import read_records
 
 T0_MS = 1_793_581_200_000  # 2026-11-02T01:00:00Z
@@ -157,8 +158,8 @@ def test_invalid_utf8_is_replaced_not_fatal(tmp_path: Path) -> None:
     ]
 
 
-def test_missing_file_raises_file_not_found(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
+def test_missing_file_is_a_usage_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"absent\.csv: no such file"):
         list(read_records(str(tmp_path / "absent.csv"), CHINA))
 
 

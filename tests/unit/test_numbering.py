@@ -177,7 +177,7 @@ def test_normalise_rejects(raw: str) -> None:
         ("96123", NumberClass.SERVICE),
         ("951234", NumberClass.SERVICE),
         ("9612345", NumberClass.SERVICE),
-        ("95105888", NumberClass.SERVICE),
+        ("95105888", NumberClass.CALL_CENTRE),
         ("4001234567", NumberClass.HOTLINE),
         ("8008108888", NumberClass.HOTLINE),
         ("1012345678", NumberClass.FIXED),
