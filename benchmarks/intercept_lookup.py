@@ -103,6 +103,7 @@ def phase(
         "DIALWATCH_ALERT_TOPIC": f"alerts-{tag}",
         "DIALWATCH_DEAD_LETTER_TOPIC": f"dead-{tag}",
         "DIALWATCH_DERIVED_TOPIC": f"derived-{tag}",
+        "DIALWATCH_REPARTITION_TOPIC": f"repartition-{tag}",
         "DIALWATCH_COMPLAINT_TOPIC": f"complaints-{tag}",
         "DIALWATCH_AUDIT_TOPIC": f"audit-{tag}",
         "DIALWATCH_INTERCEPTION_TOPIC": f"icpt-{tag}",

@@ -359,6 +359,7 @@ class WorkerRun:
             DIALWATCH_ALERT_TOPIC=self.alert_topic,
             DIALWATCH_DEAD_LETTER_TOPIC=f"bench-{self.tag}-dead",
             DIALWATCH_DERIVED_TOPIC=f"bench-{self.tag}-derived",
+            DIALWATCH_REPARTITION_TOPIC=f"bench-{self.tag}-repartition",
             DIALWATCH_COMPLAINT_TOPIC=f"bench-{self.tag}-complaints",
             DIALWATCH_ALLOWLIST_FILE=str(self.allowlist),
             DIALWATCH_APP_ID=f"bench-{self.tag}",

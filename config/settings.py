@@ -23,6 +23,9 @@ class Settings:
     dead_letter_topic: str = "dialwatch.deadletter"
     # Callee, block and trunk observations, re-keyed by subject (README "Derived stream").
     derived_topic: str = "dialwatch.derived"
+    # CDRs that arrived on a partition other than their normalised caller's, re-keyed to it
+    # (README "Batches and partitions"); as many partitions as the CDR topic.
+    repartition_topic: str = "dialwatch.repartition"
     # Complaint reports from the complaint centre (streams.complaints), keyed by number.
     complaint_topic: str = "complaints"
     # Ingress trunks whose names start with one of these (comma-separated) are international:

@@ -2,11 +2,14 @@
 them), and what they send.
 
 ``by_caller`` reads the CDR topic (keyed by caller). For each partition of a batch it runs the
-caller engine's detection, publishes the batch's callee, block and trunk observations to the
-derived topic, one message per target partition (README "Derived stream"), then makes the
-engine's fenced store write, publishes the alerts and dead letters, and only then lets Faust
-acknowledge the batch. ``by_subject`` reads the derived topic and runs the subject engine the
-same way. ``by_complaint`` records subscriber reports on the caller partition of their number.
+caller engine's detection, publishes the CDRs whose normalised caller belongs to another
+partition to the repartition topic and the batch's callee, block and trunk observations to the
+derived topic, one message per target partition each (README "Batches and partitions",
+"Derived stream"), then makes the engine's fenced store write, publishes the alerts and dead
+letters, and only then lets Faust acknowledge the batch. ``by_rekeyed`` reads the repartition
+topic into the same caller engine (its second input, fenced on its own offset). ``by_subject``
+reads the derived topic and runs the subject engine the same way. ``by_complaint`` records
+subscriber reports on the caller partition of their number.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from streams.deadletter import dead_letter
 from streams.derived import decode_derived, derived_messages
 from streams.engine import Outcome
 from streams.observe import derived_obs
+from streams.rekey import decode_rekeyed, rekeyed_messages
 from streams.topics import partition_for
 
 ADMISSION_REASONS = frozenset({"future", "too_late"})  # decided by the engine, not the parser
@@ -49,6 +53,31 @@ async def by_caller(ctx: Context, stream: Any) -> None:
                     )
                     sends = partial(batch_sends, ctx, settings.cdr_topic, partition, outcome, raw)
                     await callers.publish(partition, outcome, sends)
+
+
+async def by_rekeyed(ctx: Context, stream: Any) -> None:
+    """Stage 1 over the repartition topic: CDRs admitted on another partition, applied to their
+    caller's state as if they had been keyed by caller. Their rejects and their stage-2
+    observations were made where they arrived; a repartition message the worker cannot read
+    is counted only (internal topic)."""
+    settings, rekeyed = ctx.settings, ctx.rekeyed
+    async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
+        by_partition, raw = split(events)
+        for partition, messages in by_partition.items():
+            for items in chunks(messages, decode_rekeyed, settings.chunk_records):
+                async with rekeyed.lock(partition):
+                    # Nothing to forward: these CDRs went to stage 2 from where they arrived.
+                    outcome = await rekeyed.handle(partition, items[0][0], items, ctx.rekeyed_links)
+                    sends = partial(
+                        batch_sends,
+                        ctx,
+                        settings.repartition_topic,
+                        partition,
+                        outcome,
+                        raw,
+                        internal=True,
+                    )
+                    await rekeyed.publish(partition, outcome, sends)
 
 
 async def by_subject(ctx: Context, stream: Any) -> None:
@@ -105,19 +134,23 @@ async def by_complaint(ctx: Context, stream: Any) -> None:
 
 
 async def forward(ctx: Context, partition: int, outcome: Outcome) -> None:
-    """Stage 1's admitted CDRs go to stage 2 before the state write (``Runtime.handle``'s
-    ``forward``): a crash in between replays them, and stage 2 drops the repeats by cdr_id."""
+    """Before the state write (``Runtime.handle``'s ``forward``), stage 1's moved CDRs go to
+    their caller's partition and its admitted CDRs (moved ones too) to stage 2: a crash in
+    between replays them, and both targets drop the repeats by cdr_id."""
+    partitions = ctx.settings.topic_partitions
+    if outcome.moved:
+        moved = rekeyed_messages(outcome.moved, partition, partitions)
+        await ctx.callers.send_confirmed(partition, partial(send_to, ctx.topics.rekeyed, moved))
     trunks = ctx.settings.international_trunks
     observed = derived_obs(outcome.admitted, trunks, partition, ctx.plan)
     if observed:
-        messages = derived_messages(observed, partition, ctx.settings.topic_partitions)
-        await ctx.callers.send_confirmed(
-            partition, partial(send_derived, ctx.topics.derived, messages)
-        )
+        messages = derived_messages(observed, partition, partitions)
+        await ctx.callers.send_confirmed(partition, partial(send_to, ctx.topics.derived, messages))
 
 
-async def send_derived(derived: TopicT, messages: list[tuple[int, bytes]]) -> list[Any]:
-    return [await derived.send(value=value, partition=target) for target, value in messages]
+async def send_to(topic: TopicT, messages: list[tuple[int, bytes]]) -> list[Any]:
+    """Internal messages (derived, repartition), each to its target partition."""
+    return [await topic.send(value=value, partition=target) for target, value in messages]
 
 
 async def send_raw(alerts: TopicT, alerts_json: list[bytes]) -> list[Any]:
@@ -166,12 +199,20 @@ async def dead_complaints(dead: TopicT, rejects: list[tuple[Any, Reject]]) -> li
 
 async def audit_stores(ctx: Context) -> None:
     """The store-audit timer: both stages re-apply what the store lost (``Runtime.audit``)."""
-    for runtime, links in ((ctx.callers, ctx.caller_links), (ctx.subjects, ctx.subject_links)):
+    for runtime, links in (
+        (ctx.callers, ctx.caller_links),
+        (ctx.rekeyed, ctx.rekeyed_links),
+        (ctx.subjects, ctx.subject_links),
+    ):
         await runtime.audit(links)
 
 
 async def revoke(ctx: Context, revoked: Iterable[Any]) -> None:
     """A rebalance took these topic partitions away: each stage forgets its own."""
+    by_topic = {
+        ctx.settings.derived_topic: ctx.subjects,
+        ctx.settings.repartition_topic: ctx.rekeyed,
+    }
     for tp in revoked:
-        runtime = ctx.subjects if tp.topic == ctx.settings.derived_topic else ctx.callers
+        runtime = by_topic.get(tp.topic, ctx.callers)
         await runtime.revoke(tp.partition, ctx.settings.rebalance_timeout_s / 2)

@@ -1,6 +1,7 @@
-"""Builds the worker's Faust app: its topics, the agents of both stages and complaints, the
-timers (allowlist refresh, store audit, broker probe), the web endpoints and rebalance
-handling, and the interception step with its audit mirror, all over one ``Context``."""
+"""Builds the worker's Faust app: its topics, the agents of both stages (stage 1 over the CDR
+and the repartition topic) and complaints, the timers (allowlist refresh, store audit, broker
+probe), the web endpoints and rebalance handling, and the interception step with its audit
+mirror, all over one ``Context``."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from streams.derived import decode_derived
 from streams.interception.feed import mirror
 from streams.interception.step import Interception, build_store
 from streams.kafka_reads import published_ids, reread
+from streams.rekey import decode_rekeyed
 from streams.runtime import Links, Runtime
 from streams.security import api_token, faust_broker_kwargs, faust_web_kwargs
 from streams.topics import worker_topics
@@ -55,6 +57,8 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
     )
     topics = worker_topics(app, settings)
     decode_cdrs = partial(decode_message, plan=callers.engine.numbering, tz=callers.engine.tz)
+    # The worker's stage 1 moves CDRs to their normalised caller's partition (scan has one).
+    callers.engine.rekey_partitions = settings.topic_partitions
     ctx = Context(
         settings,
         callers,
@@ -63,10 +67,15 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
         caller_links=links(settings, topics.alerts, settings.cdr_topic, decode_cdrs),
         subject_links=links(settings, topics.alerts, settings.derived_topic, decode_derived),
         token=api_token(settings),
+        rekeyed=callers.rekeyed_input(),
+        rekeyed_links=links(settings, topics.alerts, settings.repartition_topic, decode_rekeyed),
     )
 
     async def by_caller(stream: Any) -> None:
         await agents.by_caller(ctx, stream)
+
+    async def by_rekeyed(stream: Any) -> None:
+        await agents.by_rekeyed(ctx, stream)
 
     async def by_subject(stream: Any) -> None:
         await agents.by_subject(ctx, stream)
@@ -75,6 +84,7 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
         await agents.by_complaint(ctx, stream)
 
     app.agent(topics.cdrs, name="by_caller")(by_caller)
+    app.agent(topics.rekeyed, name="by_rekeyed")(by_rekeyed)
     app.agent(topics.derived, name="by_subject")(by_subject)
     app.agent(topics.complaints, name="complaints")(by_complaint)
 
@@ -105,7 +115,7 @@ def interception_mirror(app: faust.App, settings: Settings, ctx: Context) -> Non
     """The interception step both stages feed (streams.interception), and the timer that
     mirrors its audit trail to the audit, interceptions and (breaker) alert topics."""
     step = Interception(build_store(settings), settings, ctx.plan)
-    ctx.callers.interception = ctx.subjects.interception = step
+    ctx.callers.interception = ctx.rekeyed.interception = ctx.subjects.interception = step
     sinks = {
         settings.audit_topic: app.topic(settings.audit_topic, key_type=bytes, value_type=bytes),
         settings.interception_topic: app.topic(

@@ -27,7 +27,8 @@ class BrokerHealth:
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """Both stages, the topics and the broker calls each stage recovers with."""
+    """Both stages (stage 1 with its two inputs), the topics and the broker calls each input
+    recovers with."""
 
     settings: Settings
     callers: Runtime  # stage 1
@@ -36,6 +37,8 @@ class Context:
     caller_links: Links
     subject_links: Links
     token: str | None  # the bearer token of the state-changing endpoints (None: they are off)
+    rekeyed: Runtime  # stage 1's second input, the repartition topic (Runtime.rekeyed_input)
+    rekeyed_links: Links
     broker: BrokerHealth = field(default_factory=BrokerHealth)
 
     @property

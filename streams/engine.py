@@ -41,14 +41,26 @@ from streams.complaints import active as complaint_reports
 from streams.observe import UNASSERTED, Obs, caller_obs
 from streams.state.base import Changes, Episode, NumberState, PartitionMeta, Store
 from streams.state.blob import episodes_blob, from_blobs, windows_blob
+from streams.topics import partition_for
+
+
+@dataclass(frozen=True, slots=True)
+class Rekeyed:
+    """A CDR that arrived on CDR partition ``source`` and was re-keyed to its caller's partition
+    through the repartition topic (README "Batches and partitions"). Admitted at ``source``."""
+
+    source: int
+    cdr: CDR
+
 
 # (message offset, record). A CDR is read as its caller's observation (streams.observe);
 # None advances the offset with nothing for this stage (a spoofed call seen by stage 1).
-Item = tuple[int, CDR | Obs | Reject | None]
+Item = tuple[int, CDR | Rekeyed | Obs | Reject | None]
 
 CALLER_KINDS = frozenset({"number"})
 DERIVED_KINDS = frozenset({"callee", "block", "trunk"})
 MAX_PEERS = 512  # counterparts remembered per subject, newest kept
+SOURCE_IDLE_MS = 60_000  # stage 1: a source silent this long (wall clock) stops holding back
 # A subject's state stays bounded however many calls it makes. Duplicate ids are recognised
 # among its newest MAX_SEEN calls within the lateness horizon (a number making more than that
 # in the horizon, 15 minutes by default, is a flood flagged anyway); a counterpart's newest
@@ -71,9 +83,13 @@ class Outcome:
     rejects: list[tuple[int, Reject]] = field(default_factory=list)
     numbers: int = 0
     watermark_ms: int = 0
-    # Stage 1: the CDRs it admitted (its own callers and unasserted identities alike), in
-    # order: only these are forwarded to stage 2, so a CDR rejected here is rejected once.
+    # Stage 1: the CDRs that arrived here and were admitted (its own callers, unasserted
+    # identities and moved CDRs alike), in order: only these are forwarded to stage 2, so a
+    # CDR rejected here is rejected once, and each goes to stage 2 once, from where it arrived.
     admitted: list[CDR] = field(default_factory=list)
+    # Stage 1 with re-keying: admitted CDRs whose caller belongs to another partition, in
+    # order, for the repartition topic (the target partition applies them to its state).
+    moved: list[CDR] = field(default_factory=list)
 
     def reject_counts(self) -> Counter[str]:
         return Counter(r.reason for _, r in self.rejects)
@@ -89,6 +105,7 @@ class Prepared:
     outcome: Outcome
     expected_offset: int  # the stored offset the batch was computed from (the write's fence)
     changes: Changes | None
+    expected_rekeyed: int = -1  # and the stored repartition-input offset (fenced as well)
 
 
 def id_hash(cdr_id: str) -> int:
@@ -128,6 +145,7 @@ class Engine:
         kinds: Collection[str] = CALLER_KINDS,
         sources: int = 1,
         outbox: bool = False,
+        rekey_partitions: int = 0,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -141,6 +159,14 @@ class Engine:
         self.sources = sources
         # Write each batch's alerts with its state, until confirmed published (the worker).
         self.outbox = outbox
+        # Stage 1 in the worker: the CDR topic's partition count. A CDR whose normalised caller
+        # hashes to another partition is admitted here and moved there (Outcome.moved); 0: off.
+        self.rekey_partitions = rekey_partitions
+        # Stage 1: partition -> source -> wall-clock ms this process last had its records. A
+        # source not heard from for SOURCE_IDLE_MS no longer holds the watermark back (a CDR
+        # partition that stopped sending re-keyed records must not freeze pruning and episode
+        # closing); one that is merely behind, as in a catch-up, still does.
+        self._heard: dict[int, dict[int, int]] = {}
         self.numbering = plan_from_setting(settings.numbering_plan)
         self.tz = ZoneInfo(settings.timezone)
         self.pseudonym_key = settings.pseudonym_key.encode()
@@ -167,6 +193,8 @@ class Engine:
         self.quiet_ms = settings.episode_quiet_s * 1000
         self.skew_ms = settings.max_future_skew_s * 1000
         self._meta: dict[int, PartitionMeta] = {}
+        self._loads: dict[int, int] = {}  # partition -> which load of its meta is cached
+        self._load_count = 0
 
     def window_ttl_ms(self) -> int:
         return (
@@ -180,34 +208,55 @@ class Engine:
     def forget(self, partition: int) -> None:
         """Drop what is cached about a partition (on revocation or after a failed write)."""
         self._meta.pop(partition, None)
+        self._loads.pop(partition, None)
+        self._heard.pop(partition, None)
+
+    def loaded(self, partition: int) -> int | None:
+        """Names the cached load of the partition's meta (None: not loaded): a driver with
+        two inputs checks each against the store once per load."""
+        return self._loads.get(partition)
 
     async def meta(self, partition: int) -> PartitionMeta:
         meta = self._meta.get(partition)
         if meta is None:
             meta = self._meta[partition] = await self.store.load_meta(partition)
+            self._load_count += 1
+            self._loads[partition] = self._load_count
         return meta
 
-    async def process(self, partition: int, items: Sequence[Item]) -> Outcome:
+    async def process(
+        self, partition: int, items: Sequence[Item], rekeyed: bool = False
+    ) -> Outcome:
         """Apply a partition's batch: one store read, one fenced store write (``prepare``
         then ``commit``, with nothing in between)."""
-        return await self.commit(await self.prepare(partition, items))
+        return await self.commit(await self.prepare(partition, items, rekeyed))
 
-    async def prepare(self, partition: int, items: Sequence[Item]) -> Prepared:
+    async def prepare(
+        self, partition: int, items: Sequence[Item], rekeyed: bool = False
+    ) -> Prepared:
         """Admit a partition's batch and run the detectors over it: one store read, no write.
 
         The driver may act on the outcome before ``commit`` writes it: the worker forwards
-        stage 1's admitted CDRs to stage 2 there, so a crash in between replays them.
+        stage 1's admitted CDRs to stage 2 there, and its moved CDRs to their partitions, so a
+        crash in between replays them. ``rekeyed``: the items come from the repartition topic's
+        partition (``Rekeyed``), fenced by their own stored offset.
         """
         out = Outcome()
         meta = await self.meta(partition)
         now_ms = self.clock_ms()
         newest = meta.newest_ms
-        # Stage 2 admits each observation against its own source's progress, as stage 1 did.
+        # Each record is admitted against its own source's progress: stage 2's sources are
+        # stage-1 partitions; stage 1's are the partition's own arrivals and, for re-keyed
+        # records, the CDR partition each came from.
         sources = dict(meta.sources)
+        heard = self._heard.setdefault(partition, {})
+        for src in sources:
+            heard.setdefault(src, now_ms)  # unknown since this process loaded it: give it time
         by_key: dict[str, list[Obs]] = {}
-        last_offset = meta.offset
+        applied = meta.rekeyed if rekeyed else meta.offset
+        last_offset = applied
         for offset, rec in items:
-            if offset <= meta.offset:
+            if offset <= applied:
                 out.replayed += 1
                 continue
             last_offset = max(last_offset, offset)
@@ -216,41 +265,73 @@ class Engine:
             if isinstance(rec, Reject):
                 out.rejects.append((offset, rec))
                 continue
-            src = rec.source if isinstance(rec, Obs) else -1
-            front = newest if src < 0 else sources.get(src, 0)
-            if rec.start_ms > now_ms + self.skew_ms:
-                out.rejects.append((offset, Reject("future", "start_time is in the future")))
-                continue
-            if rec.start_ms < front - self.lateness_ms:
-                out.rejects.append((offset, Reject("too_late", "older than allowed lateness")))
-                continue
+            arrived = not isinstance(rec, Rekeyed)
+            if isinstance(rec, Rekeyed):
+                # Admitted, and forwarded to stage 2, where it arrived: here only its source's
+                # progress is kept.
+                src, rec = rec.source, rec.cdr
+            else:
+                if isinstance(rec, Obs):
+                    src = rec.source
+                    front = sources.get(src, 0)
+                else:
+                    src = partition
+                    # (a partition written before re-keying kept only its newest)
+                    front = sources.get(src, 0 if sources else newest)
+                if rec.start_ms > now_ms + self.skew_ms:
+                    out.rejects.append((offset, Reject("future", "start_time is in the future")))
+                    continue
+                if rec.start_ms < front - self.lateness_ms:
+                    out.rejects.append((offset, Reject("too_late", "older than allowed lateness")))
+                    continue
             if isinstance(rec, CDR):
-                out.admitted.append(rec)
                 obs = caller_obs(rec, self.trunks, self.numbering)
                 if obs is None:
+                    out.admitted.append(rec)
                     out.to_trunk += 1
                     continue
+                heard[src] = now_ms
+                if rec.start_ms > sources.get(src, 0):
+                    sources[src] = rec.start_ms
+                if arrived:
+                    out.admitted.append(rec)
+                    if (
+                        self.rekey_partitions
+                        and partition_for(obs.subject.encode(), self.rekey_partitions) != partition
+                    ):
+                        out.moved.append(rec)
+                        continue
                 rec = obs
+            elif rec.start_ms > sources.get(src, 0):
+                sources[src] = rec.start_ms
             if rec.kind in self.kinds:
                 if rec.start_ms > newest:
                     newest = rec.start_ms
-                if src >= 0 and rec.start_ms > front:
-                    sources[src] = rec.start_ms
                 by_key.setdefault(store_key(rec.kind, rec.subject), []).append(rec)
-        if last_offset == meta.offset:
-            return Prepared(partition, out, meta.offset, None)
-        # A derived partition has seen everything up to its slowest source's progress.
+        if last_offset == applied:
+            return Prepared(partition, out, meta.offset, None, meta.rekeyed)
+        # A partition has seen everything up to its slowest source's progress. Stage 1 leaves
+        # out idle sources (``_heard``); stage 2 waits for every source.
         if not sources:
             front = newest
         elif len(sources) < self.sources:
             front = 0
+        elif self.kinds == CALLER_KINDS:
+            active = [
+                v for s, v in sources.items() if now_ms - heard.get(s, now_ms) < SOURCE_IDLE_MS
+            ]
+            front = min(active) if active else max(sources.values())
         else:
             front = min(sources.values())
         watermark = front - self.lateness_ms
         out.watermark_ms, out.numbers = watermark, len(by_key)
         read = await self.store.read(partition, list(by_key), watermark)
+        offset, roff = (meta.offset, last_offset) if rekeyed else (last_offset, meta.rekeyed)
         changes = Changes(
-            PartitionMeta(last_offset, newest, tuple(sorted(sources.items()))), {}, {}
+            PartitionMeta(offset, newest, tuple(sorted(sources.items())), roff),
+            {},
+            {},
+            expected_rekeyed=meta.rekeyed,
         )
         for key, records in by_key.items():
             state = from_blobs(read.windows.get(key), read.episodes.get(key))
@@ -269,7 +350,7 @@ class Engine:
             changes.episodes[key] = (episodes_blob(state), close_at if state.episodes else None)
         if self.outbox:
             changes.outbox = {a.alert_id: orjson.dumps(a.to_dict(self.tz)) for a in out.alerts}
-        return Prepared(partition, out, meta.offset, changes)
+        return Prepared(partition, out, meta.offset, changes, meta.rekeyed)
 
     async def commit(self, prepared: Prepared) -> Outcome:
         """Make a prepared batch's fenced write; StaleOffset when the stored offset moved since

@@ -29,6 +29,11 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.repartitioned = Counter(
+            "dialwatch_repartitioned_cdrs",
+            "CDRs admitted on a partition other than their caller's, re-keyed to it",
+            registry=r,
+        )
         self.rejects = Counter(
             "dialwatch_rejected_cdrs", "Rejected CDRs, by reason", ["reason"], registry=r
         )
@@ -80,6 +85,8 @@ class Metrics:
         ):
             if n:
                 counter.labels(result).inc(n)
+        if outcome.moved:
+            self.repartitioned.inc(len(outcome.moved))
         rejects = self.rejects if stage == STAGE_CALLERS else self.rejected_observations
         for reason, n in outcome.reject_counts().items():
             rejects.labels(reason).inc(n)

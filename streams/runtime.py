@@ -24,7 +24,7 @@ from config.settings import Settings
 from streams.engine import Engine, Item, Outcome
 from streams.interception.step import Interception
 from streams.metrics import STAGE_CALLERS, Metrics
-from streams.state.base import StaleOffset
+from streams.state.base import PartitionMeta, StaleOffset
 
 log = logging.getLogger("dialwatch.worker")
 T = TypeVar("T")
@@ -49,7 +49,12 @@ class Runtime:
     """What the agent needs between batches: the engine, metrics, health."""
 
     def __init__(
-        self, settings: Settings, engine: Engine, metrics: Metrics, stage: str = STAGE_CALLERS
+        self,
+        settings: Settings,
+        engine: Engine,
+        metrics: Metrics,
+        stage: str = STAGE_CALLERS,
+        rekeyed: bool = False,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -63,6 +68,22 @@ class Runtime:
         self._locks: dict[int, asyncio.Lock] = {}
         # The interception step (streams.interception), fed every alert the outbox holds.
         self.interception: Interception | None = None
+        self._verified: dict[int, int | None] = {}  # partition -> the load ``handle`` checked
+        # Stage 1's second input, the repartition topic (``rekeyed_input``): same engine, same
+        # state and locks, its own stored offset.
+        self.rekeyed = rekeyed
+
+    def rekeyed_input(self) -> Runtime:
+        """A runtime for the repartition topic's partitions over this one's engine: it
+        serialises with this one on each partition and fences on its own stored offset."""
+        other = Runtime(self.settings, self.engine, self.metrics, self.stage, rekeyed=True)
+        other._locks = self._locks
+        other.interception = self.interception
+        return other
+
+    def applied(self, meta: PartitionMeta) -> int:
+        """The stored offset of this runtime's input."""
+        return meta.rekeyed if self.rekeyed else meta.offset
 
     def lock(self, partition: int) -> asyncio.Lock:
         """Serialises the agent's batches and the store audit on one partition."""
@@ -138,10 +159,15 @@ class Runtime:
         ``lock(partition)`` across this and the batch's ``publish``.
         """
         while True:
-            if not self.engine.knows(partition):
-                await self.recover(partition, links.published, links.send_raw)
+            # Checked once per load of the partition's meta, by each input of the engine: the
+            # other input (stage 1's two) may have been the one that loaded it.
+            known = self.engine.knows(partition)
+            if not known or self._verified.get(partition) != self.engine.loaded(partition):
+                if not known:
+                    await self.recover(partition, links.published, links.send_raw)
                 if not await self.restore(partition, first_offset, links):
                     continue
+                self._verified[partition] = self.engine.loaded(partition)
             outcome = await self.attempt(partition, items, forward=forward)
             if outcome is not None:
                 if items:
@@ -159,7 +185,7 @@ class Runtime:
                 if last is None:  # revoked meanwhile
                     continue
                 try:
-                    stored = (await self.engine.store.load_meta(partition)).offset
+                    stored = self.applied(await self.engine.store.load_meta(partition))
                 except (RedisError, OSError) as exc:
                     log.warning("store audit skipped (%s)", type(exc).__name__)
                     return behind
@@ -184,7 +210,7 @@ class Runtime:
         Returns False when the partition had to be reloaded meanwhile.
         """
         meta = await self.retry("offset read", partial(self.engine.meta, partition))
-        start = meta.offset + 1
+        start = self.applied(meta) + 1
         if start >= first_offset:
             return True
         log.warning(
@@ -192,7 +218,7 @@ class Runtime:
             "at %d); re-reading the gap from Kafka",
             partition,
             self.stage,
-            meta.offset,
+            start - 1,
             first_offset,
         )
         restored = 0
@@ -235,7 +261,7 @@ class Runtime:
         runs between detection and the state write, only when there is something to write."""
         started = time.perf_counter()
         try:
-            prepared = await self.engine.prepare(partition, items)
+            prepared = await self.engine.prepare(partition, items, self.rekeyed)
             if forward is not None and prepared.changes is not None:
                 await forward(prepared.outcome)
             outcome = await self.engine.commit(prepared)

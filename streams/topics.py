@@ -69,6 +69,7 @@ class WorkerTopics:
 
     cdrs: TopicT  # input, keyed by caller (stage 1)
     derived: TopicT  # stage 1 -> stage 2 observations (streams.derived)
+    rekeyed: TopicT  # stage 1 -> stage 1: CDRs moved to their caller's partition (streams.rekey)
     complaints: TopicT  # reports, keyed by number (streams.complaints)
     alerts: TopicT
     dead: TopicT  # dead letters (streams.deadletter)
@@ -81,6 +82,7 @@ def worker_topics(app: faust.App, settings: Settings) -> WorkerTopics:
     return WorkerTopics(
         cdrs=topic(settings.cdr_topic),
         derived=topic(settings.derived_topic),
+        rekeyed=topic(settings.repartition_topic),
         complaints=topic(settings.complaint_topic),
         alerts=topic(settings.alert_topic),
         dead=topic(settings.dead_letter_topic),
@@ -92,6 +94,7 @@ def owned_topics(settings: Settings) -> dict[str, int]:
     dead-letter topics belong to the deployment."""
     return {
         settings.derived_topic: settings.topic_partitions,
+        settings.repartition_topic: settings.topic_partitions,
         settings.complaint_topic: settings.topic_partitions,
         settings.audit_topic: settings.topic_partitions,
         settings.interception_topic: settings.topic_partitions,

@@ -6,11 +6,13 @@
 -- ARGV[7..6+k] = window blobs ('' deletes), then m, then m triples of
 -- (number, episodes blob or '', close time ms or ''), then q, then q pairs of
 -- (source field 's<M>', newest ms from that source) for the meta hash, then r, then r pairs of
--- (alert_id, alert JSON) for the outbox
+-- (alert_id, alert JSON) for the outbox, then the expected and the new repartition-input
+-- offset ('roff', stage 1; '-1' when none)
 -- Returns {1} when applied, {0, stored offset} when the fence failed.
 local stored = redis.call('HGET', KEYS[1], 'off') or '-1'
-if stored ~= ARGV[1] then
-  return {0, stored}
+local rstored = redis.call('HGET', KEYS[1], 'roff') or '-1'
+if stored ~= ARGV[1] or rstored ~= ARGV[#ARGV - 1] then
+  return {0, stored .. '/' .. rstored}
 end
 local ttl = tonumber(ARGV[4])
 local k = tonumber(ARGV[6])
@@ -44,6 +46,9 @@ local obase = sbase + 1 + 2 * q
 local r = tonumber(ARGV[obase])
 for j = 1, r do
   redis.call('HSET', KEYS[4], ARGV[obase + 2 * j - 1], ARGV[obase + 2 * j])
+end
+if ARGV[#ARGV] ~= '-1' then
+  redis.call('HSET', KEYS[1], 'roff', ARGV[#ARGV])
 end
 local keep = tonumber(ARGV[5])
 for i = 1, 4 do

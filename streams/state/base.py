@@ -40,6 +40,9 @@ class PartitionMeta(NamedTuple):
     # Stage 2 only: source (stage-1) partition -> newest start_time seen from it. Derived
     # partitions merge several sources, each with its own event-time progress.
     sources: tuple[tuple[int, int], ...] = ()
+    # Stage 1 only: last applied offset of the repartition topic's partition of the same number
+    # (README "Batches and partitions"), -1 when none. Both inputs fence on both offsets.
+    rekeyed: int = -1
 
 
 @dataclass(slots=True)
@@ -60,6 +63,8 @@ class Changes:
     # The batch's alerts (alert_id -> alert JSON), kept until they are confirmed published, so
     # a crash between the state write and the send cannot lose them (README "Delivery").
     outbox: dict[str, bytes] = field(default_factory=dict)
+    # The stored repartition-input offset the batch was read at: ``write`` fences on it too.
+    expected_rekeyed: int = -1
 
 
 class StaleOffset(Exception):

@@ -46,7 +46,8 @@ class MemoryStore:
         return True
 
     async def write(self, partition: int, expected_offset: int, changes: Changes) -> None:
-        if self._meta.get(partition, PartitionMeta(-1, 0)).offset != expected_offset:
+        stored = self._meta.get(partition, PartitionMeta(-1, 0))
+        if (stored.offset, stored.rekeyed) != (expected_offset, changes.expected_rekeyed):
             raise StaleOffset(f"partition {partition}")
         self._meta[partition] = changes.meta
         for number, blob in changes.windows.items():

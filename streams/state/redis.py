@@ -7,7 +7,8 @@ Redis Cluster too. Key layout (README "Redis keys")::
     {prefix}:{p<N>}:cp           hash, number -> its recent complaint reports (stage 1 only)
     {prefix}:{p<N>}:outbox       hash, alert_id -> alert JSON, until confirmed published
     {prefix}:{p<N>}:meta         hash, off = last applied offset, newest = newest start_time,
-                                 s<M> = newest start_time from source partition M (stage 2)
+                                 s<M> = newest start_time from source partition M,
+                                 roff = last applied repartition offset (stage 1)
 """
 
 from __future__ import annotations
@@ -58,13 +59,18 @@ class RedisStore:
     async def load_meta(self, partition: int) -> PartitionMeta:
         raw = await self.client.hgetall(self.key(partition, "meta"))
         fields = {bytes(k): bytes(v) for k, v in raw.items()}  # type: ignore[arg-type]
-        off, newest = fields.get(b"off"), fields.get(b"newest")
+        off, newest, roff = fields.get(b"off"), fields.get(b"newest"), fields.get(b"roff")
         sources = sorted(
             (int(k[1:]), int(v))
             for k, v in fields.items()
             if k.startswith(b"s") and k[1:].isdigit()
         )
-        return PartitionMeta(int(off) if off is not None else -1, int(newest or 0), tuple(sources))
+        return PartitionMeta(
+            int(off) if off is not None else -1,
+            int(newest or 0),
+            tuple(sources),
+            int(roff) if roff is not None else -1,
+        )
 
     async def read(self, partition: int, numbers: list[str], due_before_ms: int) -> ReadResult:
         result = ReadResult({}, {}, {})
@@ -105,6 +111,7 @@ class RedisStore:
         args.append(len(changes.outbox))
         for alert_id, alert in changes.outbox.items():
             args += (alert_id, alert)
+        args += (changes.expected_rekeyed, changes.meta.rekeyed)
         keys = [self.key(partition, k) for k in ("meta", "ep", "due", "outbox")]
         keys += [self.number_key(partition, n) for n in numbers]
         reply = await self._write(keys=keys, args=args)

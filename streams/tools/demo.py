@@ -199,6 +199,7 @@ def _worker_env(
         "DIALWATCH_ALERT_TOPIC": topics["alert"],
         "DIALWATCH_DEAD_LETTER_TOPIC": topics["dead"],
         "DIALWATCH_DERIVED_TOPIC": topics["derived"],
+        "DIALWATCH_REPARTITION_TOPIC": topics["repartition"],
         "DIALWATCH_COMPLAINT_TOPIC": topics["complaints"],
         "DIALWATCH_ALLOWLIST_FILE": str(allowlist),
         "DIALWATCH_TOPIC_PARTITIONS": str(settings.topic_partitions),
@@ -510,6 +511,7 @@ def run_demo(
                     "alert": f"{settings.alert_topic}.{run_id}",
                     "dead": f"{settings.dead_letter_topic}.{run_id}",
                     "derived": f"{settings.derived_topic}.{run_id}",
+                    "repartition": f"{settings.repartition_topic}.{run_id}",
                     "complaints": f"{settings.complaint_topic}.{run_id}",
                 }
                 console.print(f"broker: external {bootstrap} (topics suffixed .{run_id})")
@@ -522,6 +524,7 @@ def run_demo(
                     "alert": settings.alert_topic,
                     "dead": settings.dead_letter_topic,
                     "derived": settings.derived_topic,
+                    "repartition": settings.repartition_topic,
                     "complaints": settings.complaint_topic,
                 }
                 console.print(f"broker: bundled Tansu on {bootstrap}")

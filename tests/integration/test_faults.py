@@ -49,6 +49,7 @@ def worker_env(kafka: str, redis_url: str, unique: str, web_port: int) -> dict[s
         "DIALWATCH_ALERT_TOPIC": f"alerts-{unique}",
         "DIALWATCH_DEAD_LETTER_TOPIC": f"dead-{unique}",
         "DIALWATCH_DERIVED_TOPIC": f"derived-{unique}",
+        "DIALWATCH_REPARTITION_TOPIC": f"repartition-{unique}",
         "DIALWATCH_COMPLAINT_TOPIC": f"complaints-{unique}",
         "DIALWATCH_APP_ID": f"dialwatch-{unique}",
         "DIALWATCH_KEY_PREFIX": f"f{unique}",

@@ -293,6 +293,7 @@ def worker_env(kafka: str, redis_url: str, unique: str, **extra: str) -> dict[st
         "DIALWATCH_ALERT_TOPIC": f"alerts-{unique}",
         "DIALWATCH_DEAD_LETTER_TOPIC": f"dead-{unique}",
         "DIALWATCH_DERIVED_TOPIC": f"derived-{unique}",
+        "DIALWATCH_REPARTITION_TOPIC": f"repartition-{unique}",
         "DIALWATCH_COMPLAINT_TOPIC": f"complaints-{unique}",
         "DIALWATCH_AUDIT_TOPIC": f"audit-{unique}",
         "DIALWATCH_INTERCEPTION_TOPIC": f"icpt-{unique}",

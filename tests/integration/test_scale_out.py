@@ -152,6 +152,7 @@ def group(
         "DIALWATCH_ALERT_TOPIC": f"alerts-{unique}",
         "DIALWATCH_DEAD_LETTER_TOPIC": f"dead-{unique}",
         "DIALWATCH_DERIVED_TOPIC": f"derived-{unique}",
+        "DIALWATCH_REPARTITION_TOPIC": f"repartition-{unique}",
         "DIALWATCH_COMPLAINT_TOPIC": f"complaints-{unique}",
         "DIALWATCH_ALLOWLIST_FILE": str(allowlist),
         "DIALWATCH_APP_ID": f"dialwatch-{unique}",

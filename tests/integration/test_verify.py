@@ -471,6 +471,7 @@ def worker(kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path) ->
         "DIALWATCH_ALERT_TOPIC": topics["alert"],
         "DIALWATCH_DEAD_LETTER_TOPIC": topics["dead"],
         "DIALWATCH_DERIVED_TOPIC": f"derived-{unique}",
+        "DIALWATCH_REPARTITION_TOPIC": f"repartition-{unique}",
         "DIALWATCH_COMPLAINT_TOPIC": f"complaints-{unique}",
         "DIALWATCH_APP_ID": f"dialwatch-{unique}",
         "DIALWATCH_KEY_PREFIX": f"t{unique}",
