@@ -65,8 +65,8 @@ from benchmarks.throughput import WorkerRun, _tail, flow_started, machine, servi
 from config.numbering import CHINA
 from config.settings import Settings
 from streams.cdr import CDR, parse_record
-from streams.engine import CALLER_KINDS, store_key
 from streams.factory import build_engines
+from streams.items import CALLER_KINDS, store_key
 from streams.observe import caller_obs, derived_obs
 from streams.tools import simulate as sim
 from streams.topics import create_topics

@@ -27,7 +27,7 @@ from streams.complaints import Complaint, decode_complaints, record
 from streams.context import Context
 from streams.deadletter import dead_letter
 from streams.derived import decode_derived, derived_messages
-from streams.engine import Outcome
+from streams.items import Outcome
 from streams.observe import derived_obs
 from streams.rekey import decode_rekeyed, rekeyed_messages
 from streams.topics import partition_for

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from streams.engine import Item
+from streams.items import Item
 
 Messages = list[tuple[int, bytes | None]]  # one partition's (offset, value) in order
 

@@ -13,12 +13,10 @@ watches callees, blocks and trunks on the derived stream's partitions.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from bisect import bisect_left, insort
-from collections import Counter
 from collections.abc import Callable, Collection, Container, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -26,7 +24,7 @@ import orjson
 from config.numbering import classify, plan_from_setting
 from config.policy import SEVERITIES, DetectorPolicy, Policy
 from config.settings import Settings
-from detectors.alerts import Alert, clear_alert, episode_id, raise_alert
+from detectors.alerts import clear_alert, episode_id, raise_alert
 from detectors.catalogue import load_all
 from detectors.features import call_features
 from detectors.levels import scaled
@@ -38,87 +36,27 @@ from detectors.windows import WindowSpec, bucket_of, busiest_window_end, sum_in_
 from streams.cdr import CDR, Reject
 from streams.complaints import Reports
 from streams.complaints import active as complaint_reports
+from streams.items import (
+    CALLER_KINDS,
+    Item,
+    Outcome,
+    Prepared,
+    Rekeyed,
+    id_hash,
+    split_key,
+    store_key,
+)
 from streams.observe import UNASSERTED, Obs, caller_obs
 from streams.state.base import Changes, Episode, NumberState, PartitionMeta, Store
 from streams.state.blob import episodes_blob, from_blobs, windows_blob
+from streams.state.prune import Retention, prune
 from streams.topics import partition_for
 
-
-@dataclass(frozen=True, slots=True)
-class Rekeyed:
-    """A CDR that arrived on CDR partition ``source`` and was re-keyed to its caller's partition
-    through the repartition topic (README "Batches and partitions"). Admitted at ``source``."""
-
-    source: int
-    cdr: CDR
-
-
-# (message offset, record). A CDR is read as its caller's observation (streams.observe);
-# None advances the offset with nothing for this stage (a spoofed call seen by stage 1).
-Item = tuple[int, CDR | Rekeyed | Obs | Reject | None]
-
-CALLER_KINDS = frozenset({"number"})
-DERIVED_KINDS = frozenset({"callee", "block", "trunk"})
-MAX_PEERS = 512  # counterparts remembered per subject, newest kept
 SOURCE_IDLE_MS = 60_000  # stage 1: a source silent this long (wall clock) stops holding back
-# A subject's state stays bounded however many calls it makes. Duplicate ids are recognised
-# among its newest MAX_SEEN calls within the lateness horizon (a number making more than that
-# in the horizon, 15 minutes by default, is a flood flagged anyway); a counterpart's newest
-# MAX_PEER_TIMES calls are kept (member thresholds are a few calls).
-MAX_SEEN = 4096
-MAX_PEER_TIMES = 64
 _MEMBER = ">"
 # window name -> (end bucket, feature sums, spec) of a subject's newest window (Engine._window)
 WindowCache = dict[str, tuple[int, list[int], WindowSpec]]
 NO_REPORTS = Reports(0, None)  # episode key "detector>member" for a member's own episode
-
-
-@dataclass(slots=True)
-class Outcome:
-    alerts: list[Alert] = field(default_factory=list)
-    accepted: int = 0
-    duplicates: int = 0
-    replayed: int = 0
-    to_trunk: int = 0  # CDRs with an unasserted identity: counted for their trunk, in stage 2
-    rejects: list[tuple[int, Reject]] = field(default_factory=list)
-    numbers: int = 0
-    watermark_ms: int = 0
-    # Stage 1: the CDRs that arrived here and were admitted (its own callers, unasserted
-    # identities and moved CDRs alike), in order: only these are forwarded to stage 2, so a
-    # CDR rejected here is rejected once, and each goes to stage 2 once, from where it arrived.
-    admitted: list[CDR] = field(default_factory=list)
-    # Stage 1 with re-keying: admitted CDRs whose caller belongs to another partition, in
-    # order, for the repartition topic (the target partition applies them to its state).
-    moved: list[CDR] = field(default_factory=list)
-
-    def reject_counts(self) -> Counter[str]:
-        return Counter(r.reason for _, r in self.rejects)
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A batch detected but not yet written (``Engine.prepare``): its outcome, and the fenced
-    write that applies it, which ``Engine.commit`` makes. ``changes`` is None when the batch
-    held nothing new (every offset already applied): there is nothing to write."""
-
-    partition: int
-    outcome: Outcome
-    expected_offset: int  # the stored offset the batch was computed from (the write's fence)
-    changes: Changes | None
-    expected_rekeyed: int = -1  # and the stored repartition-input offset (fenced as well)
-
-
-def id_hash(cdr_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(cdr_id.encode(), digest_size=8).digest()) >> 1
-
-
-def store_key(kind: str, subject: str) -> str:
-    return subject if kind == "number" else f"{kind}:{subject}"
-
-
-def split_key(key: str) -> tuple[str, str]:
-    kind, sep, subject = key.partition(":")
-    return (kind, subject) if sep else ("number", key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +127,9 @@ class Engine:
         self.short_keep = max((s.n_buckets for s in used if not s.long), default=0)
         self.long_keep = max((s.n_buckets for s in used if s.long), default=0)
         self.longest_s = max((s.length_s for s in used), default=settings.bucket_s)
+        self.retention = Retention(
+            self.short_ms, self.short_keep, self.long_ms, self.long_keep, self.longest_s
+        )
         self.lateness_ms = settings.allowed_lateness_s * 1000
         self.quiet_ms = settings.episode_quiet_s * 1000
         self.skew_ms = settings.max_future_skew_s * 1000
@@ -338,7 +279,7 @@ class Engine:
             had_episodes = bool(state.episodes)
             self._apply(key, state, records, now_ms, out, read.complaints.get(key))
             self._close_if_quiet(key, state, watermark, now_ms, out)
-            self._prune(state, watermark)
+            prune(state, watermark, self.retention)
             changes.windows[key] = windows_blob(state)
             if had_episodes or state.episodes:
                 close_at = state.newest_ms + self.quiet_ms if state.episodes else None
@@ -646,31 +587,3 @@ class Engine:
                 )
             )
         state.episodes.clear()
-
-    def _prune(self, state: NumberState, watermark: int) -> None:
-        # Anything older than the watermark is rejected on arrival, so its ids can go. A record
-        # still admissible (at or after the watermark) reads windows reaching one window length
-        # back from its own time, so buckets are kept from there: relative to the watermark,
-        # not only to the subject's newest call, which another source may have pushed ahead.
-        state.seen = {h: t for h, t in state.seen.items() if t >= watermark}
-        if len(state.seen) > MAX_SEEN:
-            newest = sorted(state.seen.items(), key=lambda kv: kv[1])[-MAX_SEEN:]
-            state.seen = dict(newest)
-        ref = min(state.newest_ms, watermark)
-        low = ref // self.short_ms - self.short_keep
-        state.short = {b: c for b, c in state.short.items() if b > low}
-        low = ref // self.long_ms - self.long_keep
-        state.long = {b: c for b, c in state.long.items() if b > low}
-        if state.peers:
-            oldest = (ref - self.longest_s * 1000) // 1000
-            peers = {
-                o: t[max(bisect_left(t, oldest), len(t) - MAX_PEER_TIMES) :]
-                for o, t in state.peers.items()
-            }
-            peers = {o: t for o, t in peers.items() if t}
-            if len(peers) > MAX_PEERS:
-                newest_first = sorted(peers, key=lambda o: peers[o][-1], reverse=True)
-                peers = {o: peers[o] for o in newest_first[:MAX_PEERS]}
-            state.peers = peers
-        if not state.short and not state.long:
-            state.ring, state.last_other, state.peers = [], "", {}

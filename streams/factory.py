@@ -8,7 +8,8 @@ from config.numbering import plan_from_setting
 from config.policy import load_policy
 from config.settings import Settings
 from streams.allowlist import Allowlist
-from streams.engine import CALLER_KINDS, DERIVED_KINDS, Engine
+from streams.engine import Engine
+from streams.items import CALLER_KINDS, DERIVED_KINDS
 from streams.security import redis_client
 from streams.state.base import Store
 from streams.state.memory import MemoryStore

@@ -13,7 +13,7 @@ import orjson
 
 from config.settings import Settings
 from streams.batches import items_of
-from streams.engine import Item
+from streams.items import Item
 from streams.security import kafka_python_kwargs
 
 REREAD_CHUNK = 20_000  # messages per re-read from Kafka when the store lost writes

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from detectors.alerts import Alert
-from streams.engine import Outcome
+from streams.items import Outcome
 
 STAGE_CALLERS = "callers"
 STAGE_SUBJECTS = "subjects"

@@ -9,7 +9,7 @@ from dataclasses import astuple
 import orjson
 
 from streams.cdr import CDR, Reject
-from streams.engine import Rekeyed
+from streams.items import Rekeyed
 from streams.topics import partition_for
 
 MAX_CDRS_PER_MESSAGE = 2000  # about 300 KB of JSON: well under Kafka's 1 MB default request

@@ -21,8 +21,9 @@ import orjson
 from redis.exceptions import RedisError
 
 from config.settings import Settings
-from streams.engine import Engine, Item, Outcome
+from streams.engine import Engine
 from streams.interception.step import Interception
+from streams.items import Item, Outcome
 from streams.metrics import STAGE_CALLERS, Metrics
 from streams.state.base import PartitionMeta, StaleOffset
 

@@ -16,10 +16,11 @@ import orjson
 
 from streams.cdr import CDR, Reject
 from streams.complaints import Complaint, decode_complaints, record
-from streams.engine import Engine, Item, Outcome
+from streams.engine import Engine
 from streams.errors import InputError
 from streams.files import RejectLog, read_located
 from streams.formats import Format
+from streams.items import Item, Outcome
 from streams.observe import derived_obs
 
 SCAN_PARTITION = 0

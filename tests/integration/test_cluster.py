@@ -24,8 +24,9 @@ from redis.exceptions import MovedError, RedisError
 from config.numbering import CHINA
 from config.policy import load_policy
 from config.settings import Settings
-from streams.engine import DERIVED_KINDS, Engine
+from streams.engine import Engine
 from streams.factory import PARTITION_KEYS_TTL_MS, build_engine, key_prefix
+from streams.items import DERIVED_KINDS
 from streams.observe import derived_obs
 from streams.security import describe, redis_acl_rule, redis_client
 from streams.state.base import Changes, PartitionMeta, StaleOffset, Store

@@ -9,7 +9,8 @@ import pytest
 from config.numbering import CHINA
 from config.policy import load_policy
 from config.settings import Settings
-from streams.engine import DERIVED_KINDS, Engine
+from streams.engine import Engine
+from streams.items import DERIVED_KINDS
 from streams.observe import derived_obs
 from streams.state.base import Changes, NumberState, PartitionMeta, StaleOffset, Store
 from streams.state.blob import windows_blob

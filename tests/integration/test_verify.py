@@ -27,7 +27,8 @@ from config.policy import load_policy
 from config.settings import Settings
 from streams.cdr import CDR, Reject, parse_record
 from streams.cli import main
-from streams.engine import CALLER_KINDS, Engine, id_hash
+from streams.engine import Engine
+from streams.items import CALLER_KINDS, id_hash
 from streams.state.base import NumberState
 from streams.state.blob import from_blobs, windows_blob
 from streams.state.memory import MemoryStore

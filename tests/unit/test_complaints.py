@@ -22,7 +22,8 @@ from streams.complaints import (
     parse_complaint,
     record,
 )
-from streams.engine import Engine, Outcome
+from streams.engine import Engine
+from streams.items import Outcome
 from streams.state.memory import MemoryStore
 from tests.factories import T0
 

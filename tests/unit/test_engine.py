@@ -16,19 +16,13 @@ from detectors.alerts import Alert
 from detectors.pseudonym import pseudonym
 from detectors.windows import WindowSpec
 from streams.cdr import CDR, Reject
-from streams.engine import (
-    CALLER_KINDS,
-    DERIVED_KINDS,
-    MAX_PEER_TIMES,
-    MAX_SEEN,
-    Engine,
-    Outcome,
-    store_key,
-)
+from streams.engine import Engine
+from streams.items import CALLER_KINDS, DERIVED_KINDS, Outcome, store_key
 from streams.observe import Obs, derived_obs
 from streams.state.base import NumberState
 from streams.state.blob import from_blobs
 from streams.state.memory import MemoryStore
+from streams.state.prune import MAX_PEER_TIMES, MAX_SEEN
 from tests.factories import T0, cdr, dial
 
 NOW_MS = (T0 + 30 * 86_400) * 1000

@@ -12,7 +12,8 @@ from config.policy import load_policy
 from config.settings import Settings
 from detectors.alerts import Alert
 from streams.cdr import CDR, Reject
-from streams.engine import SOURCE_IDLE_MS, Engine, Item, Rekeyed
+from streams.engine import SOURCE_IDLE_MS, Engine
+from streams.items import Item, Rekeyed
 from streams.rekey import decode_rekeyed, rekeyed_messages
 from streams.state.base import StaleOffset
 from streams.state.memory import MemoryStore

@@ -11,7 +11,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from config.policy import load_policy
 from config.settings import Settings
-from streams.engine import Engine, Item, Outcome
+from streams.engine import Engine
+from streams.items import Item, Outcome
 from streams.metrics import Metrics
 from streams.runtime import Links, Runtime
 from streams.state.base import Changes
