@@ -482,8 +482,11 @@ def run_worker(
     stage.extra["first_count_after_s"] = round(last_zero[0] - t0, 3)
 
 
-def _run_scan(path: Path, env: dict[str, str], workdir: Path, name: str) -> tuple[str, Any, float]:
-    """Run dialwatch scan, wait with wait4 for its rusage; (stderr, rusage, wall seconds)."""
+def _run_scan(
+    path: Path, env: dict[str, str], workdir: Path, name: str, expect: int = 0
+) -> tuple[str, Any, float]:
+    """Run dialwatch scan, wait with wait4 for its rusage; (stderr, rusage, wall seconds).
+    ``expect``: the exit status expected (an empty file's scan exits 1: nothing accepted)."""
     err_path = workdir / f"{name}.stderr"
     with (workdir / f"{name}.alerts.jsonl").open("wb") as out, err_path.open("wb") as err:
         started = time.monotonic()
@@ -509,7 +512,7 @@ def _run_scan(path: Path, env: dict[str, str], workdir: Path, name: str) -> tupl
             stop(proc)
     wall = time.monotonic() - started
     stderr = err_path.read_text(errors="replace")
-    if proc.returncode != 0:
+    if proc.returncode != expect:
         raise RuntimeError(f"scan exited with {proc.returncode}: {stderr[-1500:]}")
     return stderr, usage, wall
 
@@ -518,7 +521,7 @@ def run_scan(stage: Stage, path: Path, allowlist: Path, workdir: Path) -> None:
     env = _env(DIALWATCH_REDIS="", DIALWATCH_ALLOWLIST_FILE=str(allowlist))
     empty = workdir / "empty.jsonl"
     empty.write_bytes(b"")
-    _, base, base_wall = _run_scan(empty, env, workdir, "scan-empty")
+    _, base, base_wall = _run_scan(empty, env, workdir, "scan-empty", expect=1)
     stderr, usage, wall = _run_scan(path, env, workdir, "scan")
     match = re.search(r"scanned ([\d,]+) records in ([\d.]+) s", stderr)
     if not match:

@@ -108,6 +108,8 @@ def _run(argv: list[str] | None, command: list[str]) -> int:
     if args.command == "verify":
         from streams.tools.verify import run as run_verify
 
+        if bool(args.topic) == bool(args.files):  # usage before any service is asked
+            raise UsageError("give either --topic or FILES")
         if args.redis or settings.redis:
             check_redis(settings, args.redis, "--redis" if args.redis else "DIALWATCH_REDIS")
         return run_verify(args, settings)

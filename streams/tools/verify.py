@@ -36,8 +36,9 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, TextIO
+from zoneinfo import ZoneInfo
 
 import orjson
 from kafka.errors import KafkaError  # type: ignore[import-untyped, unused-ignore]
@@ -77,6 +78,7 @@ class Rules:
     short_horizon_s: int = SHORT_HORIZON_S
     long_horizon_s: int = LONG_HORIZON_S
     now_ms: int | None = None  # the clock of the "future" rule; None: the time of the recount
+    tz: tzinfo | None = None  # local times without an offset are read here (DIALWATCH_TIMEZONE)
 
     @classmethod
     def from_settings(cls, settings: Settings, now_ms: int | None = None) -> Rules:
@@ -88,6 +90,7 @@ class Rules:
             future_skew_s=settings.max_future_skew_s,
             trunks=settings.international_trunks,
             now_ms=now_ms,
+            tz=ZoneInfo(settings.timezone),
         )
 
     @property
@@ -384,7 +387,7 @@ def recount_files(paths: Iterable[str], rules: Rules) -> Recount:
     recount = Recount(rules)
     records: list[CDR] = []
     for path in paths:
-        for rec in read_records(path, rules.plan):
+        for rec in read_records(path, rules.plan, rules.tz):
             if isinstance(rec, Reject):
                 recount.add(FILE_PARTITION, -1, rec)
             else:
@@ -400,7 +403,7 @@ def recount_topic(
 ) -> Recount:
     recount = Recount(rules)
     for partition, offset, value in consume(bootstrap, topic, kafka_options):
-        records = decode_message(value, rules.plan)
+        records = decode_message(value, rules.plan, rules.tz)
         for rec in records:
             recount.add(partition, offset, rec)
         if not records:  # e.g. []: no record, but the state reflects its offset

@@ -222,7 +222,8 @@ def build() -> Plan:
     bad("bad_time", start_time=0)
     bad("bad_time", start_time="2999-06-01T00:00:00+00:00")
     bad("bad_time", start_time="yesterday at noon")
-    bad("bad_time", start_time="2026-01-01T00:00:00")  # no UTC offset
+    # a local time (no offset) is legal, read in DIALWATCH_TIMEZONE: this one is long past
+    bad("too_late", start_time="2026-01-01T00:00:00")
     bad("bad_time", start_time="1700000000abc")
     bad("future", start_time="2090-01-01T00:00:00+00:00")
     bad("too_late", start_time=iso(T0 - timedelta(hours=2)))

@@ -346,7 +346,7 @@ def test_alert_count() -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [["verify", "--redis", "redis://127.0.0.1:1"], ["verify", "f", "--topic", "t"]],
+    [["verify", "--redis", "redis://127.0.0.1:1"], ["verify", __file__, "--topic", "t"]],
     ids=["no-input", "both-inputs"],
 )
 def test_usage_errors(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
