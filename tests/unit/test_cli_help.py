@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import select
 from pathlib import Path
 
 import pytest
@@ -83,9 +84,24 @@ async def test_scan_progress_counts_records_not_observations(tmp_path: Path) -> 
     with open(term_fd, "w") as term, open(os.devnull, "w") as out:
         totals = await scan(engine, [str(path)], out, term, derived=derived)
         term.flush()
-        shown = os.read(main_fd, 1 << 20).decode()
+        shown = _drain(main_fd)
     os.close(main_fd)
     assert totals["accepted"] == n
     counts = [int(c.replace(",", "")) for c in re.findall(r"([\d,]+) of [\d,]+ records", shown)]
     assert counts and max(counts) == n and counts == sorted(counts), shown
     assert f"{n:,} of {n:,} records" in shown
+
+
+def _drain(fd: int) -> str:
+    """Everything written to the pseudo-terminal so far: a pty hands it over in pieces, so read
+    until nothing more arrives for a moment."""
+    chunks: list[bytes] = []
+    while select.select([fd], [], [], 0.5)[0]:
+        try:
+            chunk = os.read(fd, 1 << 20)
+        except (BlockingIOError, OSError):
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode()
