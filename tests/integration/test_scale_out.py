@@ -11,6 +11,7 @@ import asyncio
 import io
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -93,6 +94,8 @@ class Worker:
         try:
             return self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR1)  # mode logs every task's stack: why it hangs
+            time.sleep(2)
             self.proc.kill()
             self.proc.wait()
             raise AssertionError(
