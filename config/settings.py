@@ -56,6 +56,9 @@ class Settings:
     session_timeout_s: float = 30.0
     heartbeat_interval_s: float = 3.0
     rebalance_timeout_s: float = 60.0
+    # How long a graceful stop (SIGTERM) may take before the worker logs what it waits on and
+    # exits with status 1 (streams/shutdown.py); below a pod's termination grace period.
+    stop_timeout_s: float = 20.0
     topic_partitions: int = 8
     # Replication factor of the topics dialwatch creates itself (derived, complaints); 1 suits
     # a single broker, production clusters want 3 (README "Topics").
@@ -139,6 +142,7 @@ class Settings:
             "chunk_records",
             "topic_partitions",
             "topic_replication",
+            "stop_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

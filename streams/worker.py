@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 
-import faust
-
 from config.settings import Settings
 from streams.app import build_app, set_fetch_max_wait
 from streams.factory import build_engines
 from streams.metrics import STAGE_CALLERS, STAGE_SUBJECTS, Metrics
 from streams.runtime import Runtime
 from streams.security import describe, kafka_python_kwargs
+from streams.shutdown import Worker
 from streams.topics import create_topics, owned_topics
 
 log = logging.getLogger("dialwatch.worker")
@@ -44,6 +43,11 @@ def run_worker(settings: Settings) -> int:
     callers = Runtime(settings, caller_engine, metrics, STAGE_CALLERS)
     subjects = Runtime(settings, subject_engine, metrics, STAGE_SUBJECTS)
     app = build_app(settings, callers, subjects)
-    worker = faust.Worker(app, loglevel=settings.log_level, redirect_stdouts=False)
+    worker = Worker(
+        app,
+        loglevel=settings.log_level,
+        redirect_stdouts=False,
+        stop_timeout_s=settings.stop_timeout_s,
+    )
     worker.execute_from_commandline()
     return 0

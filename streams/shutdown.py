@@ -1,0 +1,68 @@
+"""A bounded graceful stop: after SIGTERM or SIGINT the worker has ``stop_timeout_s`` to leave
+its group and flush; if it is still running then, it logs what every unfinished task is
+waiting on (the whole await chain, which asyncio's own stack dump cuts at the first frame) and
+exits with status 1. Leaving at that point is safe: a batch is acknowledged only after its
+fenced state write and its sends, so the next owner re-applies whatever was in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from types import CoroutineType, FrameType
+from typing import Any
+
+import faust
+
+log = logging.getLogger("dialwatch.worker")
+STALLED_EXIT = 1
+
+
+def await_chain(coro: Any) -> list[str]:
+    """``file:line function`` of each coroutine or generator in ``coro``'s await chain."""
+    chain: list[str] = []
+    while coro is not None and len(chain) < 64:
+        frame: FrameType | None = (
+            getattr(coro, "cr_frame", None)
+            or getattr(coro, "ag_frame", None)
+            or getattr(coro, "gi_frame", None)
+        )
+        if frame is not None:
+            chain.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+        coro = (
+            getattr(coro, "cr_await", None)
+            or getattr(coro, "ag_await", None)
+            or getattr(coro, "gi_yieldfrom", None)
+        )
+    return chain
+
+
+def log_unfinished(loop: asyncio.AbstractEventLoop) -> None:
+    for task in asyncio.all_tasks(loop):
+        coro = task.get_coro()
+        if isinstance(coro, CoroutineType) or hasattr(coro, "cr_frame"):
+            log.error("unfinished task %s:\n  %s", task.get_name(), "\n  ".join(await_chain(coro)))
+
+
+class Worker(faust.Worker):
+    """``faust.Worker`` with a deadline on the graceful stop."""
+
+    def __init__(self, *args: Any, stop_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stop_timeout_s = stop_timeout_s
+
+    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+        if not self._signal_stop_time:
+            self.loop.call_later(self.stop_timeout_s, self._stalled)
+        super()._schedule_shutdown(signal)
+
+    def _stalled(self) -> None:
+        log.error(
+            "the graceful stop did not finish within %.0f s (DIALWATCH_STOP_TIMEOUT_S); "
+            "exiting: the next owner re-applies what was in flight",
+            self.stop_timeout_s,
+        )
+        log_unfinished(self.loop)
+        logging.shutdown()
+        os._exit(STALLED_EXIT)

@@ -1,0 +1,54 @@
+"""The bounded graceful stop's diagnostics: the await chain of a stuck task, down to the line
+it waits on (asyncio's own stack dump stops at the task's first frame)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from streams.shutdown import await_chain, log_unfinished
+
+
+async def innermost(event: asyncio.Event) -> None:
+    await event.wait()
+
+
+async def middle(event: asyncio.Event) -> None:
+    await innermost(event)
+
+
+async def outer(event: asyncio.Event) -> None:
+    await middle(event)
+
+
+async def test_the_chain_names_every_coroutine_down_to_the_wait() -> None:
+    event = asyncio.Event()
+    task = asyncio.create_task(outer(event))
+    await asyncio.sleep(0)
+    names = [line.rsplit(" ", 1)[1] for line in await_chain(task.get_coro())]
+    assert names[:3] == ["outer", "middle", "innermost"]
+    assert names[3] == "wait"  # asyncio.Event.wait, where it really hangs
+    event.set()
+    await task
+
+
+async def test_a_finished_coroutine_has_an_empty_chain() -> None:
+    coro = outer(asyncio.Event())
+    coro.close()
+    assert await_chain(coro) == []
+
+
+async def test_unfinished_tasks_are_logged_with_their_chains(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    event = asyncio.Event()
+    task = asyncio.create_task(outer(event), name="stuck-agent")
+    await asyncio.sleep(0)
+    with caplog.at_level(logging.ERROR, logger="dialwatch.worker"):
+        log_unfinished(asyncio.get_running_loop())
+    stuck = [r.getMessage() for r in caplog.records if "stuck-agent" in r.getMessage()]
+    assert len(stuck) == 1 and "innermost" in stuck[0]
+    event.set()
+    await task
