@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Callable
 from types import CoroutineType, FrameType
 from typing import Any
 
@@ -46,14 +47,19 @@ def log_unfinished(loop: asyncio.AbstractEventLoop) -> None:
 
 
 class Worker(faust.Worker):
-    """``faust.Worker`` with a deadline on the graceful stop."""
+    """``faust.Worker`` with a deadline on the graceful stop; ``on_stop`` runs when the stop
+    is asked for (the runtimes' ``Stopping``: batches still retrying give up)."""
 
-    def __init__(self, *args: Any, stop_timeout_s: float, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, stop_timeout_s: float, on_stop: Callable[[], None], **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.stop_timeout_s = stop_timeout_s
+        self.stop_requested = on_stop
 
     def _schedule_shutdown(self, signal: signal.Signals) -> None:
         if not self._signal_stop_time:
+            self.stop_requested()
             self.loop.call_later(self.stop_timeout_s, self._stalled)
         super()._schedule_shutdown(signal)
 
