@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -209,7 +209,10 @@ def test_exports_are_reproducible_and_nothing_leaving_holds_a_callee_or_victim(
     assert outputs["feed topic"].count(b"\n") >= len(flagged)
     victims = {x.subject for x in scenario.labels if x.expect == "protect"}
     assert victims and not victims & flagged
-    protected: Callable[[str], bool] = lambda n: str(classify(n, CHINA)) in SUBSCRIBER_CLASSES
+
+    def protected(n: str) -> bool:
+        return str(classify(n, CHINA)) in SUBSCRIBER_CLASSES
+
     subscribers = {normalise(str(r["callee"]), CHINA) for r in scenario.records} | victims
     people = {n for n in subscribers if n is not None and n not in flagged and protected(n)}
     assert len(people) > 1000
