@@ -112,11 +112,13 @@ def owned_topics(settings: Settings) -> dict[str, int]:
 
 def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     """Retention of the topics the worker creates (docs/privacy.md): the internal ones carry
-    callee numbers and are kept only as long as a restart's re-read needs, the feed as long as
-    regulators may ask for an export."""
+    callee numbers and are kept only as long as a restart's re-read needs, the audit mirrors as
+    long as the audit trail, the feed as long as regulators may ask for an export."""
     internal = str(settings.internal_retention_s * 1000)
     return {
         settings.derived_topic: {"retention.ms": internal},
         settings.repartition_topic: {"retention.ms": internal},
         settings.feed_topic: {"retention.ms": str(settings.feed_retention_s * 1000)},
+        settings.audit_topic: {"retention.ms": str(settings.audit_retention_s * 1000)},
+        settings.interception_topic: {"retention.ms": str(settings.audit_retention_s * 1000)},
     }
