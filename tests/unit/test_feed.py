@@ -316,3 +316,44 @@ def test_a_missing_input_or_out_directory_is_one_line(
     (tmp_path / "bad.jsonl").write_text("{not json\n")
     assert main([*base, "--input", str(tmp_path / "bad.jsonl")]) == 1
     assert capsys.readouterr().err.count("\n") == 1
+
+
+# ----------------------------------------------------------------------------- the worker
+
+
+async def test_outbox_recovery_sends_the_feed_records_of_every_pending_alert() -> None:
+    """A crash after the alerts reached the topic but before their feed records did: the next
+    owner sends no alert again, but every pending alert's feed record (the export drops
+    repeats by record_id)."""
+    from streams.state.memory import MemoryStore
+    from tests.factories import dial
+    from tests.unit.test_runtime import runtime
+
+    store = MemoryStore()
+    first = runtime(store)
+    first.engine.outbox = True
+    outcome = await first.process(0, list(enumerate(dial("17012345678", 260, 2000))))
+    ids = {a.alert_id for a in outcome.alerts}
+    sent: list[bytes] = []
+    fed: list[dict[str, Any]] = []
+
+    async def published(wanted: set[str]) -> set[str]:
+        return wanted  # every alert is on the topic already
+
+    async def send(values: list[bytes]) -> list[Any]:
+        sent.extend(values)
+        return []
+
+    async def feed(values: list[bytes]) -> list[Any]:
+        for value in values:
+            record = alert_record(orjson.loads(value), "k1")
+            assert record is not None
+            fed.append(record)
+        return []
+
+    second = runtime(store)
+    second.engine.outbox = True
+    second.feed = feed
+    assert await second.recover(0, published, send) == 0
+    assert sent == [] and {r["alert_id"] for r in fed} == ids
+    assert {r["number"] for r in fed} == {"17012345678"}
