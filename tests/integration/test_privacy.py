@@ -40,6 +40,7 @@ from tests.integration.test_interception import (
     wait_for,
     worker_env,
 )
+from tests.unit.test_feed import feed_validator
 
 pytestmark = pytest.mark.e2e
 __all__ = ["running"]  # the fixture, imported for this module's tests
@@ -86,25 +87,26 @@ def http_get(port: str, path: str) -> bytes:
     return body
 
 
-def raw_messages(kafka: str, topic: str) -> list[bytes]:
+def raw_messages(kafka: str, topic: str) -> list[tuple[bytes, bytes]]:
+    """(key, value) of every message on ``topic``."""
     consumer = KafkaConsumer(
-        topic, bootstrap_servers=kafka, auto_offset_reset="earliest", consumer_timeout_ms=3000
+        topic, bootstrap_servers=kafka, auto_offset_reset="earliest", consumer_timeout_ms=1500
     )
     try:
-        return [bytes(m.key or b"") + b" " + bytes(m.value) for m in consumer]
+        return [(bytes(m.key or b""), bytes(m.value)) for m in consumer]
     finally:
         consumer.close()
 
 
-def export(env: dict[str, str], out: Path, fmt: str, since: str, until: str) -> None:
+def export(env: dict[str, str], out: Path, fmt: str, since: str, until: str) -> Any:
+    """``dialwatch feed export`` started (the caller waits): the exports run side by side."""
     args = ["feed", "export", "--since", since, "--until", until, "--format", fmt]
-    done = subprocess.run(
+    return subprocess.Popen(
         [sys.executable, "-m", "streams", *args, "--out", str(out)],
         env=env,
-        capture_output=True,
+        stderr=subprocess.PIPE,
         text=True,
     )
-    assert done.returncode == 0, done.stderr
 
 
 @pytest.fixture
@@ -161,11 +163,18 @@ def test_exports_are_reproducible_and_nothing_leaving_holds_a_callee_or_victim(
     day = SCENARIO.start.astimezone(tz).date()
     since, until = day.isoformat(), (day + timedelta(days=2)).isoformat()
     files: dict[str, bytes] = {}
+    first, second = tmp_path / "one", tmp_path / "two"
+    for folder in (first, second):
+        folder.mkdir()
+    started = [
+        export(env, folder / f"flagged.{fmt}", fmt, since, until)
+        for fmt in ("csv", "jsonl")
+        for folder in (first, second)
+    ]
+    for proc in started:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
     for fmt in ("csv", "jsonl"):
-        first, second = tmp_path / "one", tmp_path / "two"
-        for folder in (first, second):
-            folder.mkdir(exist_ok=True)
-            export(env, folder / f"flagged.{fmt}", fmt, since, until)
         for suffix in ("", ".sha256", ".manifest.json"):
             name = f"flagged.{fmt}{suffix}"
             one, two = (first / name).read_bytes(), (second / name).read_bytes()
@@ -179,7 +188,7 @@ def test_exports_are_reproducible_and_nothing_leaving_holds_a_callee_or_victim(
         assert check.returncode == 0
 
     # The export lists exactly the numbers the worker asked to intercept in the period.
-    alerts = [a for _, a in read_messages(kafka_bootstrap, env["DIALWATCH_ALERT_TOPIC"])]
+    alerts = [a for _, a in read_messages(kafka_bootstrap, env["DIALWATCH_ALERT_TOPIC"], 1500)]
     flagged = {str(a["number"]) for a in alerts if listable(a)}
     table = [orjson.loads(line) for line in files["flagged.jsonl"].splitlines()]
     by_number = {row["number"]: row for row in table}
@@ -199,14 +208,18 @@ def test_exports_are_reproducible_and_nothing_leaving_holds_a_callee_or_victim(
 
     # Everything that leaves dialwatch, searched for every callee and victim.
     port = env["DIALWATCH_WEB_PORT"]
+    feed = raw_messages(kafka_bootstrap, env["DIALWATCH_FEED_TOPIC"])
     outputs: dict[str, bytes] = {
-        "feed topic": b"\n".join(raw_messages(kafka_bootstrap, env["DIALWATCH_FEED_TOPIC"])),
+        "feed topic": b"\n".join(key + b" " + value for key, value in feed),
         **{f"export {name}": body for name, body in files.items()},
         "worker log": log.read_bytes(),
         **{f"GET {path}": http_get(port, path) for path in LEAVING_ENDPOINTS},
     }
     assert b"dialwatch_cdrs_total" in outputs["GET /metrics"]
     assert outputs["feed topic"].count(b"\n") >= len(flagged)
+    validator = feed_validator()
+    for _, value in feed:
+        validator.validate(orjson.loads(value))
     victims = {x.subject for x in scenario.labels if x.expect == "protect"}
     assert victims and not victims & flagged
 
@@ -219,7 +232,8 @@ def test_exports_are_reproducible_and_nothing_leaving_holds_a_callee_or_victim(
     forbidden = {form: n for n in people for form in written_forms(n, CHINA)}
     assert leaks(outputs, forbidden) == []
     # The same search finds them where they belong: the operator-internal derived topic.
-    internal = b"\n".join(raw_messages(kafka_bootstrap, env["DIALWATCH_DERIVED_TOPIC"]))
+    derived = raw_messages(kafka_bootstrap, env["DIALWATCH_DERIVED_TOPIC"])
+    internal = b"\n".join(value for _, value in derived)
     assert len(leaks({"derived topic": internal}, forbidden)) > 1000
     assert scenario_run["worker"].poll() is None, log.read_text()[-3000:]
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import random
@@ -102,6 +103,30 @@ def test_decisions_are_about_flagged_numbers_only(
     assert (record and record["interception_state"]) == state
 
 
+SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "regulator-feed.schema.json"
+
+
+@functools.cache
+def feed_validator() -> Any:
+    import jsonschema  # type: ignore[import-untyped, unused-ignore]
+
+    return jsonschema.Draft202012Validator(orjson.loads(SCHEMA.read_bytes()))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.data())
+def test_every_record_meets_the_documented_schema(data: st.DataObject) -> None:
+    validator = feed_validator()
+    for record in data.draw(feeds()):
+        validator.validate(record)
+
+
+def test_the_schema_refuses_a_pseudonym_as_the_number() -> None:
+    record = alert_record(alert(), "k1")
+    assert record is not None
+    assert not feed_validator().is_valid({**record, "number": "ps:0123456789abcdef0123"})
+
+
 def test_the_key_id_names_the_key_and_nothing_else() -> None:
     assert key_id(b"one") != key_id(b"two") and key_id(b"one") == key_id(b"one")
     assert key_id(b"one", "2026-q4") == "2026-q4"
@@ -118,7 +143,7 @@ instants = st.datetimes(
 )
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(instants, st.sampled_from(["seconds", "milliseconds", "microseconds", "minutes"]))
 def test_a_time_with_an_offset_reads_back_exactly(value: datetime, spec: str) -> None:
     text = value.isoformat(timespec=spec)
@@ -203,7 +228,7 @@ def feeds(draw: st.DrawFn) -> list[dict[str, Any]]:
 PERIOD = (to_ms(DAY), to_ms(DAY + timedelta(days=1)))
 
 
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 @given(feeds(), st.randoms(use_true_random=False), st.sampled_from(["csv", "jsonl"]))
 def test_the_same_records_give_the_same_bytes_in_any_order_and_repeated(
     feed: list[dict[str, Any]], rnd: random.Random, fmt: str
@@ -214,7 +239,7 @@ def test_the_same_records_give_the_same_bytes_in_any_order_and_repeated(
     assert encode(rows(shuffled, *PERIOD), fmt) == expected
 
 
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 @given(feeds())
 def test_csv_and_jsonl_hold_the_same_rows_for_the_period(feed: list[dict[str, Any]]) -> None:
     table = rows(feed, *PERIOD)
