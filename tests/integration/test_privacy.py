@@ -46,8 +46,10 @@ pytestmark = pytest.mark.e2e
 __all__ = ["running"]  # the fixture, imported for this module's tests
 
 # Every HTTP endpoint whose responses leave dialwatch (unauthenticated or read-only tokens).
-# Adding one (the console's /numbers, /alerts/recent, /audit) is one line here.
+# Adding one (the console's /numbers, /alerts/recent, /audit) is one line here; endpoints that
+# need a read-only token get READ_ONLY_TOKEN (set it in the worker's env as that feature says).
 LEAVING_ENDPOINTS: tuple[str, ...] = ("/metrics", "/health", "/allowlist")
+READ_ONLY_TOKEN: str | None = None
 # Classes of subscriber numbers: what privacy protects (service and short numbers are
 # businesses' public lines, and too short to search for without false hits).
 SUBSCRIBER_CLASSES = frozenset({"mobile", "mvno", "fixed", "local", "international"})
@@ -78,9 +80,12 @@ def leaks(outputs: dict[str, bytes], forbidden: dict[str, str]) -> list[str]:
     return found
 
 
-def http_get(port: str, path: str) -> bytes:
+def http_get(port: str, path: str, token: str | None = READ_ONLY_TOKEN) -> bytes:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             body: bytes = response.read()
     except urllib.error.HTTPError as exc:  # a 503 /health still answers
         body = exc.read()
