@@ -235,6 +235,11 @@ def test_exports_are_reproducible_and_nothing_leaving_holds_a_callee_or_victim(
     people = {n for n in subscribers if n is not None and n not in flagged and protected(n)}
     assert len(people) > 1000
     forbidden = {form: n for n in people for form in written_forms(n, CHINA)}
+    print(
+        f"privacy search: {len(people)} numbers in {len(forbidden)} forms over"
+        f" {sum(map(len, outputs.values())):,} bytes of {len(outputs)} outputs;"
+        f" {len(table)} flagged numbers exported, {len(feed)} feed records"
+    )
     assert leaks(outputs, forbidden) == []
     # The same search finds them where they belong: the operator-internal derived topic.
     derived = raw_messages(kafka_bootstrap, env["DIALWATCH_DERIVED_TOPIC"])
