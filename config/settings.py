@@ -133,6 +133,16 @@ class Settings:
     intercept_breaker_window_s: int = 600
     audit_retention_s: int = 90 * 86_400  # audit entries older than this are trimmed
     intercept_mirror_s: float = 0.5  # how often the audit trail is mirrored to the topics
+    # Regulator feed and privacy (README "Regulator feed", docs/privacy.md). The feed topic
+    # leaves dialwatch: flagged numbers only, never a callee or victim in clear.
+    feed_topic: str = "dialwatch.regulator-feed"
+    feed_retention_s: int = 400 * 86_400  # the worker creates the feed topic with this retention
+    # Retention the worker gives the internal topics it creates (derived, repartition): they
+    # carry callee numbers and only need to outlive a restart's re-read.
+    internal_retention_s: int = 7 * 86_400
+    # Names the pseudonym key (DIALWATCH_PSEUDONYM_KEY) in what leaves, so a consumer knows
+    # when pseudonyms changed after a rotation; empty: a fingerprint of the key.
+    pseudonym_key_id: str = ""
 
     def __post_init__(self) -> None:
         for name in (
@@ -171,6 +181,8 @@ class Settings:
                 raise ValueError(f"{name} must be positive")
         if self.intercept_release_grace_s < 0 or self.intercept_mirror_s <= 0:
             raise ValueError("intercept_release_grace_s >= 0 and intercept_mirror_s > 0, please")
+        if self.feed_retention_s <= 0 or self.internal_retention_s <= 0:
+            raise ValueError("feed_retention_s and internal_retention_s must be positive")
         self._check_kafka_security()
         self._check_redis_cluster()
         self._check_redis_security()

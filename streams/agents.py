@@ -27,6 +27,7 @@ from streams.complaints import Complaint, decode_complaints, record
 from streams.context import Context
 from streams.deadletter import dead_letter
 from streams.derived import decode_derived, derived_messages
+from streams.feed.records import alert_record, canonical
 from streams.items import Outcome
 from streams.observe import derived_obs
 from streams.rekey import decode_rekeyed, rekeyed_messages
@@ -162,6 +163,23 @@ async def send_raw(alerts: TopicT, alerts_json: list[bytes]) -> list[Any]:
     return pending
 
 
+async def feed_sends(ctx: Context, alerts: Iterable[dict[str, Any]]) -> list[Any]:
+    """The regulator feed's records of the alerts that flag a number (streams.feed.records),
+    keyed by the number."""
+    pending = []
+    for alert in alerts:
+        record = alert_record(alert, ctx.feed_key_id)
+        if record is not None:
+            value = canonical(record)
+            pending.append(await ctx.topics.feed.send(key=record["number"].encode(), value=value))
+    return pending
+
+
+async def send_feed(ctx: Context, alerts_json: list[bytes]) -> list[Any]:
+    """``Runtime.feed``: the feed records of alerts as the outbox stored them."""
+    return await feed_sends(ctx, [orjson.loads(value) for value in alerts_json])
+
+
 async def batch_sends(
     ctx: Context,
     source: str,
@@ -174,10 +192,12 @@ async def batch_sends(
     admission reject is only counted; its record's dead letter, if any, came from stage 1,
     and the derived message holds a whole batch of other calls."""
     alerts, dead = ctx.topics.alerts, ctx.topics.dead
+    shown = [alert.to_dict(ctx.tz) for alert in outcome.alerts]
     pending = [
-        await alerts.send(key=alert.number.encode(), value=orjson.dumps(alert.to_dict(ctx.tz)))
-        for alert in outcome.alerts
+        await alerts.send(key=str(alert["number"]).encode(), value=orjson.dumps(alert))
+        for alert in shown
     ]
+    pending.extend(await feed_sends(ctx, shown))
     for offset, reject in outcome.rejects:
         if internal and reject.reason in ADMISSION_REASONS:
             continue

@@ -83,6 +83,8 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
     async def by_complaint(stream: Any) -> None:
         await agents.by_complaint(ctx, stream)
 
+    feed = partial(agents.send_feed, ctx)  # outbox recovery re-sends feed records too
+    ctx.callers.feed = ctx.rekeyed.feed = ctx.subjects.feed = feed
     app.agent(topics.cdrs, name="by_caller")(by_caller)
     app.agent(topics.rekeyed, name="by_rekeyed")(by_rekeyed)
     app.agent(topics.derived, name="by_subject")(by_subject)
@@ -122,6 +124,7 @@ def interception_mirror(app: faust.App, settings: Settings, ctx: Context) -> Non
             settings.interception_topic, key_type=bytes, value_type=bytes
         ),
         settings.alert_topic: ctx.topics.alerts,
+        settings.feed_topic: ctx.topics.feed,
     }
     names = (settings.audit_topic, settings.interception_topic, settings.alert_topic)
     token = f"{settings.app_id}-{id(app)}-{time.time()}"
@@ -132,7 +135,15 @@ def interception_mirror(app: faust.App, settings: Settings, ctx: Context) -> Non
     @app.timer(settings.intercept_mirror_s)  # type: ignore[untyped-decorator]
     async def audit_mirror() -> None:
         try:
-            await mirror(step.store, send, names, ctx.tz, token, ctx.callers.engine.policy.version)
+            await mirror(
+                step.store,
+                send,
+                names,
+                ctx.tz,
+                token,
+                ctx.callers.engine.policy.version,
+                feed=(settings.feed_topic, ctx.feed_key_id),
+            )
         except (RedisError, OSError) as exc:  # the next tick goes on from the cursor
             log.warning("audit mirror failed (%s); retrying", type(exc).__name__)
 

@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 
 from config.numbering import NumberingPlan
 from config.settings import Settings
+from detectors.pseudonym import key_id
 from streams.allowlist import Allowlist, shared_key
 from streams.runtime import Links, Runtime
 from streams.state.redis import RedisStore
@@ -44,6 +45,11 @@ class Context:
     @property
     def plan(self) -> NumberingPlan:
         return self.callers.engine.numbering
+
+    @property
+    def feed_key_id(self) -> str:
+        """The pseudonym key's id, written in every feed record (detectors.pseudonym.key_id)."""
+        return key_id(self.settings.pseudonym_key.encode(), self.settings.pseudonym_key_id)
 
     @property
     def tz(self) -> ZoneInfo:

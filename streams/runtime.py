@@ -111,6 +111,9 @@ class Runtime:
         self._locks: dict[int, asyncio.Lock] = {}
         # The interception step (streams.interception), fed every alert the outbox holds.
         self.interception: Interception | None = None
+        # Sends the regulator feed's records of outbox alerts (streams.agents.send_feed): on
+        # recovery every pending alert's, since its feed record may be what was lost.
+        self.feed: Callable[[list[bytes]], Awaitable[list[Any]]] | None = None
         self._verified: dict[int, int | None] = {}  # partition -> the load ``handle`` checked
         # Stage 1's second input, the repartition topic (``rekeyed_input``): same engine, same
         # state and locks, its own stored offset.
@@ -124,6 +127,7 @@ class Runtime:
         other._locks = self._locks
         other.interception = self.interception
         other.stopping = self.stopping
+        other.feed = self.feed
         return other
 
     def applied(self, meta: PartitionMeta) -> int:
@@ -171,6 +175,8 @@ class Runtime:
         missing = [alert for alert_id, alert in pending.items() if alert_id not in already]
         if missing:
             await self.send_confirmed(partition, partial(send, missing))
+        if self.feed is not None:
+            await self.send_confirmed(partition, partial(self.feed, list(pending.values())))
         await self.intercept([orjson.loads(alert) for alert in pending.values()])
         await self.retry(
             "outbox confirm",

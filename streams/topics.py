@@ -31,10 +31,11 @@ def create_topics(
     timeout_s: float = 30.0,
     kafka_options: Mapping[str, object] | None = None,
     replication: int = 1,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
     """Create topics (name -> partitions) that do not exist yet, with ``replication`` replicas.
     ``kafka_options`` are extra KafkaAdminClient settings (TLS, SASL:
-    ``streams.security.kafka_python_kwargs``)."""
+    ``streams.security.kafka_python_kwargs``); ``configs``: topic configs by name (retention)."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
@@ -52,7 +53,12 @@ def create_topics(
     try:
         existing = set(admin.list_topics())
         new = [
-            NewTopic(name, num_partitions=n, replication_factor=replication)
+            NewTopic(
+                name,
+                num_partitions=n,
+                replication_factor=replication,
+                topic_configs=dict((configs or {}).get(name, {})),
+            )
             for name, n in topics.items()
             if name not in existing
         ]
@@ -73,6 +79,7 @@ class WorkerTopics:
     complaints: TopicT  # reports, keyed by number (streams.complaints)
     alerts: TopicT
     dead: TopicT  # dead letters (streams.deadletter)
+    feed: TopicT  # the regulator feed (streams.feed.records): leaves dialwatch
 
 
 def worker_topics(app: faust.App, settings: Settings) -> WorkerTopics:
@@ -86,6 +93,7 @@ def worker_topics(app: faust.App, settings: Settings) -> WorkerTopics:
         complaints=topic(settings.complaint_topic),
         alerts=topic(settings.alert_topic),
         dead=topic(settings.dead_letter_topic),
+        feed=topic(settings.feed_topic),
     )
 
 
@@ -98,4 +106,19 @@ def owned_topics(settings: Settings) -> dict[str, int]:
         settings.complaint_topic: settings.topic_partitions,
         settings.audit_topic: settings.topic_partitions,
         settings.interception_topic: settings.topic_partitions,
+        settings.feed_topic: settings.topic_partitions,
+    }
+
+
+def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """Retention of the topics the worker creates (docs/privacy.md): the internal ones carry
+    callee numbers and are kept only as long as a restart's re-read needs, the audit mirrors as
+    long as the audit trail, the feed as long as regulators may ask for an export."""
+    internal = str(settings.internal_retention_s * 1000)
+    return {
+        settings.derived_topic: {"retention.ms": internal},
+        settings.repartition_topic: {"retention.ms": internal},
+        settings.feed_topic: {"retention.ms": str(settings.feed_retention_s * 1000)},
+        settings.audit_topic: {"retention.ms": str(settings.audit_retention_s * 1000)},
+        settings.interception_topic: {"retention.ms": str(settings.audit_retention_s * 1000)},
     }

@@ -18,7 +18,7 @@ from streams.metrics import STAGE_CALLERS, STAGE_SUBJECTS, Metrics
 from streams.runtime import Runtime
 from streams.security import describe, kafka_python_kwargs
 from streams.shutdown import Worker
-from streams.topics import create_topics, owned_topics
+from streams.topics import create_topics, owned_topics, topic_configs
 
 log = logging.getLogger("dialwatch.worker")
 
@@ -35,6 +35,7 @@ def run_worker(settings: Settings) -> int:
         owned_topics(settings),
         kafka_options=kafka_python_kwargs(settings),
         replication=settings.topic_replication,
+        configs=topic_configs(settings),
     )
     caller_engine, subject_engine = build_engines(
         settings, sources=settings.topic_partitions, outbox=True

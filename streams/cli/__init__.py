@@ -87,6 +87,10 @@ def _run(argv: list[str] | None, command: list[str]) -> int:
         from streams.interception import cli as interception_cli
 
         return interception_cli.run(args, settings)
+    if args.command == "feed":
+        from streams.feed import cli as feed_cli
+
+        return feed_cli.run(args, settings)
     if args.command == "worker":
         from streams.worker import run_worker
 

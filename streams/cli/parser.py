@@ -384,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     from streams.interception import cli as interception_cli
 
     interception_cli.add_parsers(command)  # intercept ..., audit (README "Interception")
+    from streams.feed import cli as feed_cli
+
+    feed_cli.add_parsers(command)  # feed export (README "Regulator feed")
     return parser
 
 

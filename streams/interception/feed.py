@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from streams.feed.records import decision_record
 from streams.interception.store import InterceptStore
 
 SCHEMA_VERSION = 1
@@ -107,9 +108,12 @@ async def mirror(
     token: str,
     policy_version: str = "",
     limit: int = 500,
+    feed: tuple[str, str] | None = None,
 ) -> int:
     """Mirror the audit entries after the cursor; returns how many. ``topics``: audit,
-    interceptions, alerts. ``send`` returns a future that resolves when the broker confirms."""
+    interceptions, alerts; ``feed``: (regulator feed topic, pseudonym key id), which gets each
+    decision about a number (``streams.feed.records.decision_record``). ``send`` returns a
+    future that resolves when the broker confirms."""
     if not await store.mirror_lock(token):
         return 0
     cursor = await store.mirror_cursor()
@@ -125,6 +129,11 @@ async def mirror(
         change = list_event(event)
         if change is not None:
             pending.append(await send(list_topic, key, orjson.dumps(change)))
+        if feed is not None:
+            record = decision_record(event, feed[1])
+            if record is not None:
+                value = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+                pending.append(await send(feed[0], key, value))
         if event.get("event") == "breaker":
             alert = breaker_alert(event, policy_version)
             pending.append(await send(alert_topic, b"interception-breaker", orjson.dumps(alert)))
