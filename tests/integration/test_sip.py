@@ -267,7 +267,8 @@ def test_a_robocaller_is_rejected_with_608_once_flagged_and_everyone_else_gets_t
     normal = [f"1350000{i:04d}" for i in range(4)]
     # The robocaller: 120 distinct callees at 5 calls/s, 7 in 10 never answer (1370...), the
     # answered ones hung up at once. Normal callers: 8 calls each to three friends, talking 1 s.
-    robo_calls = [(robo, f"1370{i:07d}" if i % 10 < 7 else f"1391{i:07d}", 0)
+    # Callees far apart (never within 100 of the previous one: not sequential dialling).
+    robo_calls = [(robo, f"{1370 if i % 10 < 7 else 1391}{i * 7919 % 10**7:07d}", 0)
                   for i in range(120)]  # fmt: skip
     normal_calls = [(c, f"1{3 + j}{(k * 7919) % 10**9:09d}", 1000)
                     for i in range(8) for k, c in enumerate(normal) for j in (i % 3,)]  # fmt: skip
