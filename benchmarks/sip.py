@@ -153,8 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         ok, failed = sip.outcome(proxy.log.parent / "peak.log")
         results["peak"] = {"offered_per_s": args.peak_rate, "calls": offered, "ok": ok,
                            "failed": failed, "sustained_per_s": round(ok / elapsed, 1)}  # fmt: skip
-        print(f"with lookup at {args.peak_rate:g} calls/s offered: {ok} of {offered} calls done"
-              f" in {elapsed:.1f} s = {ok / elapsed:.0f} calls/s sustained, {failed} failed")
+        print(
+            f"with lookup at {args.peak_rate:g} calls/s offered: {ok} of {offered} calls done"
+            f" in {elapsed:.1f} s = {ok / elapsed:.0f} calls/s sustained, {failed} failed"
+        )
     finally:
         for proc in reversed(procs):
             proc.stop()

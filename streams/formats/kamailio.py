@@ -13,9 +13,9 @@ ignored, and every line without the marker (Kamailio's other log output) is skip
 gives answered (2xx) and the Q.850 release cause: README "Formats" (RFC 3398 section 8.2.6 for
 the statuses not named there); 608 (RFC 8688, the interception's own rejection) is cause 21 with
 ``intercepted`` true. ``q850``, when present (the cause of an RFC 3326 ``Reason: Q.850;cause=N``
-header on the BYE or CANCEL), overrides the status's cause. A line is written when the attempt ends (a rejection at once, an answered
-call at its BYE), so the records come in call-end order. A marked line that does not read is
-rejected with its reason and counted like any bad record.
+header on the BYE), overrides the status's cause. A line is written when the attempt ends (a
+rejection at once, an answered call at its BYE), so the records come in call-end order. A
+marked line that does not read is rejected with its reason and counted like any bad record.
 """
 
 from __future__ import annotations

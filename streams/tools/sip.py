@@ -13,7 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +37,7 @@ def binary(name: str, path: str) -> str:
     return found
 
 
-def defines(values: dict[str, str | int]) -> list[str]:
+def defines(values: Mapping[str, str | int]) -> list[str]:
     """``-A NAME=value`` arguments; strings are quoted as the configuration expects."""
     out: list[str] = []
     for name, value in values.items():
@@ -45,7 +45,7 @@ def defines(values: dict[str, str | int]) -> list[str]:
     return out
 
 
-def check_config(extra: dict[str, str | int] | None = None) -> subprocess.CompletedProcess[str]:
+def check_config(extra: Mapping[str, str | int] | None = None) -> subprocess.CompletedProcess[str]:
     """``kamailio -c``: the configuration parses and every module loads."""
     return subprocess.run(
         [binary("kamailio", "/usr/sbin/kamailio"), "-c", "-f", str(CONFIG),

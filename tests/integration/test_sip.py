@@ -98,6 +98,15 @@ def topic_ids(kafka: str, topic: str) -> Counter[str]:
         consumer.close()
 
 
+def each_once_in_the_topic(kafka: str, topic: str, docs: list[dict[str, Any]]) -> None:
+    """Every call attempt of ``docs`` (accounting lines) is in the CDR topic exactly once."""
+    want = cdr_ids(docs)
+    assert len(set(want)) == len(docs)
+    wait_until(lambda: set(want) <= set(topic_ids(kafka, topic)), 30, "every call in the topic")
+    seen = topic_ids(kafka, topic)
+    assert all(seen[i] == 1 for i in want), [i for i in want if seen[i] != 1]
+
+
 def wait_until(check: Any, timeout_s: float, what: str) -> Any:
     deadline = time.monotonic() + timeout_s
     while not (value := check()):
@@ -323,12 +332,7 @@ def test_a_robocaller_is_rejected_with_608_once_flagged_and_everyone_else_gets_t
     assert to_first < 5000
 
     # Every call attempt is in the CDR topic exactly once.
-    want = cdr_ids(docs)
-    assert len(set(want)) == len(docs)
-    wait_until(lambda: set(want) <= set(topic_ids(kafka_bootstrap, stack.env["DIALWATCH_CDR_TOPIC"])),
-               30, "every call in the CDR topic")  # fmt: skip
-    seen = topic_ids(kafka_bootstrap, stack.env["DIALWATCH_CDR_TOPIC"])
-    assert all(seen[i] == 1 for i in want), [i for i in want if seen[i] != 1]
+    each_once_in_the_topic(kafka_bootstrap, stack.env["DIALWATCH_CDR_TOPIC"], docs)
 
 
 def first_intercept(kafka: str, topic: str, number: str) -> dict[str, Any]:
@@ -367,8 +371,4 @@ def test_a_flooded_victims_protection_rejects_the_flooders_calls_to_it_only(
     for i, f in enumerate(flooders):
         assert got[(f, f"1388888{i:04d}")] == 200, got
     docs = stack.accounting()[before:]
-    want = cdr_ids(docs)
-    wait_until(lambda: set(want) <= set(topic_ids(kafka_bootstrap, stack.env["DIALWATCH_CDR_TOPIC"])),
-               30, "every call in the CDR topic")  # fmt: skip
-    seen = topic_ids(kafka_bootstrap, stack.env["DIALWATCH_CDR_TOPIC"])
-    assert all(seen[i] == 1 for i in want)
+    each_once_in_the_topic(kafka_bootstrap, stack.env["DIALWATCH_CDR_TOPIC"], docs)

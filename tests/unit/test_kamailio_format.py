@@ -102,8 +102,10 @@ def test_a_marked_line_that_does_not_read_is_rejected_with_its_reason(
 
 
 def test_ids_are_stable_and_tell_attempts_apart() -> None:
-    (a,), (b,), (c,) = read(line(attempt(486))), read(line(attempt(486))), read(
-        line(attempt(486, id="other"))
+    (a,), (b,), (c,) = (
+        read(line(attempt(486))),
+        read(line(attempt(486))),
+        read(line(attempt(486, id="other"))),
     )
     assert isinstance(a, CDR) and isinstance(b, CDR) and isinstance(c, CDR)
     assert a.cdr_id == b.cdr_id != c.cdr_id and a.cdr_id.startswith("kam-")
