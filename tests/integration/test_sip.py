@@ -226,6 +226,15 @@ def test_kamailio_normalises_like_dialwatch_fails_open_and_spares_emergency_call
     assert reply.startswith("SIP/2.0 608 Rejected"), reply
     assert f"Call-Info: <{REDRESS}>;purpose=jwscard" in reply
 
+    # The caller gives up while it rings: 487, the one-ring signature (cause 31, not answered).
+    mark = len(stack.accounting())
+    reply = raw_invite(stack.kamailio.port, "13800000903", "13710000001", cancel=True)
+    assert reply.startswith("SIP/2.0 487"), reply
+    (gave_up,) = wait_until(lambda: stack.accounting()[mark:], 5, "the 487's accounting line")
+    (row,) = FMT.from_doc(gave_up)
+    assert gave_up["status"] == 487 and isinstance(row, dict)
+    assert (row["answered"], row["release_cause"]) == (False, 31)
+
     # Redis unreachable: every call goes through, with a warning, and is not held up.
     dead = sip.start_kamailio(tmp_path, free_port(), stack.uas.port, stack.prefix)
     try:
@@ -247,22 +256,32 @@ def _docs(path: Path) -> list[dict[str, Any]]:
             for line in path.read_text().splitlines() if MARK in line]  # fmt: skip
 
 
-def raw_invite(port: int, caller: str, callee: str) -> str:
+def raw_invite(port: int, caller: str, callee: str, cancel: bool = False) -> str:
+    """One INVITE from a plain socket; the first final reply. ``cancel``: give up once it
+    rings (CANCEL), and return the INVITE's final reply (487)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         s.settimeout(5)
         me = s.getsockname()[1]
-        msg = (
-            f"INVITE sip:{callee}@127.0.0.1:{port} SIP/2.0\r\n"
+        head = (
+            f"sip:{callee}@127.0.0.1:{port} SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-{uuid.uuid4().hex}\r\n"
             f"From: <sip:{caller}@127.0.0.1:{me}>;tag=raw1\r\n"
             f"To: <sip:{callee}@127.0.0.1:{port}>\r\n"
-            f"Call-ID: {uuid.uuid4().hex}@127.0.0.1\r\nCSeq: 1 INVITE\r\n"
-            f"Contact: <sip:{caller}@127.0.0.1:{me}>\r\nMax-Forwards: 70\r\n"
-            "Content-Length: 0\r\n\r\n"
+            f"Call-ID: {uuid.uuid4().hex}@127.0.0.1\r\n"
         )
-        s.sendto(msg.encode(), ("127.0.0.1", port))
-        return s.recv(65535).decode()
+        tail = "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        invite = f"INVITE {head}CSeq: 1 INVITE\r\nContact: <sip:{caller}@127.0.0.1:{me}>\r\n"
+        s.sendto((invite + tail).encode(), ("127.0.0.1", port))
+        while True:
+            reply = s.recv(65535).decode()
+            if cancel and reply.startswith("SIP/2.0 180"):
+                s.sendto(f"CANCEL {head}CSeq: 1 CANCEL\r\n{tail}".encode(), ("127.0.0.1", port))
+            elif not reply.startswith("SIP/2.0 1") and "INVITE" in reply.split("CSeq:")[1][:20]:
+                to = next(h for h in reply.split("\r\n") if h.startswith("To:"))
+                ack = f"ACK {head}".replace(head.split("\r\n")[3], to) + "CSeq: 1 ACK\r\n"
+                s.sendto((ack + tail).encode(), ("127.0.0.1", port))
+                return reply
 
 
 def epoch_ms(value: str) -> int:
