@@ -398,7 +398,8 @@ def format_options(p: argparse.ArgumentParser) -> None:
         choices=NAMES,
         default="contract",
         metavar="NAME",
-        help="input format: contract, asterisk, freeswitch-csv, freeswitch-json or csv-map"
+        help="input format: contract, asterisk, freeswitch-csv, freeswitch-json, kamailio or"
+        " csv-map"
         " (README: Formats)",
     )
     p.add_argument(

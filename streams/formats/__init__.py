@@ -14,6 +14,7 @@ from streams.formats.contract import Contract
 from streams.formats.csv_map import CsvMap, parse_map
 from streams.formats.freeswitch_csv import FreeswitchCsv
 from streams.formats.freeswitch_json import FreeswitchJson
+from streams.formats.kamailio import Kamailio
 
 FORMATS: dict[str, type[Format]] = {
     "contract": Contract,
@@ -21,6 +22,7 @@ FORMATS: dict[str, type[Format]] = {
     "freeswitch-csv": FreeswitchCsv,
     "freeswitch-json": FreeswitchJson,
     "csv-map": CsvMap,
+    "kamailio": Kamailio,
 }
 NAMES = tuple(FORMATS)
 
