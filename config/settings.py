@@ -130,6 +130,9 @@ class Settings:
     intercept_breaker_window_s: int = 600
     audit_retention_s: int = 90 * 86_400  # audit entries older than this are trimmed
     intercept_mirror_s: float = 0.5  # how often the audit trail is mirrored to the topics
+    # Operations metrics (issue 16, README "Metrics and endpoints"): how often the cached
+    # gauges (interception list sizes, breaker, consumer and state lag) are read again.
+    metrics_refresh_s: float = 5.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -167,6 +170,8 @@ class Settings:
                 raise ValueError(f"{name} must be positive")
         if self.intercept_release_grace_s < 0 or self.intercept_mirror_s <= 0:
             raise ValueError("intercept_release_grace_s >= 0 and intercept_mirror_s > 0, please")
+        if self.metrics_refresh_s <= 0:
+            raise ValueError("metrics_refresh_s must be positive")
         self._check_kafka_security()
         self._check_redis_cluster()
         self._check_redis_security()
