@@ -152,7 +152,8 @@ class Gauges(Collector):
         consumer, admin = self._kafka
         wanted = [TopicPartition(t, p) for t, p in tps]
         ends = {(tp.topic, tp.partition): int(o) for tp, o in consumer.end_offsets(wanted).items()}
-        offsets = admin.list_consumer_group_offsets(self.settings.app_id, partitions=wanted)
+        group = self.settings.app_id
+        offsets = admin.list_group_offsets({group: wanted}).get(group, {})
         committed = {
             (tp.topic, tp.partition): int(meta.offset)
             for tp, meta in offsets.items()
