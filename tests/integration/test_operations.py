@@ -79,9 +79,7 @@ class Stack:
 
 
 @pytest.fixture
-def stack(
-    kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path
-) -> Iterator[Stack]:
+def stack(kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path) -> Iterator[Stack]:
     topics = {"cdr": f"cdrs-{unique}", "alert": f"alerts-{unique}", "dead": f"dead-{unique}"}
     create_topics(
         kafka_bootstrap, {topics["cdr"]: PARTITIONS, topics["alert"]: 1, topics["dead"]: 1}
@@ -112,7 +110,10 @@ def stack(
     log = tmp_path / "worker.log"
     with log.open("wb") as fh:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "streams", "worker"], env=env, stdout=fh, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "streams", "worker"],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
         )
     config = tmp_path / "prometheus.yml"
     config.write_text(
@@ -164,7 +165,7 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30) -
 
 def produce_known_stream(bootstrap: str, topic: str) -> int:
     """The simulated stream as aligned arrays, then bad messages on partition 0 and repeats
-    of the newest records (within the lateness horizon). Returns how many good records were sent once."""
+    of the newest records (within the lateness horizon). Returns the good records sent once."""
     records, _ = sim.generate(SPEC)
     # Paced over about 8 s, so the histograms' rates span several 1 s scrapes.
     sim.produce(records, bootstrap, topic, PARTITIONS, batch_size=50, rate_per_s=120)
