@@ -31,6 +31,7 @@ from streams.security import kafka_python_kwargs
 
 log = logging.getLogger("dialwatch.worker")
 STALE_AFTER = 3  # refresh periods without a successful read: the cached values are dropped
+KAFKA_TIMEOUT_S = 10.0  # one lag read from the broker; a slower one is abandoned
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Gauges(Collector):
         self.assignment = assignment  # (topic, partition) this worker consumes now
         self.cache = Cache()
         self._kafka: Any = None  # kafka-python (consumer, admin), made on first use
+        self._reading: asyncio.Future[Any] | None = None  # the broker read in its thread
 
     # --- refresh (timer) -------------------------------------------------------------------
 
@@ -110,11 +112,15 @@ class Gauges(Collector):
             self.cache.kafka_lag, self.cache.state_lag = {}, {}
             self.cache.lag_at = time.time()
             return
+        if self._reading is not None and not self._reading.done():
+            return  # the previous read still blocks its thread (kafka-python is not shareable)
+        self._reading = asyncio.ensure_future(asyncio.to_thread(self._offsets, tps))
         try:
-            ends, committed = await asyncio.to_thread(self._offsets, tps)
+            ends, committed = await asyncio.wait_for(asyncio.shield(self._reading), KAFKA_TIMEOUT_S)
         except Exception as exc:  # the broker is down or slow: keep the old values a while
             log.warning("consumer lag not refreshed (%s)", type(exc).__name__)
-            self._close_kafka()
+            if self._reading.done():
+                self._close_kafka()
             return
         state_lag: dict[tuple[str, int], int] = {}
         for topic, partition in tps:
@@ -151,7 +157,11 @@ class Gauges(Collector):
             self._kafka = (consumer, admin)
         consumer, admin = self._kafka
         wanted = [TopicPartition(t, p) for t, p in tps]
-        ends = {(tp.topic, tp.partition): int(o) for tp, o in consumer.end_offsets(wanted).items()}
+        timeout_ms = int(KAFKA_TIMEOUT_S * 1000)
+        ends = {
+            (tp.topic, tp.partition): int(o)
+            for tp, o in consumer.end_offsets(wanted, timeout_ms=timeout_ms).items()
+        }
         group = self.settings.app_id
         offsets = admin.list_group_offsets({group: wanted}).get(group, {})
         committed = {
