@@ -143,6 +143,9 @@ class Settings:
     # Names the pseudonym key (DIALWATCH_PSEUDONYM_KEY) in what leaves, so a consumer knows
     # when pseudonyms changed after a rotation; empty: a fingerprint of the key.
     pseudonym_key_id: str = ""
+    # Operations metrics (issue 16, README "Metrics and endpoints"): how often the cached
+    # gauges (interception list sizes, breaker, consumer and state lag) are read again.
+    metrics_refresh_s: float = 5.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -183,6 +186,8 @@ class Settings:
             raise ValueError("intercept_release_grace_s >= 0 and intercept_mirror_s > 0, please")
         if self.feed_retention_s <= 0 or self.internal_retention_s <= 0:
             raise ValueError("feed_retention_s and internal_retention_s must be positive")
+        if self.metrics_refresh_s <= 0:
+            raise ValueError("metrics_refresh_s must be positive")
         self._check_kafka_security()
         self._check_redis_cluster()
         self._check_redis_security()

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from faust.types import TopicT
 
-from streams.batches import chunks, split
+from streams.batches import chunks, oldest_times, split
 from streams.cdr import Reject, decode_message
 from streams.complaints import Complaint, decode_complaints, record
 from streams.context import Context
@@ -42,6 +42,7 @@ async def by_caller(ctx: Context, stream: Any) -> None:
     decode = partial(decode_message, plan=ctx.plan, tz=ctx.tz)
     async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
         by_partition, raw = split(events)
+        arrived = oldest_times(events)
         for partition, messages in by_partition.items():
             for items in chunks(messages, decode, settings.chunk_records):
                 async with callers.lock(partition):
@@ -54,6 +55,9 @@ async def by_caller(ctx: Context, stream: Any) -> None:
                     )
                     sends = partial(batch_sends, ctx, settings.cdr_topic, partition, outcome, raw)
                     await callers.publish(partition, outcome, sends)
+                    callers.metrics.alerts_latency(
+                        callers.stage, len(outcome.alerts), arrived.get(partition)
+                    )
 
 
 async def by_rekeyed(ctx: Context, stream: Any) -> None:
@@ -64,6 +68,7 @@ async def by_rekeyed(ctx: Context, stream: Any) -> None:
     settings, rekeyed = ctx.settings, ctx.rekeyed
     async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
         by_partition, raw = split(events)
+        arrived = oldest_times(events)
         for partition, messages in by_partition.items():
             for items in chunks(messages, decode_rekeyed, settings.chunk_records):
                 async with rekeyed.lock(partition):
@@ -79,6 +84,9 @@ async def by_rekeyed(ctx: Context, stream: Any) -> None:
                         internal=True,
                     )
                     await rekeyed.publish(partition, outcome, sends)
+                    rekeyed.metrics.alerts_latency(
+                        rekeyed.stage, len(outcome.alerts), arrived.get(partition)
+                    )
 
 
 async def by_subject(ctx: Context, stream: Any) -> None:
@@ -86,6 +94,7 @@ async def by_subject(ctx: Context, stream: Any) -> None:
     settings, subjects = ctx.settings, ctx.subjects
     async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
         by_partition, raw = split(events)
+        arrived = oldest_times(events)
         for partition, messages in by_partition.items():
             for items in chunks(messages, decode_derived, settings.chunk_records):
                 async with subjects.lock(partition):
@@ -106,6 +115,9 @@ async def by_subject(ctx: Context, stream: Any) -> None:
                         internal=True,
                     )
                     await subjects.publish(partition, outcome, sends)
+                    subjects.metrics.alerts_latency(
+                        subjects.stage, len(outcome.alerts), arrived.get(partition)
+                    )
 
 
 async def by_complaint(ctx: Context, stream: Any) -> None:

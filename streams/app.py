@@ -21,6 +21,7 @@ from streams import agents, web
 from streams.cdr import decode_message
 from streams.context import BrokerHealth, Context
 from streams.derived import decode_derived
+from streams.gauges import Gauges
 from streams.interception.feed import mirror
 from streams.interception.step import Interception, build_store
 from streams.kafka_reads import published_ids, reread
@@ -104,6 +105,7 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
         await probe_broker(app, ctx.broker)
 
     interception_mirror(app, settings, ctx)
+    operations_gauges(app, settings, ctx)
     web.register(app, ctx)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
@@ -146,6 +148,26 @@ def interception_mirror(app: faust.App, settings: Settings, ctx: Context) -> Non
             )
         except (RedisError, OSError) as exc:  # the next tick goes on from the cursor
             log.warning("audit mirror failed (%s); retrying", type(exc).__name__)
+
+
+def operations_gauges(app: faust.App, settings: Settings, ctx: Context) -> Gauges:
+    """The cached gauges of /metrics (streams.gauges) and the timer that refreshes them."""
+    step = ctx.callers.interception
+
+    def assignment() -> set[tuple[str, int]]:
+        try:
+            return {(tp.topic, tp.partition) for tp in app.consumer.assignment()}
+        except Exception:  # no consumer yet (starting) or it is being rebuilt
+            return set()
+
+    gauges = Gauges(settings, ctx.callers, ctx.subjects, step.store if step else None, assignment)
+    ctx.callers.metrics.registry.register(gauges)
+
+    @app.timer(settings.metrics_refresh_s)  # type: ignore[untyped-decorator]
+    async def metrics_refresh() -> None:
+        await gauges.refresh()
+
+    return gauges
 
 
 def links(

@@ -52,3 +52,15 @@ def split(events: list[Any]) -> tuple[dict[int, Messages], dict[tuple[int, int],
         messages.setdefault(message.partition, []).append((message.offset, message.value))
         raw[(message.partition, message.offset)] = message.value or b""
     return messages, raw
+
+
+def oldest_times(events: list[Any]) -> dict[int, float]:
+    """Per partition, the Kafka timestamp (epoch seconds) of its oldest message in the batch:
+    where the alert latency of the batch's alerts starts (dialwatch_alert_latency_seconds)."""
+    oldest: dict[int, float] = {}
+    for event in events:
+        message = event.message
+        stamp = message.timestamp
+        if stamp and stamp < oldest.get(message.partition, float("inf")):
+            oldest[message.partition] = float(stamp)
+    return oldest

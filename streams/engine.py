@@ -157,6 +157,10 @@ class Engine:
         two inputs checks each against the store once per load."""
         return self._loads.get(partition)
 
+    def newest_by_partition(self) -> dict[int, int]:
+        """Newest applied start_time (ms) of each partition this process holds (metrics)."""
+        return {p: m.newest_ms for p, m in self._meta.items()}
+
     async def meta(self, partition: int) -> PartitionMeta:
         meta = self._meta.get(partition)
         if meta is None:

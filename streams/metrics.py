@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from detectors.alerts import Alert
@@ -65,6 +67,29 @@ class Metrics:
             ["stage"],
             registry=r,
         )
+        # Issue 16 (README "Metrics and endpoints"): latency, Redis round trips, batch sizes.
+        self.alert_latency = Histogram(
+            "dialwatch_alert_latency_seconds",
+            "From the Kafka timestamp of the oldest message of the partition batch that raised "
+            "an alert to the alert confirmed published, by stage",
+            ["stage"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=r,
+        )
+        self.redis_seconds = Histogram(
+            "dialwatch_redis_seconds",
+            "Round trip of one Redis call: the state scripts (read, write) and the list gauges",
+            ["op"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+            registry=r,
+        )
+        self.batch_records = Histogram(
+            "dialwatch_batch_records",
+            "Records (CDRs or stage-2 observations) in one partition batch, by stage",
+            ["stage"],
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000, 20000),
+            registry=r,
+        )
         self.watermark = Gauge(
             "dialwatch_watermark_seconds",
             "Newest partition watermark (event time, epoch seconds)",
@@ -76,13 +101,15 @@ class Metrics:
         self.batches.labels(stage).inc()
         self.batch_seconds.labels(stage).observe(seconds)
         counter = self.cdrs if stage == STAGE_CALLERS else self.observations
-        for result, n in (
+        results = (
             ("accepted", outcome.accepted),
             ("duplicate", outcome.duplicates),
             ("replayed", outcome.replayed),
             ("to_trunk", outcome.to_trunk),
             ("rejected", len(outcome.rejects)),
-        ):
+        )
+        self.batch_records.labels(stage).observe(sum(n for _, n in results))
+        for result, n in results:
             if n:
                 counter.labels(result).inc(n)
         if outcome.moved:
@@ -95,3 +122,15 @@ class Metrics:
 
     def published(self, alert: Alert) -> None:
         self.alerts.labels(alert.detector, alert.severity, alert.state).inc()
+
+    def alerts_latency(self, stage: str, alerts: int, arrived_s: float | None) -> None:
+        """``alerts`` alerts of a batch whose oldest message Kafka stamped ``arrived_s``
+        (epoch seconds) were just confirmed published."""
+        if arrived_s is None:
+            return
+        seconds = max(0.0, time.time() - arrived_s)
+        for _ in range(alerts):
+            self.alert_latency.labels(stage).observe(seconds)
+
+    def redis_call(self, op: str, seconds: float) -> None:
+        self.redis_seconds.labels(op).observe(seconds)

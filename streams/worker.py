@@ -18,6 +18,7 @@ from streams.metrics import STAGE_CALLERS, STAGE_SUBJECTS, Metrics
 from streams.runtime import Runtime
 from streams.security import describe, kafka_python_kwargs
 from streams.shutdown import Worker
+from streams.state.redis import RedisStore
 from streams.topics import create_topics, owned_topics, topic_configs
 
 log = logging.getLogger("dialwatch.worker")
@@ -41,6 +42,9 @@ def run_worker(settings: Settings) -> int:
         settings, sources=settings.topic_partitions, outbox=True
     )
     metrics = Metrics()
+    for engine in (caller_engine, subject_engine):
+        if isinstance(engine.store, RedisStore):  # dialwatch_redis_seconds{op="read"|"write"}
+            engine.store.timing = metrics.redis_call
     callers = Runtime(settings, caller_engine, metrics, STAGE_CALLERS)
     subjects = Runtime(settings, subject_engine, metrics, STAGE_SUBJECTS)
     subjects.stopping = callers.stopping

@@ -13,6 +13,8 @@ Redis Cluster too. Key layout (README "Redis keys")::
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from importlib import resources
 
 import redis.asyncio as aioredis
@@ -44,6 +46,9 @@ class RedisStore:
         self._read = client.register_script(_lua("read.lua"))
         self._write = client.register_script(_lua("write.lua"))
         self._swap = client.register_script(_lua("swap_complaints.lua"))
+        # (op, seconds) of each state script's round trip: the worker's metrics
+        # (dialwatch_redis_seconds); None: not timed.
+        self.timing: Callable[[str, float], None] | None = None
 
     @classmethod
     def from_url(cls, url: str, **kwargs: object) -> RedisStore:
@@ -77,10 +82,13 @@ class RedisStore:
         ep, due, cp = (self.key(partition, k) for k in ("ep", "due", "cp"))
         chunks = [numbers[i : i + READ_CHUNK] for i in range(0, len(numbers), READ_CHUNK)] or [[]]
         for i, chunk in enumerate(chunks):
+            started = time.perf_counter()
             windows, episodes, due_flat, complaints = await self._read(
                 keys=[ep, due, cp, *(self.number_key(partition, n) for n in chunk)],
                 args=[due_before_ms if i == 0 else -1, DUE_LIMIT, *chunk],
             )
+            if self.timing is not None:
+                self.timing("read", time.perf_counter() - started)
             result.windows.update(zip(chunk, windows, strict=True))
             result.episodes.update(zip(chunk, episodes, strict=True))
             result.complaints.update(zip(chunk, complaints, strict=True))
@@ -114,7 +122,10 @@ class RedisStore:
         args += (changes.expected_rekeyed, changes.meta.rekeyed)
         keys = [self.key(partition, k) for k in ("meta", "ep", "due", "outbox")]
         keys += [self.number_key(partition, n) for n in numbers]
+        started = time.perf_counter()
         reply = await self._write(keys=keys, args=args)
+        if self.timing is not None:
+            self.timing("write", time.perf_counter() - started)
         if int(reply[0]) != 1:
             raise StaleOffset(f"partition {partition}: stored offset {reply[1]!r}")
 
