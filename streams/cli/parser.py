@@ -234,6 +234,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--scenario", action="store_true", help="the labelled benchmark day (docs/scenario.md)"
     )
     p.add_argument(
+        "--leaks",
+        action="store_true",
+        help="the multi-day leak scenario: businesses, leaked lists, campaigns"
+        " (docs/campaigns.md)",
+    )
+    p.add_argument(
+        "--days",
+        type=_positive_int,
+        default=14,
+        metavar="D",
+        help="--leaks: days of traffic, at least 6",
+    )
+    p.add_argument(
         "--scale",
         type=_positive_float,
         default=1.0,
