@@ -22,7 +22,7 @@ from detectors.campaigns import GroupingPolicy, SketchBuilder, group, keyed_hash
 from detectors.leak_sources import ContactRecord, ExactContacts, LeakPolicy, rank
 from streams.cdr import Reject
 from streams.errors import InputError
-from streams.files import read_located
+from streams.files import RejectLog, read_located
 from streams.formats import Format
 
 SCHEMA_VERSION = 1
@@ -139,14 +139,17 @@ def read_calls(
     tz: tzinfo | None,
     fmt: Format | None,
     totals: Counter[str],
+    rejects: RejectLog | None = None,
 ) -> list[Call]:
     """Every valid record's call, sorted by start time; rejects and unasserted identities
     (attestation C: the presented number is not the caller) are counted, not used."""
     calls: list[Call] = []
     for path in paths:
-        for _, rec in read_located(path, plan, tz, fmt):
+        for line, rec in read_located(path, plan, tz, fmt):
             if isinstance(rec, Reject):
                 totals[f"rejected:{rec.reason}"] += 1
+                if rejects is not None:
+                    rejects.write(path, line, rec)
             elif rec.attestation == "C":
                 totals["unasserted"] += 1
             else:
@@ -173,13 +176,14 @@ def run(
     fmt: Format | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    rejects: RejectLog | None = None,
 ) -> int:
     """The command: JSON Lines on ``out``, a one-line summary on ``err``; InputError when no
     record was usable."""
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     totals: Counter[str] = Counter()
-    calls = read_calls(paths, plan, tz, fmt, totals)
+    calls = read_calls(paths, plan, tz, fmt, totals, rejects)
     if not calls:
         names = ", ".join("standard input" if p == "-" else p for p in paths)
         raise InputError(f"no usable CDRs in {names}")

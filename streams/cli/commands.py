@@ -292,3 +292,29 @@ def run_simulate_leaks(args: argparse.Namespace, settings: Settings) -> int:
     n = write(out, scenario.records)
     print(f"wrote {n:,} CDRs over {spec.days} days", file=sys.stderr)
     return EXIT_OK
+
+
+def run_trace_leaks(args: argparse.Namespace, settings: Settings) -> int:
+    """``trace-leaks``: campaigns and leak candidates over CDR files, JSON Lines on stdout."""
+    from config.numbering import plan_from_setting
+    from detectors.leak_sources import LeakPolicy
+    from streams.files import RejectLog, open_rejects
+    from streams.leaktrace import TraceOptions, run
+
+    fmt = _input_format(args)
+    options = TraceOptions(
+        key=settings.pseudonym_key.encode(),
+        leak=LeakPolicy(days=args.days, min_victims=args.min_victims),
+    )
+    plan = plan_from_setting(settings.numbering_plan)
+    with contextlib.ExitStack() as stack:
+        rejects = stack.enter_context(open_rejects(args.rejects)) if args.rejects else None
+        run(
+            args.files,
+            plan,
+            options,
+            ZoneInfo(settings.timezone),
+            fmt,
+            rejects=RejectLog(rejects) if rejects else None,
+        )
+    return EXIT_OK

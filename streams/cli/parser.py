@@ -394,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds to re-read until it matches",
     )
+    trace_leaks_parser(command("trace-leaks", "group CDR files' callers into campaigns and rank"
+                                " the businesses their lists leaked from (docs/campaigns.md)"))
     from streams.interception import cli as interception_cli
 
     interception_cli.add_parsers(command)  # intercept ..., audit (README "Interception")
@@ -421,3 +423,28 @@ def format_options(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="write each rejected record here as file:line reason: detail",
     )
+
+
+def trace_leaks_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "files",
+        nargs="+",
+        type=_input_file,
+        metavar="FILE",
+        help="CSV (header row) or JSON Lines, gzipped when named .gz; - is stdin",
+    )
+    p.add_argument(
+        "--days",
+        type=_positive_int,
+        default=30,
+        metavar="N",
+        help="contacts counted in the N days before a victim's first call",
+    )
+    p.add_argument(
+        "--min-victims",
+        type=_positive_int,
+        default=20,
+        metavar="N",
+        help="no candidates for a campaign with fewer victims",
+    )
+    format_options(p)
