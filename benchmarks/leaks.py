@@ -8,9 +8,10 @@ the command) and reports, per leak: the rank of the leaking business among the c
 the campaign holding most of the leak's members (None: not a candidate), whether a popular
 business ranks above it, and how many of the campaign's numbers were grouped into that one
 campaign. Random-list campaigns should get no candidate; lone diallers should join no campaign.
-Targets: the leaking business first for every leak with no popular business above it, and at
-least 90% of each campaign's numbers in one campaign. Exits 1 when a target is missed.
-Tuning seeds 1 and 2 (docs/campaigns.md); judge on others.
+Targets: the leaking business first for every leak with no popular business above it, at
+least 90% of each campaign's numbers in one campaign, and no candidate for a random list.
+Exits 1 when a target is missed. Tuning seeds 1, 2 and 3 (docs/campaigns.md); the default
+seeds 6, 7 and 8 are held out.
 """
 
 from __future__ import annotations
@@ -75,8 +76,10 @@ def evaluate(scenario: LeakScenario, campaigns: list[dict[str, object]]) -> dict
         leaks.append(entry)
     lone = set(scenario.lone_diallers)
     lone_grouped = sum(1 for c in campaigns for m in _strs(c["members"]) if m in lone)
-    met = all(e["rank"] == 1 and e["popular_above"] == 0 for e in leaks) and all(
-        float(str(e["grouped_share"])) >= 0.9 for e in [*leaks, *random_lists]
+    met = (
+        all(e["rank"] == 1 and e["popular_above"] == 0 for e in leaks)
+        and all(float(str(e["grouped_share"])) >= 0.9 for e in [*leaks, *random_lists])
+        and not any(e["candidates_reported"] for e in random_lists)
     )
     return {
         "leaks": leaks,
@@ -116,14 +119,14 @@ def run_seed(seed: int, days: int, subscribers: int, settings: Settings) -> dict
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.leaks")
-    parser.add_argument("--seed", type=int, action="append", help="repeatable (default: 3 4 5)")
+    parser.add_argument("--seed", type=int, action="append", help="repeatable (default: 6 7 8)")
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--subscribers", type=int, default=6000)
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     results = [
-        run_seed(seed, args.days, args.subscribers, settings) for seed in (args.seed or [3, 4, 5])
+        run_seed(seed, args.days, args.subscribers, settings) for seed in (args.seed or [6, 7, 8])
     ]
     for r in results:
         print(f"seed {r['seed']}: {r['records']:,} records, {r['seconds']} s,"

@@ -16,12 +16,13 @@ whatever the interleaving. Memory per caller: ``K`` (128) 8-byte hashes plus fiv
 
 Two eligible callers (at least ``min_distinct`` callees, at most ``max_answer_share`` answered)
 are linked when their estimated overlap reaches ``min_similarity`` with at least ``min_shared``
-sketch entries in common, or at least ``min_containment`` of the smaller set's sketch is shared
-(the short tail of a rotation), or, from one numbering block, a lower ``block_similarity``; and
+sketch entries in common, or, from one numbering block, a lower ``block_similarity``; and
 when their active spans lie within ``max_gap_ms`` of each other (timing
 affinity). Campaigns are the connected groups of at least ``min_members`` callers; a campaign's id
 is derived from its earliest member (first call, then number), so it does not change as later
-numbers join.
+numbers join. A caller linked to nobody then joins the campaign whose members' callees hold
+at least ``attach_containment`` of its own (the short tail of a rotation, whose few calls are too
+little evidence for a pairwise link but plenty against a whole campaign's list).
 """
 
 from __future__ import annotations
@@ -113,10 +114,12 @@ def similarity(a: CallerSketch, b: CallerSketch) -> tuple[float, int]:
 class GroupingPolicy:
     min_distinct: int = 6  # a caller needs this many distinct callees to be considered
     max_answer_share: float = 0.6  # and to be a dialler rather than a business calling back
-    min_similarity: float = 0.05
-    min_shared: int = 3
-    min_containment: float = 0.25  # of the smaller set: a rotation's short tail
-    containment_shared: int = 2
+    min_similarity: float = 0.08
+    min_shared: int = 4
+    # A caller linked to nobody joins the campaign holding this share of its sketch (at least
+    # attach_shared entries): the short tail of a rotation, too small for a pairwise link.
+    attach_containment: float = 0.5
+    attach_shared: int = 3
     block_similarity: float = 0.02  # from one numbering block (the number less 2 digits)
     block_shared: int = 2
     max_gap_ms: int = 3 * 86_400_000  # timing affinity: active spans at most this far apart
@@ -147,14 +150,7 @@ def linked(a: CallerSketch, b: CallerSketch, policy: GroupingPolicy) -> bool:
     overlap, shared = similarity(a, b)
     if overlap >= policy.min_similarity and shared >= policy.min_shared:
         return True
-    smaller = min(len(a.mins), len(b.mins))
-    if shared >= policy.containment_shared and shared >= policy.min_containment * smaller:
-        return True
-    return (
-        a.block == b.block
-        and overlap >= policy.block_similarity
-        and shared >= policy.block_shared
-    )
+    return a.block == b.block and overlap >= policy.block_similarity and shared >= policy.block_shared
 
 
 def campaign_id(earliest: CallerSketch) -> str:
@@ -192,6 +188,7 @@ def group(sketches: Iterable[CallerSketch], policy: GroupingPolicy) -> list[Camp
     components: dict[int, list[CallerSketch]] = defaultdict(list)
     for sketch in pool:
         components[root(index[sketch.number])].append(sketch)
+    _attach(components, policy)
     groups = []
     for members in components.values():
         if len(members) < policy.min_members:
@@ -208,3 +205,40 @@ def group(sketches: Iterable[CallerSketch], policy: GroupingPolicy) -> list[Camp
         )
     groups.sort(key=lambda g: (g.first_ms, g.campaign_id))
     return groups
+
+
+def _attach(components: dict[int, list[CallerSketch]], policy: GroupingPolicy) -> None:
+    """Singletons join the core campaign (>= min_members) containing most of their sketch.
+
+    A campaign's callees are known exactly up to its horizon: the smallest last entry of its
+    full sketches (all of them when every member dialled fewer than K numbers)."""
+    cores = {r: ms for r, ms in components.items() if len(ms) >= policy.min_members}
+    known: dict[int, tuple[set[int], int]] = {}
+    for r, members in cores.items():
+        full = [m.mins[-1] for m in members if len(m.mins) == K]
+        known[r] = ({h for m in members for h in m.mins}, min(full) if full else 1 << 64)
+    joins: list[tuple[int, CallerSketch]] = []
+    for r, members in sorted(components.items()):
+        if len(members) != 1 or r in cores:
+            continue
+        single = members[0]
+        best: tuple[float, int] | None = None
+        for c, core in sorted(cores.items()):
+            hashes, horizon = known[c]
+            below = [h for h in single.mins if h <= horizon]
+            shared = sum(1 for h in below if h in hashes)
+            first = min(m.first_ms for m in core)
+            last = max(m.last_ms for m in core)
+            gap = max(single.first_ms, first) - min(single.last_ms, last)
+            if (
+                below
+                and shared >= policy.attach_shared
+                and shared >= policy.attach_containment * len(below)
+                and gap <= policy.max_gap_ms
+                and (best is None or shared / len(below) > best[0])
+            ):
+                best = (shared / len(below), c)
+        if best is not None:
+            joins.append((r, best[1]))
+    for r, c in joins:
+        components[c].extend(components.pop(r))
