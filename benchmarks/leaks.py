@@ -129,9 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         run_seed(seed, args.days, args.subscribers, settings) for seed in (args.seed or [6, 7, 8])
     ]
     for r in results:
-        print(f"seed {r['seed']}: {r['records']:,} records, {r['seconds']} s,"
-              f" {r['campaigns_found']} campaigns, lone diallers grouped: "
-              f"{r['lone_diallers_grouped']}, targets met: {r['targets_met']}")
+        print(
+            f"seed {r['seed']}: {r['records']:,} records, {r['seconds']} s,"
+            f" {r['campaigns_found']} campaigns, lone diallers grouped: "
+            f"{r['lone_diallers_grouped']}, targets met: {r['targets_met']}"
+        )
         for e in _dicts(r["leaks"]):
             ev = e["evidence"] if isinstance(e["evidence"], dict) else {}
             print(

@@ -67,7 +67,7 @@ class CallerSketch:
 class SketchBuilder:
     """Accumulates one caller's sketch; ``freeze`` gives the immutable value."""
 
-    __slots__ = ("number", "_mins", "_set", "calls", "answered", "first_ms", "last_ms")
+    __slots__ = ("_mins", "_set", "answered", "calls", "first_ms", "last_ms", "number")
 
     def __init__(self, number: str) -> None:
         self.number = number
@@ -150,7 +150,9 @@ def linked(a: CallerSketch, b: CallerSketch, policy: GroupingPolicy) -> bool:
     overlap, shared = similarity(a, b)
     if overlap >= policy.min_similarity and shared >= policy.min_shared:
         return True
-    return a.block == b.block and overlap >= policy.block_similarity and shared >= policy.block_shared
+    return (
+        a.block == b.block and overlap >= policy.block_similarity and shared >= policy.block_shared
+    )
 
 
 def campaign_id(earliest: CallerSketch) -> str:
@@ -167,11 +169,11 @@ def group(sketches: Iterable[CallerSketch], policy: GroupingPolicy) -> list[Camp
         for h in sketch.mins:
             postings[h].append(i)
     pairs: set[tuple[int, int]] = set()
-    for members in postings.values():
-        if 1 < len(members) <= policy.max_posting:
-            for x in range(len(members)):
-                for y in range(x + 1, len(members)):
-                    pairs.add((members[x], members[y]))
+    for posting in postings.values():
+        if 1 < len(posting) <= policy.max_posting:
+            for x in range(len(posting)):
+                for y in range(x + 1, len(posting)):
+                    pairs.add((posting[x], posting[y]))
     parent = list(range(len(pool)))
 
     def root(i: int) -> int:
@@ -217,7 +219,7 @@ def _attach(components: dict[int, list[CallerSketch]], policy: GroupingPolicy) -
     for r, members in cores.items():
         full = [m.mins[-1] for m in members if len(m.mins) == K]
         known[r] = ({h for m in members for h in m.mins}, min(full) if full else 1 << 64)
-    joins: list[tuple[int, CallerSketch]] = []
+    joins: list[tuple[int, int]] = []
     for r, members in sorted(components.items()):
         if len(members) != 1 or r in cores:
             continue

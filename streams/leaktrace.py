@@ -83,8 +83,7 @@ def trace(
     businesses = {
         n
         for n in set(classes) | set(inbound)
-        if n not in member_of
-        and (cls(n) in BUSINESS_CLASSES or len(inbound.get(n, ())) >= limit)
+        if n not in member_of and (cls(n) in BUSINESS_CLASSES or len(inbound.get(n, ())) >= limit)
     }
 
     contacts: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
@@ -197,4 +196,3 @@ def run(
         " candidates\n"
     )
     return n
-

@@ -236,8 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--leaks",
         action="store_true",
-        help="the multi-day leak scenario: businesses, leaked lists, campaigns"
-        " (docs/campaigns.md)",
+        help="the multi-day leak scenario: businesses, leaked lists, campaigns (docs/campaigns.md)",
     )
     p.add_argument(
         "--days",
@@ -394,8 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds to re-read until it matches",
     )
-    trace_leaks_parser(command("trace-leaks", "group CDR files' callers into campaigns and rank"
-                                " the businesses their lists leaked from (docs/campaigns.md)"))
+    trace_leaks_parser(
+        command(
+            "trace-leaks",
+            "group CDR files' callers into campaigns and rank"
+            " the businesses their lists leaked from (docs/campaigns.md)",
+        )
+    )
     from streams.interception import cli as interception_cli
 
     interception_cli.add_parsers(command)  # intercept ..., audit (README "Interception")

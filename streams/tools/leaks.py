@@ -37,7 +37,14 @@ LONE: Final = "lone_dialler"
 _DAY_S: Final = 86400
 _WAKING: Final = (8 * 3600, 21 * 3600)  # local seconds of the day in which people call
 _MOBILE: Final = (*(f"13{d}" for d in range(10)), "150", "151", "152", "158", "159", "186", "188")
-_DIALLER_CAUSES: Final = (NORMAL_CLEARING, NO_ANSWER, NO_USER_RESPONDING, BUSY, REJECTED, UNALLOCATED)
+_DIALLER_CAUSES: Final = (
+    NORMAL_CLEARING,
+    NO_ANSWER,
+    NO_USER_RESPONDING,
+    BUSY,
+    REJECTED,
+    UNALLOCATED,
+)
 _DIALLER_CUM: Final = (0.30, 0.62, 0.80, 0.92, 0.97, 1.0)
 
 # (offset s from the start, tie-breaker, caller, callee, cause, duration)
@@ -191,9 +198,7 @@ def generate_leaks(spec: LeakSpec) -> LeakScenario:
     for _ in range(spec.random_campaigns):
         victims = sorted(rng.sample(subscribers, rng.randint(150, 250)))
         leak_day = rng.randint(2, spec.days // 2)
-        campaigns.append(
-            _campaign(rng, spec, numbers, victims, None, leak_day, calls)
-        )
+        campaigns.append(_campaign(rng, spec, numbers, victims, None, leak_day, calls))
 
     rng = _rng(spec.seed, "lone")
     lone: list[str] = []

@@ -8,9 +8,9 @@ import random
 import pytest
 
 from detectors.campaigns import (
-    K,
     CallerSketch,
     GroupingPolicy,
+    K,
     SketchBuilder,
     group,
     keyed_hash,
@@ -120,8 +120,9 @@ def test_grouping_and_ids_do_not_depend_on_order() -> None:
     assert group(shuffled, GroupingPolicy()) == first
     assert len({g.campaign_id for g in first}) == 2
     # The id names the earliest member: it stays when a later number joins.
-    grown = group([*sketches, *_rotation("170123456", 7, _callees(200), 30, DAY_MS)[6:]],
-                  GroupingPolicy())
+    grown = group(
+        [*sketches, *_rotation("170123456", 7, _callees(200), 30, DAY_MS)[6:]], GroupingPolicy()
+    )
     assert {g.campaign_id for g in grown} == {g.campaign_id for g in first}
 
 
