@@ -130,6 +130,8 @@ class Settings:
     intercept_breaker_window_s: int = 600
     audit_retention_s: int = 90 * 86_400  # audit entries older than this are trimmed
     intercept_mirror_s: float = 0.5  # how often the audit trail is mirrored to the topics
+    # Campaigns and leak sources (docs/campaigns.md)
+    leak_candidates_topic: str = "dialwatch.leak-candidates"  # trace-leaks --publish
 
     def __post_init__(self) -> None:
         for name in (

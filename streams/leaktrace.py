@@ -18,6 +18,7 @@ from typing import TextIO
 import orjson
 
 from config.numbering import NumberClass, NumberingPlan, classify
+from config.settings import Settings
 from detectors.campaigns import GroupingPolicy, SketchBuilder, group, keyed_hash
 from detectors.leak_sources import ContactRecord, ExactContacts, LeakPolicy, rank
 from streams.cdr import Reject
@@ -176,9 +177,9 @@ def run(
     out: TextIO | None = None,
     err: TextIO | None = None,
     rejects: RejectLog | None = None,
-) -> int:
-    """The command: JSON Lines on ``out``, a one-line summary on ``err``; InputError when no
-    record was usable."""
+) -> list[dict[str, object]]:
+    """The command: JSON Lines on ``out``, a one-line summary on ``err``; returns the records.
+    InputError when no record was usable."""
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     totals: Counter[str] = Counter()
@@ -195,4 +196,29 @@ def run(
         f" {totals['unasserted']:,} unasserted; {n} campaigns, {with_candidates} with leak"
         " candidates\n"
     )
-    return n
+    return result
+
+
+def publish(records: Sequence[dict[str, object]], settings: Settings) -> int:
+    """Produce each campaign to ``settings.leak_candidates_topic``, keyed by campaign_id (the
+    topic is created when missing); raises when the broker did not take every message."""
+    from kafka import KafkaProducer  # type: ignore[import-untyped, unused-ignore]
+
+    from streams.security import kafka_python_kwargs
+    from streams.topics import create_topics
+
+    options = kafka_python_kwargs(settings)
+    topic = settings.leak_candidates_topic
+    create_topics(settings.kafka, {topic: settings.topic_partitions}, kafka_options=options)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka, acks="all", **options)
+    errors: list[BaseException] = []
+    try:
+        for record in records:
+            key = str(record["campaign_id"]).encode()
+            producer.send(topic, value=orjson.dumps(record), key=key).add_errback(errors.append)
+        producer.flush()
+    finally:
+        producer.close()
+    if errors:
+        raise RuntimeError(f"{len(errors)} leak-candidate messages failed") from errors[0]
+    return len(records)

@@ -309,7 +309,7 @@ def run_trace_leaks(args: argparse.Namespace, settings: Settings) -> int:
     plan = plan_from_setting(settings.numbering_plan)
     with contextlib.ExitStack() as stack:
         rejects = stack.enter_context(open_rejects(args.rejects)) if args.rejects else None
-        run(
+        records = run(
             args.files,
             plan,
             options,
@@ -317,4 +317,9 @@ def run_trace_leaks(args: argparse.Namespace, settings: Settings) -> int:
             fmt,
             rejects=RejectLog(rejects) if rejects else None,
         )
+    if args.publish:
+        from streams.leaktrace import publish
+
+        n = publish(records, settings)
+        print(f"published {n} campaigns to {settings.leak_candidates_topic}", file=sys.stderr)
     return EXIT_OK

@@ -451,4 +451,10 @@ def trace_leaks_parser(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="no candidates for a campaign with fewer victims",
     )
+    p.add_argument(
+        "--publish",
+        action="store_true",
+        help="also produce each campaign to DIALWATCH_LEAK_CANDIDATES_TOPIC"
+        " (broker: DIALWATCH_KAFKA)",
+    )
     format_options(p)

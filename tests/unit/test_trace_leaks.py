@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import jsonschema
 import orjson
 import pytest
 
@@ -12,6 +13,7 @@ from streams.cli import main
 from streams.errors import EXIT_INPUT, EXIT_USAGE
 
 START = "2026-11-01T00:00:00+08:00"
+SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "leak-candidates.schema.json"
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +64,9 @@ def test_trace_leaks_finds_each_campaign_and_its_source(
         if best["candidates"]:
             tops.add(best["candidates"][0]["number"])
     assert tops == leaking  # every leak found first; the random list gets no candidate
+    schema = orjson.loads(SCHEMA.read_bytes())
     for c in campaigns:
+        jsonschema.validate(c, schema)
         assert not {x["number"] for x in c["candidates"]} & popular
     # Only members, business numbers and counts: no victim number anywhere.
     subscribers = {n for n in _numbers(cdrs) if n not in labels}
