@@ -103,3 +103,19 @@ def test_mistakes_are_one_line(
     assert main([a.replace("{d}", str(tmp_path)) for a in argv]) == status
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and culprit in err
+
+
+def test_campaigns_and_ids_do_not_depend_on_interleaving(leak_files: tuple[Path, Path]) -> None:
+    import random
+    from collections import Counter
+    from zoneinfo import ZoneInfo
+
+    from config.numbering import plan_from_setting
+    from streams.leaktrace import TraceOptions, read_calls, trace
+
+    plan, tz = plan_from_setting("cn"), ZoneInfo("Asia/Shanghai")
+    calls = read_calls([str(leak_files[0])], plan, tz, None, Counter())
+    options = TraceOptions(key=b"k")
+    shuffled = calls[:]
+    random.Random(11).shuffle(shuffled)
+    assert trace(shuffled, plan, options, tz) == trace(calls, plan, options, tz)
