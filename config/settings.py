@@ -132,6 +132,10 @@ class Settings:
     intercept_mirror_s: float = 0.5  # how often the audit trail is mirrored to the topics
     # Campaigns and leak sources (docs/campaigns.md)
     leak_candidates_topic: str = "dialwatch.leak-candidates"  # trace-leaks --publish
+    # Once this share of a campaign's numbers (and at least min_flagged of them) is flagged for
+    # interception on its own, the rest may be intercepted on the campaign's evidence.
+    campaign_intercept_share: float = 0.5
+    campaign_intercept_min_flagged: int = 2
 
     def __post_init__(self) -> None:
         for name in (
@@ -169,6 +173,10 @@ class Settings:
                 raise ValueError(f"{name} must be positive")
         if self.intercept_release_grace_s < 0 or self.intercept_mirror_s <= 0:
             raise ValueError("intercept_release_grace_s >= 0 and intercept_mirror_s > 0, please")
+        if not 0 < self.campaign_intercept_share <= 1 or self.campaign_intercept_min_flagged < 1:
+            raise ValueError(
+                "campaign_intercept_share in (0, 1], campaign_intercept_min_flagged >= 1"
+            )
         self._check_kafka_security()
         self._check_redis_cluster()
         self._check_redis_security()

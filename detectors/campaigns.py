@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -244,3 +245,15 @@ def _attach(components: dict[int, list[CallerSketch]], policy: GroupingPolicy) -
             joins.append((r, best[1]))
     for r, c in joins:
         components[c].extend(components.pop(r))
+
+
+def members_to_intercept(
+    members: Iterable[str], flagged: Iterable[str], share: float, min_flagged: int
+) -> tuple[str, ...]:
+    """The members not yet flagged, once at least ``share`` of the campaign's numbers (and at
+    least ``min_flagged``) were flagged for interception on their own evidence; else none."""
+    everyone = set(members)
+    hit = everyone & set(flagged)
+    if len(hit) < max(min_flagged, math.ceil(share * len(everyone))):
+        return ()
+    return tuple(sorted(everyone - hit))

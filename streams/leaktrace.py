@@ -19,11 +19,17 @@ import orjson
 
 from config.numbering import NumberClass, NumberingPlan, classify
 from config.settings import Settings
-from detectors.campaigns import GroupingPolicy, SketchBuilder, group, keyed_hash
+from detectors.campaigns import (
+    GroupingPolicy,
+    SketchBuilder,
+    group,
+    keyed_hash,
+    members_to_intercept,
+)
 from detectors.leak_sources import ContactRecord, ExactContacts, LeakPolicy, rank
 from streams.cdr import Reject
 from streams.errors import InputError
-from streams.files import RejectLog, read_located
+from streams.files import RejectLog, read_located, read_text
 from streams.formats import Format
 
 SCHEMA_VERSION = 1
@@ -44,6 +50,9 @@ class TraceOptions:
     # A number of another class counts as a business once this many distinct subscribers
     # called it.
     business_min_contacts: int = 50
+    flagged: frozenset[str] | None = None  # numbers with intercept alerts (--alerts)
+    intercept_share: float = 0.5
+    intercept_min_flagged: int = 2
 
 
 def trace(
@@ -126,7 +135,37 @@ def trace(
                 "candidates": [c.as_dict() for c in candidates],
             }
         )
+        if options.flagged is not None:
+            members = campaign.members
+            out[-1]["flagged"] = sum(1 for m in members if m in options.flagged)
+            out[-1]["intercept_rest"] = list(
+                members_to_intercept(
+                    members, options.flagged, options.intercept_share, options.intercept_min_flagged
+                )
+            )
     return out
+
+
+def flagged_numbers(path: str) -> frozenset[str]:
+    """Numbers with a raised or escalated ``intercept`` alert in a file of alerts (JSON Lines,
+    as ``dialwatch scan`` writes them); InputError on a line that is not an alert."""
+    numbers: set[str] = set()
+    for n, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            alert = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise InputError(f"{path}:{n}: not JSON ({exc})") from exc
+        if not isinstance(alert, dict) or "action" not in alert or "number" not in alert:
+            raise InputError(f"{path}:{n}: not an alert (no action or number)")
+        if (
+            alert["action"] == "intercept"
+            and alert.get("subject", "number") == "number"
+            and alert.get("state") != "cleared"
+        ):
+            numbers.add(str(alert["number"]))
+    return frozenset(numbers)
 
 
 def _iso(ms: int, tz: tzinfo) -> str:

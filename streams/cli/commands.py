@@ -302,9 +302,14 @@ def run_trace_leaks(args: argparse.Namespace, settings: Settings) -> int:
     from streams.leaktrace import TraceOptions, run
 
     fmt = _input_format(args)
+    from streams.leaktrace import flagged_numbers
+
     options = TraceOptions(
         key=settings.pseudonym_key.encode(),
         leak=LeakPolicy(days=args.days, min_victims=args.min_victims),
+        flagged=flagged_numbers(str(args.alerts)) if args.alerts else None,
+        intercept_share=settings.campaign_intercept_share,
+        intercept_min_flagged=settings.campaign_intercept_min_flagged,
     )
     plan = plan_from_setting(settings.numbering_plan)
     with contextlib.ExitStack() as stack:

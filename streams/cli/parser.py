@@ -452,6 +452,14 @@ def trace_leaks_parser(p: argparse.ArgumentParser) -> None:
         help="no candidates for a campaign with fewer victims",
     )
     p.add_argument(
+        "--alerts",
+        type=_existing_file,
+        metavar="FILE",
+        help="alerts of the same traffic (dialwatch scan's output): count each campaign's"
+        " flagged numbers and list the rest for interception once"
+        " DIALWATCH_CAMPAIGN_INTERCEPT_SHARE of it is flagged",
+    )
+    p.add_argument(
         "--publish",
         action="store_true",
         help="also produce each campaign to DIALWATCH_LEAK_CANDIDATES_TOPIC"

@@ -14,6 +14,7 @@ from detectors.campaigns import (
     SketchBuilder,
     group,
     keyed_hash,
+    members_to_intercept,
     similarity,
 )
 from detectors.leak_sources import DAY_MS, ExactContacts, LeakPolicy, log_binomial_sf, rank
@@ -211,3 +212,21 @@ def test_a_candidate_carries_its_counts() -> None:
     assert c.base_share == pytest.approx(71 / 10_002)
     assert c.lift == pytest.approx(0.7 / (71 / 10_002))
     assert c.log10_p < -50 and 0 <= c.p_value < 1e-50
+
+
+@pytest.mark.parametrize(
+    ("flagged", "share", "min_flagged", "expected"),
+    [
+        ({"a", "b"}, 0.5, 2, ("c", "d")),  # half of four flagged: the rest
+        ({"a"}, 0.5, 2, ()),  # one is not enough
+        ({"a", "b"}, 0.75, 2, ()),  # share not reached
+        ({"a"}, 0.25, 1, ("b", "c", "d")),
+        ({"a", "b", "c", "d"}, 0.5, 2, ()),  # all flagged already
+        ({"a", "b", "x", "y"}, 0.5, 2, ("c", "d")),  # numbers outside the campaign do not count
+        ({"x", "y", "z"}, 0.5, 2, ()),
+    ],
+)
+def test_members_to_intercept(
+    flagged: set[str], share: float, min_flagged: int, expected: tuple[str, ...]
+) -> None:
+    assert members_to_intercept(["a", "b", "c", "d"], flagged, share, min_flagged) == expected

@@ -119,3 +119,28 @@ def test_campaigns_and_ids_do_not_depend_on_interleaving(leak_files: tuple[Path,
     shuffled = calls[:]
     random.Random(11).shuffle(shuffled)
     assert trace(shuffled, plan, options, tz) == trace(calls, plan, options, tz)
+
+
+def test_enough_of_a_campaign_flagged_lists_the_rest(
+    leak_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cdrs, labels_path = leak_files
+    members = sorted(n for n, r in _labels(labels_path).items() if r == "campaign_member:0")
+    flagged = members[: (len(members) + 1) // 2]
+    alerts = tmp_path / "alerts.jsonl"
+    lines = [
+        {"number": n, "subject": "number", "action": "intercept", "state": "raised"}
+        for n in flagged
+    ]
+    lines.append({"number": members[-1], "subject": "number", "action": "monitor"})
+    alerts.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
+    capsys.readouterr()
+    assert main(["trace-leaks", "--alerts", str(alerts), str(cdrs)]) == 0
+    campaigns = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    [campaign] = [c for c in campaigns if set(flagged) <= set(c["members"])]
+    assert campaign["flagged"] == len(flagged)
+    assert campaign["intercept_rest"] == sorted(set(campaign["members"]) - set(flagged))
+    assert all(c["intercept_rest"] == [] for c in campaigns if c is not campaign)
+    (tmp_path / "bad.jsonl").write_text("{}\n")
+    assert main(["trace-leaks", "--alerts", str(tmp_path / "bad.jsonl"), str(cdrs)]) == 1
+    assert "bad.jsonl:1: not an alert" in capsys.readouterr().err
