@@ -115,10 +115,12 @@ def test_campaigns_and_ids_do_not_depend_on_interleaving(leak_files: tuple[Path,
 
     plan, tz = plan_from_setting("cn"), ZoneInfo("Asia/Shanghai")
     calls = read_calls([str(leak_files[0])], plan, tz, None, Counter())
+    calls = calls[: len(calls) * 2 // 3]  # any input will do; this one holds campaigns
     options = TraceOptions(key=b"k")
     shuffled = calls[:]
     random.Random(11).shuffle(shuffled)
-    assert trace(shuffled, plan, options, tz) == trace(calls, plan, options, tz)
+    first = trace(calls, plan, options, tz)
+    assert first and trace(shuffled, plan, options, tz) == first
 
 
 def test_enough_of_a_campaign_flagged_lists_the_rest(
