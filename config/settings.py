@@ -146,6 +146,12 @@ class Settings:
     # Operations metrics (issue 16, README "Metrics and endpoints"): how often the cached
     # gauges (interception list sizes, breaker, consumer and state lag) are read again.
     metrics_refresh_s: float = 5.0
+    # Campaigns and leak sources (docs/campaigns.md)
+    leak_candidates_topic: str = "dialwatch.leak-candidates"  # trace-leaks --publish
+    # Once this share of a campaign's numbers (and at least min_flagged of them) is flagged for
+    # interception on its own, the rest may be intercepted on the campaign's evidence.
+    campaign_intercept_share: float = 0.5
+    campaign_intercept_min_flagged: int = 2
 
     def __post_init__(self) -> None:
         for name in (
@@ -188,6 +194,10 @@ class Settings:
             raise ValueError("feed_retention_s and internal_retention_s must be positive")
         if self.metrics_refresh_s <= 0:
             raise ValueError("metrics_refresh_s must be positive")
+        if not 0 < self.campaign_intercept_share <= 1 or self.campaign_intercept_min_flagged < 1:
+            raise ValueError(
+                "campaign_intercept_share in (0, 1], campaign_intercept_min_flagged >= 1"
+            )
         self._check_kafka_security()
         self._check_redis_cluster()
         self._check_redis_security()

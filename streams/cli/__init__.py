@@ -19,6 +19,7 @@ from streams.cli.commands import (
     run_evaluate,
     run_scan,
     run_simulate,
+    run_trace_leaks,
 )
 from streams.cli.parser import DESCRIPTION, build_parser
 from streams.errors import EXIT_OK, DialwatchError, UsageError, path_error
@@ -97,6 +98,8 @@ def _run(argv: list[str] | None, command: list[str]) -> int:
         return run_worker(settings)
     if args.command == "simulate":
         return run_simulate(args, settings)
+    if args.command == "trace-leaks":
+        return run_trace_leaks(args, settings)
     if args.command == "demo":
         from streams.tools.demo import run_demo
 

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -163,6 +163,8 @@ def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from streams.tools.scenario import write_scenario_csv as scenario_csv
     from streams.tools.simulate import default_start
 
+    if args.leaks:
+        return run_simulate_leaks(args, settings)
     out = args.out or "-"
     fmt = None if args.topic else sim.output_format(out, args.format)
     start = args.start or default_start(settings)
@@ -221,7 +223,7 @@ def _spec_error(exc: ValueError) -> UsageError:
     """A scenario or simulation spec's complaint, in terms of the options that set it."""
     message = str(exc)
     name = message.split(" ", 1)[0]
-    if name in ("hours", "subscribers", "scale", "late_fraction", "seed"):
+    if name in ("hours", "subscribers", "scale", "late_fraction", "seed", "days"):
         return UsageError(f"--{name.replace('_', '-')}: {message.split(' ', 1)[1]}")
     if "subscribers" in message:
         return UsageError(f"{message}: give more --subscribers or a smaller --scale")
@@ -255,3 +257,74 @@ def _scenario(args: argparse.Namespace, start: datetime) -> list[dict[str, objec
     if args.allowlist:
         sc.write_allowlist(args.allowlist, scenario.allowlist)
     return scenario.records
+
+
+def run_simulate_leaks(args: argparse.Namespace, settings: Settings) -> int:
+    """``simulate --leaks``: the multi-day leak scenario as a contract file (docs/campaigns.md)."""
+    from streams.tools import leaks
+    from streams.tools import simulate as sim
+
+    if args.topic or args.scenario or args.allowlist or args.format in SWITCH_FORMATS:
+        raise UsageError(
+            "--leaks writes a contract file: no --topic, --scenario, --allowlist or switch format"
+        )
+    out = args.out or "-"
+    fmt = sim.output_format(out, args.format)
+    tz = ZoneInfo(settings.timezone)
+    start = args.start or (datetime.now(tz) - timedelta(days=args.days))
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=tz)
+    start = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    base = leaks.LeakSpec(start=start)
+    try:
+        spec = leaks.LeakSpec(
+            start=start,
+            seed=base.seed if args.seed is None else args.seed,
+            days=args.days,
+            subscribers=args.subscribers or base.subscribers,
+        )
+    except ValueError as exc:
+        raise _spec_error(exc) from exc
+    scenario = leaks.generate_leaks(spec)
+    if args.labels:
+        leaks.write_leak_labels(args.labels, scenario.labels())
+    write = sim.write_csv if fmt == "csv" else sim.write_jsonl
+    n = write(out, scenario.records)
+    print(f"wrote {n:,} CDRs over {spec.days} days", file=sys.stderr)
+    return EXIT_OK
+
+
+def run_trace_leaks(args: argparse.Namespace, settings: Settings) -> int:
+    """``trace-leaks``: campaigns and leak candidates over CDR files, JSON Lines on stdout."""
+    from config.numbering import plan_from_setting
+    from detectors.leak_sources import LeakPolicy
+    from streams.files import RejectLog, open_rejects
+    from streams.leaktrace import TraceOptions, run
+
+    fmt = _input_format(args)
+    from streams.leaktrace import flagged_numbers
+
+    options = TraceOptions(
+        key=settings.pseudonym_key.encode(),
+        leak=LeakPolicy(days=args.days, min_victims=args.min_victims),
+        flagged=flagged_numbers(str(args.alerts)) if args.alerts else None,
+        intercept_share=settings.campaign_intercept_share,
+        intercept_min_flagged=settings.campaign_intercept_min_flagged,
+    )
+    plan = plan_from_setting(settings.numbering_plan)
+    with contextlib.ExitStack() as stack:
+        rejects = stack.enter_context(open_rejects(args.rejects)) if args.rejects else None
+        records = run(
+            args.files,
+            plan,
+            options,
+            ZoneInfo(settings.timezone),
+            fmt,
+            rejects=RejectLog(rejects) if rejects else None,
+        )
+    if args.publish:
+        from streams.leaktrace import publish
+
+        n = publish(records, settings)
+        print(f"published {n} campaigns to {settings.leak_candidates_topic}", file=sys.stderr)
+    return EXIT_OK

@@ -234,6 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--scenario", action="store_true", help="the labelled benchmark day (docs/scenario.md)"
     )
     p.add_argument(
+        "--leaks",
+        action="store_true",
+        help="the multi-day leak scenario: businesses, leaked lists, campaigns (docs/campaigns.md)",
+    )
+    p.add_argument(
+        "--days",
+        type=_positive_int,
+        default=14,
+        metavar="D",
+        help="--leaks: days of traffic, at least 6",
+    )
+    p.add_argument(
         "--scale",
         type=_positive_float,
         default=1.0,
@@ -381,6 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds to re-read until it matches",
     )
+    trace_leaks_parser(
+        command(
+            "trace-leaks",
+            "group CDR files' callers into campaigns and rank"
+            " the businesses their lists leaked from (docs/campaigns.md)",
+        )
+    )
     from streams.interception import cli as interception_cli
 
     interception_cli.add_parsers(command)  # intercept ..., audit (README "Interception")
@@ -412,3 +431,42 @@ def format_options(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="write each rejected record here as file:line reason: detail",
     )
+
+
+def trace_leaks_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "files",
+        nargs="+",
+        type=_input_file,
+        metavar="FILE",
+        help="CSV (header row) or JSON Lines, gzipped when named .gz; - is stdin",
+    )
+    p.add_argument(
+        "--days",
+        type=_positive_int,
+        default=30,
+        metavar="N",
+        help="contacts counted in the N days before a victim's first call",
+    )
+    p.add_argument(
+        "--min-victims",
+        type=_positive_int,
+        default=20,
+        metavar="N",
+        help="no candidates for a campaign with fewer victims",
+    )
+    p.add_argument(
+        "--alerts",
+        type=_existing_file,
+        metavar="FILE",
+        help="alerts of the same traffic (dialwatch scan's output): count each campaign's"
+        " flagged numbers and list the rest for interception once"
+        " DIALWATCH_CAMPAIGN_INTERCEPT_SHARE of it is flagged",
+    )
+    p.add_argument(
+        "--publish",
+        action="store_true",
+        help="also produce each campaign to DIALWATCH_LEAK_CANDIDATES_TOPIC"
+        " (broker: DIALWATCH_KAFKA)",
+    )
+    format_options(p)
