@@ -130,6 +130,11 @@ class Settings:
     intercept_breaker_window_s: int = 600
     audit_retention_s: int = 90 * 86_400  # audit entries older than this are trimmed
     intercept_mirror_s: float = 0.5  # how often the audit trail is mirrored to the topics
+    # HTTP API and console (docs/api.md). Named tokens with roles, one "name role token" a
+    # line (read-only, operator, admin); api_token above stays an admin token named api-token.
+    api_tokens_file: Path | None = None
+    api_session_s: int = 8 * 3600  # a console login lasts this long
+    api_recent_alerts: int = 2000  # alerts each worker keeps from the alert topic's tail
 
     def __post_init__(self) -> None:
         for name in (
@@ -167,6 +172,8 @@ class Settings:
                 raise ValueError(f"{name} must be positive")
         if self.intercept_release_grace_s < 0 or self.intercept_mirror_s <= 0:
             raise ValueError("intercept_release_grace_s >= 0 and intercept_mirror_s > 0, please")
+        if self.api_session_s <= 0 or self.api_recent_alerts <= 0:
+            raise ValueError("api_session_s and api_recent_alerts must be positive")
         self._check_kafka_security()
         self._check_redis_cluster()
         self._check_redis_security()

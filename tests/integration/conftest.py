@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from streams.tools.services import Service, start_broker, start_redis
+from tests.integration.desk import ApiWorker, run_api_worker
 
 HERE = Path(__file__).parent
 
@@ -60,3 +61,11 @@ def kafka_bootstrap() -> Iterator[str]:
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def api_worker(
+    kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiWorker]:
+    """One worker serving the API and console, fed the scenario (tests/integration/desk.py)."""
+    yield from run_api_worker(kafka_bootstrap, redis_url, tmp_path_factory.mktemp("api"))
