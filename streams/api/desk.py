@@ -156,19 +156,27 @@ class Desk:
         }
 
     def _chart(self, engine: Engine, kind: str, state: Any, number_class: str) -> dict[str, Any]:
-        """Calls in the shortest window over event time (one point per short bucket), with
-        the intercepting thresholds on that window for the number's class."""
+        """A window's calls over event time, with the thresholds on that window for the
+        number's class. Over the retained day (the long buckets) with the shortest window of
+        at least two long buckets (1h by default); without long buckets, the shortest window
+        over the short buckets (the last hour)."""
         plan = engine.plans[kind]
-        specs = [s for s in plan.specs if not s.long] or list(plan.specs)
-        spec = min(specs, key=lambda s: s.length_s)
-        buckets = state.long if spec.long else state.short
+        long_s = self.ctx.settings.long_bucket_s
+        over_day = [s for s in plan.specs if s.length_s % long_s == 0 and s.length_s >= 2 * long_s]
+        if state.long and over_day:
+            spec = min(over_day, key=lambda s: s.length_s)
+            buckets, width, n = state.long, long_s, spec.length_s // long_s
+        else:
+            spec = min(plan.specs, key=lambda s: s.length_s)
+            buckets = state.long if spec.long else state.short
+            width, n = spec.bucket_s, spec.n_buckets
         points: list[list[int]] = []
         if buckets:
             first, last = min(buckets), max(buckets)
             first = max(first, last - CHART_POINTS + 1)
             for b in range(first, last + 1):
-                calls = sum_in_window(buckets, b, spec.n_buckets, N_FEATURES)[0]
-                points.append([(b + 1) * spec.bucket_s * 1000, calls])
+                calls = sum_in_window(buckets, b, n, N_FEATURES)[0]
+                points.append([(b + 1) * width * 1000, calls])
         thresholds = []
         factor = engine.policy.factor(number_class)
         for _, dp in plan.detectors:
@@ -182,7 +190,7 @@ class Desk:
                         {"detector": dp.name, "severity": level.severity,
                          "action": level.action, "calls": calls}
                     )  # fmt: skip
-        return {"window": spec.name, "bucket_s": spec.bucket_s, "points": points,
+        return {"window": spec.name, "bucket_s": width, "points": points,
                 "thresholds": thresholds}  # fmt: skip
 
     def entry(self, row: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from datetime import datetime, tzinfo
 from html import escape
 from typing import Any
 
-WIDTH, HEIGHT, PAD_L, PAD_B, PAD_T, PAD_R = 720, 240, 44, 28, 12, 120
+WIDTH, HEIGHT, PAD_L, PAD_B, PAD_T, PAD_R = 760, 240, 44, 28, 12, 170
 
 
 def svg(chart: dict[str, Any], alert_ms: Sequence[int], tz: tzinfo) -> str:
@@ -53,7 +53,7 @@ def svg(chart: dict[str, Any], alert_ms: Sequence[int], tz: tzinfo) -> str:
         parts.append(
             f'<line class="{cls}" x1="{PAD_L}" y1="{y(calls):.1f}" x2="{PAD_L + inner_w}" '
             f'y2="{y(calls):.1f}"/><text class="label" x="{PAD_L + inner_w + 4}" '
-            f'y="{y(calls) + 4:.1f}">{calls}: {escape(str(th["detector"]))} {escape(str(th["action"]))}</text>'
+            f'y="{y(calls) + 4:.1f}">{calls} {escape(str(th["detector"]))}</text>'
         )
     for ms in alert_ms:
         if t0 - 60_000 <= ms <= t1 + 60_000:

@@ -45,7 +45,12 @@ def e(value: object) -> str:
 
 
 def page(
-    title: str, body: str, who: Principal | None, status: int = 200, name: str = "page"
+    title: str,
+    body: str,
+    who: Principal | None,
+    status: int = 200,
+    name: str = "page",
+    csrf: str = "",
 ) -> web.Response:
     nav = "".join(f'<a href="{e(href)}">{e(label)}</a>' for href, label in NAV) if who else ""
     user = ""
@@ -55,7 +60,8 @@ def page(
             '<form method="post" action="/console/logout"><button id="logout">Sign out</button></form>'
         )
     html = _template("layout.html").substitute(
-        title=e(title), nav=nav, user=user, body=body, page=e(name)
+        title=e(title), nav=nav, user=user, body=body, page=e(name),
+        csrf=f'<meta name="csrf" content="{e(csrf)}">' if csrf else "",
     )
     return web.Response(text=html, status=status, content_type="text/html",
                         headers=SECURITY_HEADERS)  # fmt: skip
@@ -81,8 +87,11 @@ class Session:
         self.cookie = request.cookies.get(COOKIE, "")
         self.who = self.tokens.from_session(self.cookie)
 
+    def csrf(self) -> str:
+        return self.tokens.csrf(self.cookie)
+
     def csrf_field(self) -> str:
-        return f'<input type="hidden" name="csrf" value="{e(self.tokens.csrf(self.cookie))}">'
+        return f'<input type="hidden" name="csrf" value="{e(self.csrf())}">'
 
     def csrf_ok(self, form: Any) -> bool:
         import hmac
@@ -202,7 +211,7 @@ async def overview(request: web.Request) -> web.Response:
     notice = request.query.get("done")
     if notice:
         parts.insert(0, f'<p class="notice" id="notice">{e(notice)}</p>')
-    return page("Overview", "".join(parts), who, name="overview")
+    return page("Overview", "".join(parts), who, name="overview", csrf=s.csrf())
 
 
 async def lookup(request: web.Request) -> web.Response:
@@ -316,7 +325,7 @@ async def number_page(request: web.Request) -> web.Response:
         + table(["at", "event", "actor", "reason", "kind", "alert"], rows, "no audit entry",
                 "audit-table") + "</section>"
     )  # fmt: skip
-    return page(number, "".join(parts), who, name="number")
+    return page(number, "".join(parts), who, name="number", csrf=s.csrf())
 
 
 async def decide(request: web.Request) -> web.Response:
