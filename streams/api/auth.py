@@ -137,7 +137,10 @@ def parse_tokens(text: str, source: str) -> list[_Token]:
             raise ValueError(f"{where}: a name is 1-64 of A-Z a-z 0-9 . _ @ -")
         if name in names:
             raise ValueError(f"{where}: the name {name} appears twice")
-        role = Role.parse(role_text)
+        try:
+            role = Role.parse(role_text)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
         if secret.startswith("sha256:"):
             hexdigest = secret[7:]
             if not re.fullmatch(r"[0-9a-fA-F]{64}", hexdigest):

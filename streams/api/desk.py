@@ -152,7 +152,9 @@ class Desk:
                 {"detector": d, "severity": e.severity, "opened_at": self.iso(e.opened_ms)}
                 for d, e in sorted(state.episodes.items())
             ],
-            "chart": self._chart(engine, kind, state, subj.number_class) if state.newest_ms else None,
+            "chart": self._chart(engine, kind, state, subj.number_class)
+            if state.newest_ms
+            else None,
         }
 
     def _chart(self, engine: Engine, kind: str, state: Any, number_class: str) -> dict[str, Any]:

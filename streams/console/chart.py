@@ -18,7 +18,7 @@ def svg(chart: dict[str, Any], alert_ms: Sequence[int], tz: tzinfo) -> str:
     thresholds = chart.get("thresholds") or []
     t0, t1 = points[0][0], points[-1][0]
     span = max(1, t1 - t0)
-    top = max([p[1] for p in points] + [t["calls"] for t in thresholds] + [1]) * 1.1
+    top = float(max([p[1] for p in points] + [int(t["calls"]) for t in thresholds] + [1])) * 1.1
     inner_w, inner_h = WIDTH - PAD_L - PAD_R, HEIGHT - PAD_T - PAD_B
 
     def x(t: int) -> float:
@@ -41,7 +41,8 @@ def svg(chart: dict[str, Any], alert_ms: Sequence[int], tz: tzinfo) -> str:
         at = datetime.fromtimestamp(t / 1000, tz).strftime("%m-%d %H:%M")
         anchor = "start" if t == t0 else "end"
         parts.append(
-            f'<text class="label" x="{x(t):.1f}" y="{HEIGHT - 8}" text-anchor="{anchor}">{at}</text>'
+            f'<text class="label" x="{x(t):.1f}" y="{HEIGHT - 8}" '
+            f'text-anchor="{anchor}">{at}</text>'
         )
     seen: set[int] = set()
     for th in thresholds:

@@ -57,10 +57,15 @@ def page(
     if who is not None:
         user = (
             f'<span id="who">{e(who.name)} ({e(who.role.label)})</span>'
-            '<form method="post" action="/console/logout"><button id="logout">Sign out</button></form>'
+            '<form method="post" action="/console/logout">'
+            '<button id="logout">Sign out</button></form>'
         )
     html = _template("layout.html").substitute(
-        title=e(title), nav=nav, user=user, body=body, page=e(name),
+        title=e(title),
+        nav=nav,
+        user=user,
+        body=body,
+        page=e(name),
         csrf=f'<meta name="csrf" content="{e(csrf)}">' if csrf else "",
     )
     return web.Response(text=html, status=status, content_type="text/html",
@@ -74,6 +79,10 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], empty: str, id_
     head = "".join(f"<th>{e(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
     return f'<table id="{id_}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def post_form(action: str) -> str:
+    return f'<form class="inline" method="post" action="{e(action)}">'
 
 
 def number_link(number: str) -> str:
@@ -175,10 +184,11 @@ async def overview(request: web.Request) -> web.Response:
         if operator:
             action = quote(number)
             cells.append(
-                f'<form class="inline" method="post" action="/console/interceptions/{action}/approve">'
+                f"{post_form(f'/console/interceptions/{action}/approve')}"
                 f'{s.csrf_field()}<input type="hidden" name="next" value="/console">'
-                f'<button class="primary approve" data-number="{e(number)}">Approve</button></form> '
-                f'<form class="inline" method="post" action="/console/interceptions/{action}/release">'
+                f'<button class="primary approve" data-number="{e(number)}">Approve</button>'
+                "</form> "
+                f"{post_form(f'/console/interceptions/{action}/release')}"
                 f'{s.csrf_field()}<input type="hidden" name="next" value="/console">'
                 f'<input type="text" name="reason" placeholder="reason" required>'
                 f'<button class="danger reject" data-number="{e(number)}">Reject</button></form>'
@@ -270,14 +280,15 @@ async def number_page(request: web.Request) -> web.Response:
         here = f"/console/numbers/{action}"
         if "pending" in states:
             summary.append(
-                f'<form class="inline" method="post" action="/console/interceptions/{action}/approve">'
+                f"{post_form(f'/console/interceptions/{action}/approve')}"
                 f'{s.csrf_field()}<input type="hidden" name="next" value="{e(here)}">'
                 '<button class="primary" id="approve">Approve</button></form> '
             )
         summary.append(
-            f'<form class="inline" method="post" action="/console/interceptions/{action}/release">'
+            f"{post_form(f'/console/interceptions/{action}/release')}"
             f'{s.csrf_field()}<input type="hidden" name="next" value="{e(here)}">'
-            '<input type="text" name="reason" id="release-reason" placeholder="reason (required)" required>'
+            '<input type="text" name="reason" id="release-reason" '
+            'placeholder="reason (required)" required>'
             '<button class="danger" id="release">Release</button></form>'
         )
     notice = request.query.get("done")
@@ -301,7 +312,8 @@ async def number_page(request: web.Request) -> web.Response:
         parts.append(
             f'<section class="subject"><h2>{e(role)} ({e(subject["subject"])}), newest call '
             f'{e(subject["newest_call"])}</h2>'
-            + (f'<p class="muted">calls in the {e(chart["window"])} window over event time; dashed: '
+            + (f'<p class="muted">calls in the {e(chart["window"])} window over event time; '
+               "dashed: "
                "thresholds, red: alerts</p>" + svg(chart, alert_ms, desk.ctx.tz) if chart else "")
             + table(["window", "calls", "answered", "short", "distinct", "sequential",
                      "unallocated", "answer rate", "short share", "distinct share"], rows,
