@@ -13,7 +13,10 @@ from streams.api.openapi import document
 from streams.api.routes import ROUTES
 
 T_READ, T_OP, T_ADMIN = "r" * 20, "o" * 20, "a" * 20
-FILE = f"# comment\nreader read-only {T_READ}\nolga operator {T_OP}  # trailing\n\nboss admin {T_ADMIN}\n"
+FILE = (
+    f"# comment\nreader read-only {T_READ}\nolga operator {T_OP}  # trailing\n\n"
+    f"boss admin {T_ADMIN}\n"
+)
 
 
 def tokens(tmp_path: Path, text: str = FILE, **over: object) -> Tokens:
