@@ -1,9 +1,13 @@
 """The console in a real browser: headless Chromium (Debian's chromium and chromedriver,
 installed by deploy/bootstrap.sh --test) driven by Selenium against the worker fed the
-scenario (tests/integration/desk.py). Screenshots of each page go to the test's tmp dir."""
+scenario (tests/integration/desk.py). Screenshots of each page go to the test's tmp dir; with
+DIALWATCH_CONSOLE_SCREENSHOT=docs/console.png the number page's is also copied there (how the
+README's screenshot is made)."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,6 +100,8 @@ def test_an_operator_approves_and_releases_a_read_only_token_changes_nothing(
     assert chart.find_elements(By.CSS_SELECTOR, "line.alert-moment")
     assert driver.find_elements(By.CSS_SELECTOR, "#number-alerts tbody tr")
     driver.save_screenshot(str(tmp_path / "number.png"))
+    if os.environ.get("DIALWATCH_CONSOLE_SCREENSHOT"):  # to refresh docs/console.png
+        shutil.copy(tmp_path / "number.png", os.environ["DIALWATCH_CONSOLE_SCREENSHOT"])
     driver.find_element(By.ID, "release").click()  # the reason is required: nothing sent
     assert client.exists(w.key("icpt", number))
     driver.find_element(By.ID, "release-reason").send_keys("wrongly flagged: courier")
