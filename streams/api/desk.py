@@ -211,22 +211,29 @@ class Desk:
     async def audit(
         self, number: str | None, since_ms: int, limit: int, principal: Principal
     ) -> list[dict[str, Any]]:
-        """The newest ``limit`` audit entries (oldest first), of ``number`` when given."""
-        start = f"{since_ms}-0" if since_ms else "-"
+        """The newest ``limit`` audit entries (oldest first), of ``number`` when given: read
+        newest first in chunks, so an unfiltered call reads only ``limit`` entries."""
+        low = f"{since_ms}-0" if since_ms else "-"
+        high = "+"
         rows: list[dict[str, Any]] = []
         victim = pseudonym(number, self.key) if number else None
-        while True:
-            chunk = await self.store.audit(start, 1000)
-            for entry_id, fields in chunk:
+        client, key = self.store.client, self.store.key("audit")
+        while len(rows) < limit:
+            chunk = await client.xrevrange(key, max=high, min=low, count=1000)
+            for raw_id, raw in chunk or ():
+                fields = {_text(k): _text(v) for k, v in (raw or {}).items()}
                 if number and fields.get("number") not in (number, victim):
                     continue
-                row: dict[str, Any] = {"event_id": entry_id, **fields}
+                row: dict[str, Any] = {"event_id": _text(raw_id), **fields}
                 row["at"] = self.iso(int(fields.get("at_ms", "0") or 0))
                 rows.append(row)
-            if len(chunk) < 1000:
+                if len(rows) >= limit:
+                    break
+            if not chunk or len(chunk) < 1000:
                 break
-            start = f"({chunk[-1][0]}"
-        return rows[-limit:]
+            high = f"({_text(chunk[-1][0])}"
+        rows.reverse()
+        return rows
 
     async def breaker(self) -> dict[str, Any]:
         store, now = self.store, now_ms()
@@ -319,6 +326,10 @@ class Desk:
             except Exception as exc:  # any failure means "not answering now"
                 out[name] = f"unreachable ({type(exc).__name__})"
         return out
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def features(tally: Tally) -> dict[str, Any]:
