@@ -88,7 +88,7 @@ def run_api_worker(kafka: str, redis_url: str, tmp: Path) -> Iterator[ApiWorker]
             f"http://127.0.0.1:{env['DIALWATCH_WEB_PORT']}", env, tokens, names, redis_url,
             env["DIALWATCH_KEY_PREFIX"], scenario, log, proc,
         )  # fmt: skip
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         while True:  # ready: broker probed, both Redis answer, the alert tail read
             status, body = worker.call("GET", "/readyz")
             if status == 200:

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.integration.desk import ApiWorker
 
@@ -33,10 +35,29 @@ def browser() -> Iterator[WebDriver]:
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
+    driver.implicitly_wait(10)  # a click's navigation may still be under way
     try:
         yield driver
     finally:
         driver.quit()
+
+
+def absent(driver: WebDriver, selector: str) -> bool:
+    """No element matches ``selector`` now (without the implicit wait)."""
+    driver.implicitly_wait(0)
+    try:
+        return not driver.find_elements(By.CSS_SELECTOR, selector)
+    finally:
+        driver.implicitly_wait(10)
+
+
+def notice(driver: WebDriver, word: str) -> None:
+    """Wait for the page a form led to: its notice says ``word``."""
+
+    def said(d: WebDriver) -> bool:
+        return word in d.find_element(By.ID, "notice").text
+
+    WebDriverWait(driver, 20, ignored_exceptions=[StaleElementReferenceException]).until(said)
 
 
 def sign_in(driver: WebDriver, w: ApiWorker, role: str, shots: Path) -> None:
@@ -79,7 +100,7 @@ def test_an_operator_approves_and_releases_a_read_only_token_changes_nothing(
 
     # Approve from the queue: active in the list and in Redis.
     driver.find_element(By.CSS_SELECTOR, f'button.approve[data-number="{number}"]').click()
-    assert "approved" in driver.find_element(By.ID, "notice").text
+    notice(driver, "approved")
     assert number in driver.find_element(By.ID, "active-table").text
     assert number not in driver.find_element(By.ID, "pending").text
     assert client.hget(w.key("icpt", number), "state") == "active"
@@ -89,7 +110,7 @@ def test_an_operator_approves_and_releases_a_read_only_token_changes_nothing(
     row = driver.find_element(By.CSS_SELECTOR, f'button.reject[data-number="{other}"]')
     row.find_element(By.XPATH, "preceding-sibling::input[@name='reason']").send_keys("no dialler")
     row.click()
-    assert "rejected" in driver.find_element(By.ID, "notice").text
+    notice(driver, "rejected")
     assert not client.exists(w.key("pend", other))
 
     # The number's page: chart with thresholds and the alert moment, alerts, audit, release.
@@ -106,24 +127,25 @@ def test_an_operator_approves_and_releases_a_read_only_token_changes_nothing(
     assert client.exists(w.key("icpt", number))
     driver.find_element(By.ID, "release-reason").send_keys("wrongly flagged: courier")
     driver.find_element(By.ID, "release").click()
-    assert "released" in driver.find_element(By.ID, "notice").text
+    notice(driver, "released")
     assert not client.exists(w.key("icpt", number))
     audit = driver.find_element(By.ID, "audit-table").text
     assert "release" in audit and "wrongly flagged: courier" in audit and "olga" in audit
     driver.save_screenshot(str(tmp_path / "number-released.png"))
     driver.find_element(By.ID, "logout").click()
+    assert driver.find_element(By.ID, "token")  # back on the login page
     assert driver.current_url.endswith("/console/login")
 
     # A read-only token sees no button, and a forged form is refused.
     sign_in(driver, w, "read-only", tmp_path)
-    assert not driver.find_elements(By.CSS_SELECTOR, "button.approve, button.reject")
+    assert absent(driver, "button.approve, button.reject")
     driver.save_screenshot(str(tmp_path / "overview-read-only.png"))
     left = pending(w)
     assert left
     target = left[0]
     driver.get(f"{w.url}/console/numbers/{target}")
-    assert not driver.find_elements(By.ID, "release")
-    assert not driver.find_elements(By.ID, "approve")
+    assert driver.find_element(By.ID, "number-state")  # the page is there
+    assert absent(driver, "#release, #approve")
     driver.execute_script(
         """const f = document.createElement('form'); f.method = 'post';
         f.action = '/console/interceptions/' + arguments[0] + '/approve';

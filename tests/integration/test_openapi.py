@@ -31,7 +31,7 @@ def test_schemathesis_every_response_of_each_role_matches_the_document(
         [str(SCHEMATHESIS), "run", f"{api_worker.url}/openapi.json",
          "--header", f"Authorization: Bearer {api_worker.tokens[role]}",
          "--checks", "all", "--exclude-checks", "positive_data_acceptance",
-         "--max-examples", "15", "--seed", "14", "--workers", "1",
+         "--max-examples", "10", "--seed", "14", "--workers", "1",
          "--phases", "examples,coverage,fuzzing", "--no-shrink",
          "--report", "junit", "--report-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=240,

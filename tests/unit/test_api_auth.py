@@ -91,3 +91,17 @@ def test_the_document_describes_every_route_with_its_role() -> None:
         assert op["x-role"] == route.role.label
         assert {"200", "401", "403"} <= set(op["responses"])
     assert {"/healthz", "/readyz"} <= set(doc["paths"])
+
+
+def test_the_worker_refuses_a_bad_tokens_file_in_one_line(tmp_path: Path) -> None:
+    import argparse
+
+    from streams.cli.checks import check_files
+    from streams.errors import UsageError
+
+    path = tmp_path / "tokens"
+    path.write_text(f"olga superuser {'z' * 20}\n")
+    args = argparse.Namespace(command="worker")
+    with pytest.raises(UsageError, match=r"tokens:1: unknown role") as info:
+        check_files(Settings(api_tokens_file=path), args)
+    assert "z" * 20 not in str(info.value) and "\n" not in str(info.value)
