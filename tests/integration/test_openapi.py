@@ -38,7 +38,7 @@ def test_schemathesis_every_response_of_each_role_matches_the_document(
              "--max-examples", "8", "--seed", "14", "--workers", "1",
              "--phases", "coverage,fuzzing", "--no-shrink", "--request-timeout", "30",
              "--report", "junit", "--report-dir", str(out)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=out,
         )  # fmt: skip
     failed = {}
     for role, proc in runs.items():
