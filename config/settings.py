@@ -152,6 +152,11 @@ class Settings:
     # interception on its own, the rest may be intercepted on the campaign's evidence.
     campaign_intercept_share: float = 0.5
     campaign_intercept_min_flagged: int = 2
+    # HTTP API and console (docs/api.md). Named tokens with roles, one "name role token" a
+    # line (read-only, operator, admin); api_token above stays an admin token named api-token.
+    api_tokens_file: Path | None = None
+    api_session_s: int = 8 * 3600  # a console login lasts this long
+    api_recent_alerts: int = 2000  # alerts each worker keeps from the alert topic's tail
 
     def __post_init__(self) -> None:
         for name in (
@@ -198,6 +203,8 @@ class Settings:
             raise ValueError(
                 "campaign_intercept_share in (0, 1], campaign_intercept_min_flagged >= 1"
             )
+        if self.api_session_s <= 0 or self.api_recent_alerts <= 0:
+            raise ValueError("api_session_s and api_recent_alerts must be positive")
         self._check_kafka_security()
         self._check_redis_cluster()
         self._check_redis_security()

@@ -70,6 +70,13 @@ class Allowlist:
         self._added.add(number)
         return number
 
+    def discard(self, number: str) -> int:
+        """Forget an entry added in this process; 1 if there was one."""
+        if number in self._added:
+            self._added.discard(number)
+            return 1
+        return 0
+
     def __contains__(self, number: object) -> bool:
         if not isinstance(number, str):
             return False

@@ -198,7 +198,7 @@ async def probe_broker(app: faust.App, broker: BrokerHealth) -> None:
         return
     if not broker.ok:
         log.info("broker reachable again")
-    broker.ok = True
+    broker.ok = broker.answered = True
 
 
 def set_fetch_max_wait(ms: int) -> None:

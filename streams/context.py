@@ -24,6 +24,7 @@ class BrokerHealth:
     """Whether the broker answered the last probe (``streams.app``); /health reports it."""
 
     ok: bool = True
+    answered: bool = False  # the broker has answered a probe since start (/readyz)
 
 
 @dataclass(frozen=True, slots=True)

@@ -196,6 +196,13 @@ REDIS_ACL_COMMANDS = (
     "hexists",
     "xadd",
     "xrange",
+    # the operator's API (streams/api): audit newest first, the breaker's window, the shared
+    # allowlist set (also read by the allowlist refresh)
+    "xrevrange",
+    "zcount",
+    "sadd",
+    "srem",
+    "smembers",
 )
 
 

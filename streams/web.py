@@ -1,63 +1,28 @@
-"""The worker's web endpoints (README "Metrics and endpoints"): /health, /metrics, and the
-allowlist's count, shared additions and reload (state-changing calls need the bearer token)."""
+"""The worker's web server (README "Metrics and endpoints"): /metrics and /health here, the
+operator's API (streams.api, docs/api.md) and the console (streams.console) registered on the
+same aiohttp application."""
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
 import faust
+from aiohttp import web
 from faust.web import View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from config.numbering import normalise
-from streams.allowlist import Allowlist, shared_key
+from streams.api.alerts import RecentAlerts
+from streams.api.auth import load_tokens
+from streams.api.desk import Desk
+from streams.api.routes import DESK, TOKENS, add_routes
+from streams.console import pages
 from streams.context import Context
-from streams.security import bearer_ok
-from streams.state.redis import RedisStore
 
 
 class Endpoint(View):
     """A view of one worker: ``register`` subclasses it with the worker's context."""
 
     ctx: ClassVar[Context]
-
-    def entries(self) -> int:
-        allowlist = self.ctx.callers.engine.allowlist
-        return len(allowlist) if isinstance(allowlist, Allowlist) else 0
-
-
-class AllowlistView(Endpoint):
-    """GET: how many entries. POST {"number": ...} (bearer token): add a shared entry."""
-
-    async def get(self, request: Any) -> Any:
-        return self.json({"entries": self.entries()})
-
-    async def post(self, request: Any) -> Any:
-        ctx = self.ctx
-        if not bearer_ok(request.headers.get("Authorization"), ctx.token):
-            return self.json({"error": "unauthorised"}, status=401)
-        allowlist, store = ctx.callers.engine.allowlist, ctx.callers.engine.store
-        try:
-            body = await request.json()
-            number = normalise(str(body["number"])[:40], ctx.plan)
-        except (ValueError, KeyError, TypeError):
-            number = None
-        if number is None or not isinstance(allowlist, Allowlist):
-            return self.json({"error": 'expected {"number": a phone number}'}, status=400)
-        if isinstance(store, RedisStore):
-            await store.client.sadd(shared_key(ctx.settings.key_prefix), number)
-        allowlist.add(number)
-        if ctx.callers.interception is not None:  # off the interception list at once
-            await ctx.callers.interception.release(number, "api", "allowlisted", "allowlist")
-        return self.json({"entries": len(allowlist)})
-
-
-class AllowlistReload(Endpoint):
-    async def post(self, request: Any) -> Any:
-        if not bearer_ok(request.headers.get("Authorization"), self.ctx.token):
-            return self.json({"error": "unauthorised"}, status=401)
-        await self.ctx.refresh_allowlist()
-        return self.json({"entries": self.entries()})
 
 
 class MetricsPage(Endpoint):
@@ -81,14 +46,28 @@ class HealthPage(Endpoint):
 
 
 ROUTES: tuple[tuple[str, type[Endpoint]], ...] = (
-    ("/allowlist", AllowlistView),
-    ("/allowlist/reload", AllowlistReload),
     ("/metrics", MetricsPage),
     ("/health", HealthPage),
 )
 
 
 def register(app: faust.App, ctx: Context) -> None:
-    """Serve the endpoints on ``app``'s web server, over ``ctx``."""
+    """Serve the endpoints, the API and the console on ``app``'s web server, over ``ctx``.
+    Raises ValueError (naming the file and line) for an unusable tokens file."""
     for path, view in ROUTES:
         app.page(path)(type(view.__name__, (view,), {"ctx": ctx}))
+    recent = RecentAlerts(ctx.settings)
+    web_app: web.Application = app.web.web_app  # type: ignore[attr-defined]
+    web_app[DESK] = Desk(ctx, recent)
+    web_app[TOKENS] = load_tokens(ctx.settings)
+
+    async def start_tail(_: web.Application) -> None:
+        recent.start()
+
+    async def stop_tail(_: web.Application) -> None:
+        recent.stop()
+
+    web_app.on_startup.append(start_tail)
+    web_app.on_cleanup.append(stop_tail)
+    add_routes(web_app.router)
+    pages.add_routes(web_app.router)

@@ -35,6 +35,13 @@ def check_files(settings: Settings, args: argparse.Namespace) -> None:
         plan = plan_from_setting(settings.numbering_plan)
     except (OSError, ValueError, TypeError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"DIALWATCH_NUMBERING_PLAN {settings.numbering_plan}: {exc}") from exc
+    if args.command == "worker":  # the API's tokens: a bad file is one line, never a token
+        from streams.api.auth import load_tokens
+
+        try:
+            load_tokens(settings)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
     listed = getattr(args, "allowlist", None) if args.command == "scan" else None
     allowlist = listed or settings.allowlist_file
     if allowlist is not None:

@@ -14,10 +14,14 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from streams.tools.services import Service, start_broker, start_redis
+
+if TYPE_CHECKING:
+    from tests.integration.desk import ApiWorker
 
 HERE = Path(__file__).parent
 
@@ -60,3 +64,13 @@ def kafka_bootstrap() -> Iterator[str]:
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def api_worker(
+    kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiWorker]:
+    """One worker serving the API and console, fed the scenario (tests/integration/desk.py)."""
+    from tests.integration.desk import run_api_worker
+
+    yield from run_api_worker(kafka_bootstrap, redis_url, tmp_path_factory.mktemp("api"))
