@@ -131,7 +131,24 @@ def start_redis(
         argv, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True
     )
     wait_for_port(port, timeout_s, proc)
+    wait_loaded(port, timeout_s)
     return Service("redis", f"redis://127.0.0.1:{port}/0", port, proc, workdir, argv)
+
+
+def wait_loaded(port: int, timeout_s: float) -> None:
+    """Until the server stops answering LOADING: a Redis restarted on an AOF accepts
+    connections while it is still loading the data set. Any other reply (PONG, or NOAUTH from
+    a server with users) means it is serving."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+            conn.sendall(b"PING\r\n")
+            reply = conn.recv(256)
+        if not reply.startswith(b"-LOADING"):
+            return
+        if time.monotonic() > deadline:
+            raise ServiceError(f"redis on port {port} still loading after {timeout_s} s")
+        time.sleep(0.05)
 
 
 CLUSTER_SLOTS = 16384
