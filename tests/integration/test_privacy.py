@@ -48,8 +48,17 @@ __all__ = ["running"]  # the fixture, imported for this module's tests
 # Every HTTP endpoint whose responses leave dialwatch (unauthenticated or read-only tokens).
 # Adding one (the console's /numbers, /alerts/recent, /audit) is one line here; endpoints that
 # need a read-only token get READ_ONLY_TOKEN (set it in the worker's env as that feature says).
-LEAVING_ENDPOINTS: tuple[str, ...] = ("/metrics", "/health", "/allowlist")
-READ_ONLY_TOKEN: str | None = None
+LEAVING_ENDPOINTS: tuple[str, ...] = (
+    "/metrics",
+    "/health",
+    "/allowlist",
+    "/alerts/recent?limit=1000",
+    "/interceptions?state=all",
+    "/audit?limit=1000",
+    "/breaker",
+    "/openapi.json",
+)
+READ_ONLY_TOKEN: str | None = "privacy-test-read-only-0123456789"
 # Classes of subscriber numbers: what privacy protects (service and short numbers are
 # businesses' public lines, and too short to search for without false hits).
 SUBSCRIBER_CLASSES = frozenset({"mobile", "mvno", "fixed", "local", "international"})
@@ -125,6 +134,8 @@ def scenario_run(
     scenario = generate_scenario(SCENARIO)
     allowlist = tmp_path / "allowlist.txt"
     allowlist.write_text("\n".join(scenario.allowlist) + "\n")
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"auditor read-only {READ_ONLY_TOKEN}\n")
     env = worker_env(
         kafka_bootstrap,
         redis_url,
@@ -132,6 +143,7 @@ def scenario_run(
         DIALWATCH_ALLOWLIST_FILE=str(allowlist),
         DIALWATCH_INTERCEPT_MODES="mvno=approve",
         DIALWATCH_FEED_TOPIC=f"feed-{unique}",
+        DIALWATCH_API_TOKENS_FILE=str(tokens),
     )
     log = tmp_path / "worker.log"
     running.append(start(env, log))
@@ -219,7 +231,12 @@ def test_exports_are_reproducible_and_nothing_leaving_holds_a_callee_or_victim(
         **{f"export {name}": body for name, body in files.items()},
         "worker log": log.read_bytes(),
         **{f"GET {path}": http_get(port, path) for path in LEAVING_ENDPOINTS},
+        # A flagged caller's page holds its callees and victims: pseudonyms for read-only.
+        **{f"GET /numbers/{n}": http_get(port, f"/numbers/{n}") for n in sorted(flagged)[:5]},
     }
+    for name, body in outputs.items():  # a refusal would make the search pass trivially
+        if name.startswith("GET /") and name != "GET /health":
+            assert not body.startswith(b'{"error"'), f"{name}: {body[:200]!r}"
     assert b"dialwatch_cdrs_total" in outputs["GET /metrics"]
     assert outputs["feed topic"].count(b"\n") >= len(flagged)
     validator = feed_validator()
