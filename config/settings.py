@@ -130,6 +130,11 @@ class Settings:
     intercept_breaker_window_s: int = 600
     audit_retention_s: int = 90 * 86_400  # audit entries older than this are trimmed
     intercept_mirror_s: float = 0.5  # how often the audit trail is mirrored to the topics
+    # Reliability (issue 17, docs/ordering.md): stage 2's canonical order. A stage-1 partition
+    # that has read all its input tells stage 2 so every progress_heartbeat_s; a derived
+    # partition holds at most reorder_max_held observations back (beyond: released early).
+    progress_heartbeat_s: float = 1.0
+    reorder_max_held: int = 500_000
 
     def __post_init__(self) -> None:
         for name in (
@@ -139,6 +144,8 @@ class Settings:
             "chunk_records",
             "topic_partitions",
             "topic_replication",
+            "reorder_max_held",
+            "progress_heartbeat_s",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
