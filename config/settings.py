@@ -52,10 +52,12 @@ class Settings:
     retry_max_backoff_s: float = 5.0
     policy_file: Path = DEFAULT_POLICY_FILE
     allowlist_file: Path | None = None
-    # Consumer-group timeouts: the defaults suit production; tests shorten them.
-    session_timeout_s: float = 30.0
-    heartbeat_interval_s: float = 3.0
-    rebalance_timeout_s: float = 60.0
+    # Consumer-group timeouts: a dead worker's partitions move after session_timeout_s
+    # (issue 17: detection back within 10 s of a SIGKILL, docs/recovery.md). Faust heartbeats
+    # from its consumer thread, so a long batch does not miss them.
+    session_timeout_s: float = 6.0
+    heartbeat_interval_s: float = 1.0
+    rebalance_timeout_s: float = 10.0
     topic_partitions: int = 8
     # Replication factor of the topics dialwatch creates itself (derived, complaints); 1 suits
     # a single broker, production clusters want 3 (README "Topics").

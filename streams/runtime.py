@@ -30,6 +30,7 @@ from streams.state.base import PartitionMeta, StaleOffset
 log = logging.getLogger("dialwatch.worker")
 T = TypeVar("T")
 FIRST_DELAY_S = 0.05
+REVOKE_POLL_S = 0.02
 # What the driver does with a batch's outcome after detection and before its state write (the
 # worker forwards stage 1's admitted CDRs to stage 2): a crash in between replays it.
 Forward = Callable[[Outcome], Awaitable[None]]
@@ -94,15 +95,18 @@ class Runtime:
         """Forget a partition taken away by a rebalance, after its batch in flight (state
         write and alert sends) finishes, for at most ``wait_s``: the next owner then finds
         those alerts on the topic rather than publishing them again from the outbox."""
+        # Waits for the lock to be free without taking it: ``wait_for(lock.acquire())`` can
+        # leave the lock held for ever when the wait times out or Faust cancels the revocation
+        # just as the lock is granted (the partition's agent and the store audit then hang on
+        # it, and SIGTERM waits for them: issue 17).
         lock = self.lock(partition)
-        try:
-            await asyncio.wait_for(lock.acquire(), wait_s)
-        except TimeoutError:
+        deadline = time.monotonic() + wait_s
+        while lock.locked() and time.monotonic() < deadline:
+            await asyncio.sleep(REVOKE_POLL_S)
+        if lock.locked():
             log.warning(
                 "partition %d (%s): revoked while a batch is still retrying", partition, self.stage
             )
-        else:
-            lock.release()
         self.engine.forget(partition)
         self.handled.pop(partition, None)
 
