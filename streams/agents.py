@@ -206,7 +206,9 @@ async def tell_idle(ctx: Context, consumer: Any, idle: Idle) -> int:
                 continue
             messages = progress_messages(partition, settings.topic_partitions, front)
             try:
-                pending = await send_to(ctx.topics.derived, messages)
+                pending = await asyncio.wait_for(
+                    send_to(ctx.topics.derived, messages), IDLE_CALL_TIMEOUT_S
+                )
                 await asyncio.wait_for(asyncio.gather(*pending), IDLE_CALL_TIMEOUT_S)
             except Exception as exc:
                 log.debug("idle heartbeat not sent (%s)", type(exc).__name__)
