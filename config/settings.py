@@ -52,10 +52,12 @@ class Settings:
     retry_max_backoff_s: float = 5.0
     policy_file: Path = DEFAULT_POLICY_FILE
     allowlist_file: Path | None = None
-    # Consumer-group timeouts: the defaults suit production; tests shorten them.
-    session_timeout_s: float = 30.0
-    heartbeat_interval_s: float = 3.0
-    rebalance_timeout_s: float = 60.0
+    # Consumer-group timeouts: a dead worker's partitions move after session_timeout_s
+    # (issue 17: detection back within 10 s of a SIGKILL, docs/recovery.md). Faust heartbeats
+    # from its consumer thread, so a long batch does not miss them.
+    session_timeout_s: float = 6.0
+    heartbeat_interval_s: float = 1.0
+    rebalance_timeout_s: float = 10.0
     # How long a graceful stop (SIGTERM) may take before the worker logs what it waits on and
     # exits with status 1 (streams/shutdown.py); below a pod's termination grace period.
     stop_timeout_s: float = 20.0
@@ -157,6 +159,11 @@ class Settings:
     api_tokens_file: Path | None = None
     api_session_s: int = 8 * 3600  # a console login lasts this long
     api_recent_alerts: int = 2000  # alerts each worker keeps from the alert topic's tail
+    # Reliability (issue 17, docs/ordering.md): stage 2's canonical order. A stage-1 partition
+    # that has read all its input tells stage 2 so every progress_heartbeat_s; a derived
+    # partition holds at most reorder_max_held observations back (beyond: released early).
+    progress_heartbeat_s: float = 1.0
+    reorder_max_held: int = 500_000
 
     def __post_init__(self) -> None:
         for name in (
@@ -167,6 +174,8 @@ class Settings:
             "topic_partitions",
             "topic_replication",
             "stop_timeout_s",
+            "reorder_max_held",
+            "progress_heartbeat_s",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

@@ -14,7 +14,10 @@ subscriber reports on the caller partition of their number.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -26,7 +29,7 @@ from streams.cdr import Reject, decode_message
 from streams.complaints import Complaint, decode_complaints, record
 from streams.context import Context
 from streams.deadletter import dead_letter
-from streams.derived import decode_derived, derived_messages
+from streams.derived import decode_derived, derived_messages, progress_messages
 from streams.feed.records import alert_record, canonical
 from streams.items import Outcome
 from streams.observe import derived_obs
@@ -34,6 +37,8 @@ from streams.rekey import decode_rekeyed, rekeyed_messages
 from streams.topics import partition_for
 
 ADMISSION_REASONS = frozenset({"future", "too_late"})  # decided by the engine, not the parser
+IDLE_CALL_TIMEOUT_S = 3.0  # each broker or store call of the idle heartbeat (skipped after)
+log = logging.getLogger("dialwatch.worker")
 
 
 async def by_caller(ctx: Context, stream: Any) -> None:
@@ -156,9 +161,74 @@ async def forward(ctx: Context, partition: int, outcome: Outcome) -> None:
         await ctx.callers.send_confirmed(partition, partial(send_to, ctx.topics.rekeyed, moved))
     trunks = ctx.settings.international_trunks
     observed = derived_obs(outcome.admitted, trunks, partition, ctx.plan)
-    if observed:
-        messages = derived_messages(observed, partition, partitions)
-        await ctx.callers.send_confirmed(partition, partial(send_to, ctx.topics.derived, messages))
+    # Every derived partition hears this partition's progress, observations or not: stage 2
+    # releases observations in canonical order as its sources' fronts pass them.
+    messages = derived_messages(observed, partition, partitions, outcome.front_ms)
+    await ctx.callers.send_confirmed(partition, partial(send_to, ctx.topics.derived, messages))
+
+
+@dataclass
+class Idle:
+    """What the idle heartbeat remembers between rounds (cleared on a rebalance)."""
+
+    caught: dict[int, int] = field(default_factory=dict)  # partition -> offset seen at the end
+    told: dict[int, tuple[int, int]] = field(default_factory=dict)  # -> (offset, front) told
+
+    def clear(self) -> None:
+        self.caught.clear()
+        self.told.clear()
+
+
+async def tell_idle(ctx: Context, consumer: Any, idle: Idle) -> int:
+    """Stage 1's heartbeat (docs/ordering.md): each CDR partition this process owns whose
+    stored offset has stayed at the end of its log for a whole round (no input for one to two
+    heartbeat periods) tells every derived partition that it is idle, with its front, so it
+    stops holding back stage 2's release; once per change. Returns how many partitions told;
+    a broker or store call that fails or hangs skips the round."""
+    settings = ctx.settings
+    tps = [tp for tp in consumer.assignment() if tp.topic == settings.cdr_topic]
+    if not tps:
+        return 0
+    try:
+        ends = await asyncio.wait_for(consumer.highwaters(*tps), IDLE_CALL_TIMEOUT_S)
+    except Exception as exc:  # the broker is away: nobody is told anything this round
+        log.debug("idle heartbeat skipped (%s)", type(exc).__name__)
+        return 0
+    count = 0
+    for tp in sorted(tps, key=lambda t: t.partition):
+        partition, lock = tp.partition, ctx.callers.lock(tp.partition)
+        end = ends.get(tp)
+        if end is None or lock.locked():
+            continue
+        async with lock:
+            try:
+                meta = await asyncio.wait_for(
+                    ctx.callers.engine.store.load_meta(partition), IDLE_CALL_TIMEOUT_S
+                )
+            except Exception as exc:
+                log.debug("idle heartbeat skipped (%s)", type(exc).__name__)
+                return count
+            if meta.offset + 1 < end:
+                idle.caught.pop(partition, None)
+                continue  # input left to read: not idle
+            if idle.caught.get(partition) != meta.offset:
+                idle.caught[partition] = meta.offset  # at the end now: idle if still next round
+                continue
+            front = dict(meta.sources).get(partition, meta.newest_ms)
+            if idle.told.get(partition) == (meta.offset, front):
+                continue
+            messages = progress_messages(partition, settings.topic_partitions, front)
+            try:
+                pending = await asyncio.wait_for(
+                    send_to(ctx.topics.derived, messages), IDLE_CALL_TIMEOUT_S
+                )
+                await asyncio.wait_for(asyncio.gather(*pending), IDLE_CALL_TIMEOUT_S)
+            except Exception as exc:
+                log.debug("idle heartbeat not sent (%s)", type(exc).__name__)
+                return count
+            idle.told[partition] = (meta.offset, front)
+            count += 1
+    return count
 
 
 async def send_to(topic: TopicT, messages: list[tuple[int, bytes]]) -> list[Any]:

@@ -100,6 +100,12 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
     async def store_audit() -> None:
         await agents.audit_stores(ctx)
 
+    idle = agents.Idle()
+
+    @app.timer(settings.progress_heartbeat_s)  # type: ignore[untyped-decorator]
+    async def progress_heartbeat() -> None:
+        await agents.tell_idle(ctx, app.consumer, idle)
+
     @app.timer(BROKER_PROBE_S)  # type: ignore[untyped-decorator]
     async def broker_probe() -> None:
         await probe_broker(app, ctx.broker)
@@ -110,6 +116,7 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
+        idle.clear()  # another owner may have told stage 2 otherwise meanwhile
         await agents.revoke(ctx, revoked)
 
     return app

@@ -1,6 +1,8 @@
 """The derived stream's wire (README "Derived stream"): stage 1's observations of callees,
-blocks and trunks go to stage 2 as ``[source partition, [observation, ...]]`` messages, each on
-the partition of its subjects."""
+blocks and trunks go to stage 2 as ``[source partition, [observation, ...], front ms, idle]``
+messages, each on the partition of its subjects; every stage-1 batch sends one to every derived
+partition, so each learns the source's progress (``streams.reorder.Progress``) even when the
+batch had nothing for it. ``[source, [observation, ...]]`` (before issue 17) is still read."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import orjson
 
 from streams.cdr import Reject
 from streams.observe import Obs
+from streams.reorder import Progress
 
 
 def derived_partition(subject: str, partitions: int) -> int:
@@ -21,28 +24,47 @@ MAX_OBS_PER_MESSAGE = 4000  # about 400 KB of JSON: well under Kafka's 1 MB defa
 
 
 def derived_messages(
-    observed: list[Obs], source: int, partitions: int, chunk: int = MAX_OBS_PER_MESSAGE
+    observed: list[Obs],
+    source: int,
+    partitions: int,
+    front_ms: int,
+    idle: bool = False,
+    chunk: int = MAX_OBS_PER_MESSAGE,
 ) -> list[tuple[int, bytes]]:
-    """``(target partition, [source, [obs...]])`` messages: per target partition, as few as the
-    size cap allows (never one per observation), in order."""
-    by_target: dict[int, list[list[object]]] = {}
+    """``(target partition, [source, [obs...], front_ms, idle])`` messages: per target
+    partition, as few as the size cap allows (never one per observation), in order, and one
+    for every target partition (with no observations when it has none): each message tells the
+    source's progress ``front_ms`` after its observations."""
+    by_target: dict[int, list[list[object]]] = {p: [] for p in range(partitions)}
     for obs in observed:
-        by_target.setdefault(derived_partition(obs.subject, partitions), []).append(obs.to_wire())
+        by_target[derived_partition(obs.subject, partitions)].append(obs.to_wire())
     return [
-        (target, orjson.dumps([source, items[i : i + chunk]]))
+        (target, orjson.dumps([source, items[i : i + chunk], front_ms, idle]))
         for target, items in by_target.items()
-        for i in range(0, len(items), chunk)
+        for i in range(0, max(len(items), 1), chunk)
     ]
 
 
-def decode_derived(value: bytes | None) -> list[Obs | Reject]:
+def progress_messages(source: int, partitions: int, front_ms: int) -> list[tuple[int, bytes]]:
+    """A source that has read all its input tells every derived partition (the heartbeat)."""
+    return derived_messages([], source, partitions, front_ms, idle=True)
+
+
+def decode_derived(value: bytes | None) -> list[Obs | Progress | Reject]:
     try:
         doc = orjson.loads(value or b"")
     except orjson.JSONDecodeError:
         return [Reject("malformed_json", "derived message is not JSON")]
-    if not (isinstance(doc, list) and len(doc) == 2 and type(doc[0]) is int and doc[0] >= 0):
-        return [Reject("not_an_object", "derived message is not [source, [observations]]")]
-    source, items = doc
+    if not (isinstance(doc, list) and len(doc) in (2, 4) and type(doc[0]) is int and doc[0] >= 0):
+        return [Reject("not_an_object", "derived message is not [source, [observations], ...]")]
+    source, items = doc[0], doc[1]
     if not isinstance(items, list):
         return [Reject("not_an_object", "derived observations are not an array")]
-    return [Obs.from_wire(item, source) for item in items]
+    out: list[Obs | Progress | Reject] = [Obs.from_wire(item, source) for item in items]
+    if len(doc) == 4:
+        front, idle = doc[2], doc[3]
+        if type(front) is not int or not isinstance(idle, bool):
+            out.append(Reject("bad_type", "derived progress is not [front ms, idle]"))
+        else:
+            out.append(Progress(source, front, idle))
+    return out

@@ -8,7 +8,11 @@ of records within the partition, never on how they were cut into batches (README
 "Determinism").
 
 Two engines run: stage 1 watches callers (kind "number") on the input partitions; stage 2
-watches callees, blocks and trunks on the derived stream's partitions.
+watches callees, blocks and trunks on the derived stream's partitions. Stage 2 holds its
+observations back and applies them in the canonical order of ``streams.reorder`` (start time,
+then cdr id) as its sources' progress passes them, so its alerts do not depend on how the
+stage-1 partitions interleave (docs/ordering.md): everything below ``prepare``'s release step,
+``_apply`` and the detectors, sees each subject's observations in that order.
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ from streams.items import (
     store_key,
 )
 from streams.observe import UNASSERTED, Obs, caller_obs
+from streams.reorder import FOREVER, Held, Progress, release, release_point
+from streams.reorder import decode as decode_held
+from streams.reorder import encode as encode_held
 from streams.state.base import Changes, Episode, NumberState, PartitionMeta, Store
 from streams.state.blob import episodes_blob, from_blobs, windows_blob
 from streams.state.prune import Retention, prune
@@ -194,6 +201,10 @@ class Engine:
         # stage-1 partitions; stage 1's are the partition's own arrivals and, for re-keyed
         # records, the CDR partition each came from.
         sources = dict(meta.sources)
+        stage2 = self.kinds != CALLER_KINDS
+        held = decode_held(meta.held) if stage2 else Held()
+        idle = set(held.idle)
+        incoming: list[Obs] = []
         heard = self._heard.setdefault(partition, {})
         for src in sources:
             heard.setdefault(src, now_ms)  # unknown since this process loaded it: give it time
@@ -202,10 +213,14 @@ class Engine:
         last_offset = applied
         for offset, rec in items:
             if offset <= applied:
-                out.replayed += 1
+                out.replayed += not isinstance(rec, Progress)
                 continue
             last_offset = max(last_offset, offset)
             if rec is None:
+                continue
+            if isinstance(rec, Progress):
+                sources[rec.source] = max(sources.get(rec.source, rec.front_ms), rec.front_ms)
+                (idle.add if rec.idle else idle.discard)(rec.source)
                 continue
             if isinstance(rec, Reject):
                 out.rejects.append((offset, rec))
@@ -219,6 +234,7 @@ class Engine:
                 if isinstance(rec, Obs):
                     src = rec.source
                     front = sources.get(src, 0)
+                    idle.discard(src)
                 else:
                     src = partition
                     # (a partition written before re-keying kept only its newest)
@@ -249,12 +265,29 @@ class Engine:
                 rec = obs
             elif rec.start_ms > sources.get(src, 0):
                 sources[src] = rec.start_ms
-            if rec.kind in self.kinds:
+            if stage2:
+                incoming.append(rec)
+            elif rec.kind in self.kinds:
                 if rec.start_ms > newest:
                     newest = rec.start_ms
                 by_key.setdefault(store_key(rec.kind, rec.subject), []).append(rec)
         if last_offset == applied:
             return Prepared(partition, out, meta.offset, None, meta.rekeyed)
+        out.front_ms = sources.get(partition, newest)
+        point: int | None = None
+        held_blob = b""
+        if stage2:
+            # The canonical order: what every active source's progress has passed, sorted.
+            point = release_point(sources, frozenset(idle), self.sources)
+            ready, still, out.forced = release(
+                [*held.observations, *incoming], point, self.settings.reorder_max_held
+            )
+            for obs in ready:
+                if obs.kind in self.kinds:
+                    newest = max(newest, obs.start_ms)
+                    by_key.setdefault(store_key(obs.kind, obs.subject), []).append(obs)
+            out.released, out.held = ready, len(still)
+            held_blob = encode_held(Held(still, frozenset(idle)))
         # A partition has seen everything up to its slowest source's progress. Stage 1 leaves
         # out idle sources (``_heard``); stage 2 waits for every source.
         if not sources:
@@ -266,14 +299,14 @@ class Engine:
                 v for s, v in sources.items() if now_ms - heard.get(s, now_ms) < SOURCE_IDLE_MS
             ]
             front = min(active) if active else max(sources.values())
-        else:
-            front = min(sources.values())
+        else:  # stage 2: up to what it released (every source's front when all are idle)
+            front = max(sources.values()) if point == FOREVER else (point or 0)
         watermark = front - self.lateness_ms
         out.watermark_ms, out.numbers = watermark, len(by_key)
         read = await self.store.read(partition, list(by_key), watermark)
         offset, roff = (meta.offset, last_offset) if rekeyed else (last_offset, meta.rekeyed)
         changes = Changes(
-            PartitionMeta(offset, newest, tuple(sorted(sources.items())), roff),
+            PartitionMeta(offset, newest, tuple(sorted(sources.items())), roff, held_blob),
             {},
             {},
             expected_rekeyed=meta.rekeyed,

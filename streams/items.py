@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from detectors.alerts import Alert
 from streams.cdr import CDR, Reject
 from streams.observe import Obs
+from streams.reorder import Progress
 from streams.state.base import Changes
 
 
@@ -23,8 +24,9 @@ class Rekeyed:
 
 
 # (message offset, record). A CDR is read as its caller's observation (streams.observe);
-# None advances the offset with nothing for this stage (a spoofed call seen by stage 1).
-Item = tuple[int, CDR | Rekeyed | Obs | Reject | None]
+# None advances the offset with nothing for this stage (a spoofed call seen by stage 1);
+# a Progress (stage 2) is a source's progress, after the observations of its message.
+Item = tuple[int, CDR | Rekeyed | Obs | Progress | Reject | None]
 
 CALLER_KINDS = frozenset({"number"})
 DERIVED_KINDS = frozenset({"callee", "block", "trunk"})
@@ -47,6 +49,14 @@ class Outcome:
     # Stage 1 with re-keying: admitted CDRs whose caller belongs to another partition, in
     # order, for the repartition topic (the target partition applies them to its state).
     moved: list[CDR] = field(default_factory=list)
+    # Stage 1: the newest start_time that arrived on the partition (the front it tells stage
+    # 2, streams.reorder.Progress).
+    front_ms: int = 0
+    # Stage 2: the observations this batch applied, in canonical order (streams.reorder),
+    # and how many remain held back, and how many were released early (over the cap).
+    released: list[Obs] = field(default_factory=list)
+    held: int = 0
+    forced: int = 0
 
     def reject_counts(self) -> Counter[str]:
         return Counter(r.reason for _, r in self.rejects)

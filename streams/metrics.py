@@ -90,14 +90,31 @@ class Metrics:
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000, 20000),
             registry=r,
         )
+        self.held = Gauge(
+            "dialwatch_reorder_held_observations",
+            "Stage-2 observations held back for the canonical order, by derived partition",
+            ["partition"],
+            registry=r,
+        )
+        self.forced = Counter(
+            "dialwatch_reorder_forced_observations",
+            "Stage-2 observations released early because DIALWATCH_REORDER_MAX_HELD was reached",
+            registry=r,
+        )
         self.watermark = Gauge(
             "dialwatch_watermark_seconds",
             "Newest partition watermark (event time, epoch seconds)",
             registry=r,
         )
 
-    def record(self, outcome: Outcome, seconds: float, stage: str = STAGE_CALLERS) -> None:
+    def record(
+        self, outcome: Outcome, seconds: float, stage: str = STAGE_CALLERS, partition: int = -1
+    ) -> None:
         """Count one applied batch; stage 1 counts CDRs, stage 2 derived observations."""
+        if stage != STAGE_CALLERS and partition >= 0:
+            self.held.labels(str(partition)).set(outcome.held)
+        if outcome.forced:
+            self.forced.inc(outcome.forced)
         self.batches.labels(stage).inc()
         self.batch_seconds.labels(stage).observe(seconds)
         counter = self.cdrs if stage == STAGE_CALLERS else self.observations

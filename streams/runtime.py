@@ -341,7 +341,7 @@ class Runtime:
         self.healthy, self.last_error, self._delay = True, None, FIRST_DELAY_S
         self.last_batch_at = time.time()
         if count:
-            self.metrics.record(outcome, time.perf_counter() - started, self.stage)
+            self.metrics.record(outcome, time.perf_counter() - started, self.stage, partition)
         return outcome
 
     async def retry(

@@ -22,6 +22,7 @@ from streams.files import RejectLog, read_located
 from streams.formats import Format
 from streams.items import Item, Outcome
 from streams.observe import derived_obs
+from streams.reorder import Progress
 
 SCAN_PARTITION = 0
 
@@ -89,8 +90,12 @@ async def scan(
         _count(outcome, totals, out, engine)
         if derived is not None:
             observed = derived_obs(outcome.admitted, trunks, SCAN_PARTITION, engine.numbering)
+            # Each chunk ends with its progress, as a worker's derived message does; the last
+            # tells stage 2 the input is read, releasing what it holds (streams.reorder).
+            last = i + batch >= len(records)
             items = [(second + j, o) for j, o in enumerate(observed)]
-            second += len(observed)
+            items.append((second + len(observed), Progress(SCAN_PARTITION, outcome.front_ms, last)))
+            second += len(items)
             _count(await derived.process(SCAN_PARTITION, items), totals, out, engine, stage=2)
         if progress and i % (batch * 50) == 0:
             err.write(f"\r{i + len(chunk):,} of {len(records):,} records")

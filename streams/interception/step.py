@@ -135,7 +135,11 @@ class Interception:
             bombing = [a for a in outcome.alerts if a.detector == BOMBING and a.state != "cleared"]
             if not bombing:
                 return
-            via, shown = victims_of(bombing, observations, self.key)
+            # Stage 2 applies the observations it released (streams.reorder), which may have
+            # come in earlier batches: those are the ones the alerts are about.
+            released = getattr(outcome, "released", None)
+            seen = [(0, obs) for obs in released] if released is not None else observations
+            via, shown = victims_of(bombing, seen, self.key)
             await self.store.stage_victims(via, shown)
 
         return stage

@@ -6,8 +6,9 @@
 -- ARGV[7..6+k] = window blobs ('' deletes), then m, then m triples of
 -- (number, episodes blob or '', close time ms or ''), then q, then q pairs of
 -- (source field 's<M>', newest ms from that source) for the meta hash, then r, then r pairs of
--- (alert_id, alert JSON) for the outbox, then the expected and the new repartition-input
--- offset ('roff', stage 1; '-1' when none)
+-- (alert_id, alert JSON) for the outbox, then the held observations of stage 2's canonical
+-- order ('held', '' deletes), then the expected and the new repartition-input offset ('roff',
+-- stage 1; '-1' when none)
 -- Returns {1} when applied, {0, stored offset} when the fence failed.
 local stored = redis.call('HGET', KEYS[1], 'off') or '-1'
 local rstored = redis.call('HGET', KEYS[1], 'roff') or '-1'
@@ -46,6 +47,11 @@ local obase = sbase + 1 + 2 * q
 local r = tonumber(ARGV[obase])
 for j = 1, r do
   redis.call('HSET', KEYS[4], ARGV[obase + 2 * j - 1], ARGV[obase + 2 * j])
+end
+if ARGV[#ARGV - 2] == '' then
+  redis.call('HDEL', KEYS[1], 'held')
+else
+  redis.call('HSET', KEYS[1], 'held', ARGV[#ARGV - 2])
 end
 if ARGV[#ARGV] ~= '-1' then
   redis.call('HSET', KEYS[1], 'roff', ARGV[#ARGV])

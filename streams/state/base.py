@@ -43,6 +43,9 @@ class PartitionMeta(NamedTuple):
     # Stage 1 only: last applied offset of the repartition topic's partition of the same number
     # (README "Batches and partitions"), -1 when none. Both inputs fence on both offsets.
     rekeyed: int = -1
+    # Stage 2 only: the observations held back for the canonical order and the idle sources
+    # (streams.reorder.encode), b"" when none.
+    held: bytes = b""
 
 
 @dataclass(slots=True)

@@ -8,7 +8,8 @@ Redis Cluster too. Key layout (README "Redis keys")::
     {prefix}:{p<N>}:outbox       hash, alert_id -> alert JSON, until confirmed published
     {prefix}:{p<N>}:meta         hash, off = last applied offset, newest = newest start_time,
                                  s<M> = newest start_time from source partition M,
-                                 roff = last applied repartition offset (stage 1)
+                                 roff = last applied repartition offset (stage 1),
+                                 held = observations held for the canonical order (stage 2)
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class RedisStore:
         raw = await self.client.hgetall(self.key(partition, "meta"))
         fields = {bytes(k): bytes(v) for k, v in raw.items()}  # type: ignore[arg-type]
         off, newest, roff = fields.get(b"off"), fields.get(b"newest"), fields.get(b"roff")
+        held = fields.get(b"held", b"")
         sources = sorted(
             (int(k[1:]), int(v))
             for k, v in fields.items()
@@ -75,6 +77,7 @@ class RedisStore:
             int(newest or 0),
             tuple(sources),
             int(roff) if roff is not None else -1,
+            held,
         )
 
     async def read(self, partition: int, numbers: list[str], due_before_ms: int) -> ReadResult:
@@ -119,7 +122,7 @@ class RedisStore:
         args.append(len(changes.outbox))
         for alert_id, alert in changes.outbox.items():
             args += (alert_id, alert)
-        args += (changes.expected_rekeyed, changes.meta.rekeyed)
+        args += (changes.meta.held, changes.expected_rekeyed, changes.meta.rekeyed)
         keys = [self.key(partition, k) for k in ("meta", "ep", "due", "outbox")]
         keys += [self.number_key(partition, n) for n in numbers]
         started = time.perf_counter()

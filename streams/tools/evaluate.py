@@ -36,6 +36,7 @@ from detectors.pseudonym import pseudonym
 
 if TYPE_CHECKING:
     from config.settings import Settings
+    from streams.engine import Engine
 
 INTERCEPT: Final = "intercept"
 PROTECT: Final = "protect"
@@ -674,9 +675,9 @@ async def _stream(
     import time
 
     from streams.cdr import CDR, parse_records
-    from streams.derived import derived_partition
+    from streams.derived import derived_messages, progress_messages
     from streams.factory import build_engines
-    from streams.observe import Obs, derived_obs
+    from streams.observe import derived_obs
     from streams.tools.simulate import batch_by_partition
 
     started = time.perf_counter()
@@ -700,19 +701,36 @@ async def _stream(
                 )
                 first[part] += len(batch)
                 alerts += [a.to_dict(engine.tz) for a in outcome.alerts]
-                forwarded: dict[int, list[Obs]] = defaultdict(list)
-                for obs in derived_obs(outcome.admitted, trunks, part, engine.numbering):
-                    forwarded[derived_partition(obs.subject, partitions)].append(obs)
-                for target, observed in sorted(forwarded.items()):
-                    outcome = await derived.process(
-                        target, [(second[target] + j, o) for j, o in enumerate(observed)]
-                    )
-                    second[target] += len(observed)
-                    alerts += [a.to_dict(derived.tz) for a in outcome.alerts]
+                observed = derived_obs(outcome.admitted, trunks, part, engine.numbering)
+                messages = derived_messages(observed, part, partitions, outcome.front_ms)
+                alerts += await _derive(derived, messages, second)
+            for part in range(partitions):  # the input is read: every source says so
+                messages = progress_messages(part, partitions, (await engine.meta(part)).newest_ms)
+                alerts += await _derive(derived, messages, second)
         finally:
             await engine.store.close()
             await derived.store.close()
     return alerts, Throughput(len(records), time.perf_counter() - started, len(alerts))
+
+
+def _decode_derived(message: bytes) -> list[Any]:
+    from streams.derived import decode_derived
+
+    return list(decode_derived(message))
+
+
+async def _derive(
+    derived: Engine, messages: list[tuple[int, bytes]], second: dict[int, int]
+) -> list[dict[str, Any]]:
+    """Stage 2 over one stage-1 batch's derived messages, as the worker reads them."""
+    alerts: list[dict[str, Any]] = []
+    for target, message in messages:
+        outcome = await derived.process(
+            target, [(second[target], item) for item in _decode_derived(message)]
+        )
+        second[target] += 1
+        alerts += [a.to_dict(derived.tz) for a in outcome.alerts]
+    return alerts
 
 
 async def run_seed(settings: Settings, spec: BenchmarkSpec, seed: int, start: datetime) -> Report:

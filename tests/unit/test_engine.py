@@ -19,6 +19,7 @@ from streams.cdr import CDR, Reject
 from streams.engine import Engine
 from streams.items import CALLER_KINDS, DERIVED_KINDS, Outcome, store_key
 from streams.observe import Obs, derived_obs
+from streams.reorder import Progress
 from streams.state.base import NumberState
 from streams.state.blob import from_blobs
 from streams.state.memory import MemoryStore
@@ -313,10 +314,16 @@ def expected_bombing_alerts() -> set[tuple[str, str, str, str]]:
     }
 
 
-async def feed(engine: Engine, batches: Sequence[Sequence[CDR | Obs]]) -> Outcome:
-    """Feed ``batches`` to partition 0, one process() call each, and merge the outcomes."""
+async def feed(engine: Engine, batches: Sequence[Sequence[CDR | Obs | Progress]]) -> Outcome:
+    """Feed ``batches`` to partition 0, one process() call each, and merge the outcomes. A
+    stage-2 engine is then told that every source has read all its input, releasing what it
+    held for the canonical order (streams.reorder)."""
     total = Outcome()
     offset = 0
+    if engine.kinds != CALLER_KINDS:
+        seen = [o for batch in batches for o in batch if isinstance(o, Obs)]
+        fronts = {o.source: o.start_ms for o in sorted(seen, key=lambda o: o.start_ms)}
+        batches = [*batches, [Progress(s, front, True) for s, front in sorted(fronts.items())]]
     for batch in batches:
         out = await engine.process(0, [(offset + i, o) for i, o in enumerate(batch)])
         offset += len(batch)

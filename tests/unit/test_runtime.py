@@ -7,6 +7,7 @@ import copy
 from typing import Any
 
 import orjson
+import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from config.policy import load_policy
@@ -288,3 +289,45 @@ async def test_the_fetch_wait_setting_reaches_every_aiokafka_consumer() -> None:
         assert consumer._fetch_max_wait_ms == 10
     finally:
         aiokafka.AIOKafkaConsumer.__init__ = original
+
+
+@pytest.mark.parametrize("steps", range(6))
+async def test_a_revocation_never_leaves_the_partition_locked(steps: int) -> None:
+    """A revocation that Faust cancels just as the batch in flight finishes (``steps`` loop
+    turns after it) never holds the partition's lock afterwards: the next batch and the audit
+    go on (issue 17). The revocation only waits for the lock to be free, never takes it."""
+    rt = runtime(MemoryStore())
+    release = asyncio.Event()
+
+    async def batch() -> None:
+        async with rt.lock(0):
+            await release.wait()
+
+    held = asyncio.create_task(batch())
+    await asyncio.sleep(0)
+    revoking = asyncio.create_task(rt.revoke(0, wait_s=5))
+    await asyncio.sleep(0.01)
+    release.set()
+    for _ in range(steps):
+        await asyncio.sleep(0)
+    revoking.cancel()
+    await asyncio.gather(revoking, return_exceptions=True)
+    await held
+    assert not rt.lock(0).locked()
+
+
+async def test_a_revocation_that_times_out_leaves_the_lock_to_its_batch() -> None:
+    rt = runtime(MemoryStore())
+    release = asyncio.Event()
+
+    async def batch() -> None:
+        async with rt.lock(0):
+            await release.wait()
+
+    held = asyncio.create_task(batch())
+    await asyncio.sleep(0)
+    await rt.revoke(0, wait_s=0.05)
+    assert rt.lock(0).locked()  # still the batch's
+    release.set()
+    await held
+    assert not rt.lock(0).locked()

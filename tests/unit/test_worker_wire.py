@@ -15,8 +15,9 @@ from config.numbering import CHINA
 from streams.batches import chunks
 from streams.cdr import CDR, REJECT_REASONS, Reject, decode_message
 from streams.deadletter import DEAD_LETTER_MAX_BYTES, dead_letter
-from streams.derived import decode_derived, derived_messages, derived_partition
+from streams.derived import decode_derived, derived_messages, derived_partition, progress_messages
 from streams.observe import Obs, derived_obs
+from streams.reorder import Progress
 from tests.factories import T0, cdr
 
 PARTITIONS = 8
@@ -63,19 +64,20 @@ def test_derived_partition_spreads_subjects_over_all_partitions() -> None:
 
 # --------------------------------------------------------------------------- derived_messages
 
+FRONT = (T0 + 600) * 1000
+
 
 @pytest.mark.parametrize("source", [0, 5])
 def test_one_message_per_target_partition_decodes_to_its_observations(source: int) -> None:
     observed = derived_obs(traffic(), INTL, source, CHINA)
     assert {o.kind for o in observed} == {"callee", "block", "trunk"}
-    messages = dict(derived_messages(observed, source, PARTITIONS))
-    targets = {derived_partition(o.subject, PARTITIONS) for o in observed}
-    assert set(messages) == targets
-    assert len(messages) > 1
+    messages = dict(derived_messages(observed, source, PARTITIONS, FRONT))
+    assert set(messages) == set(range(PARTITIONS))  # every partition hears the progress
     decoded_total = 0
     for target, message in messages.items():
         assert isinstance(message, bytes)
-        decoded = decode_derived(message)
+        *decoded, progress = decode_derived(message)
+        assert progress == Progress(source, FRONT, False)
         expected = [o for o in observed if derived_partition(o.subject, PARTITIONS) == target]
         assert decoded == expected  # same observations, same source, same order
         assert all(isinstance(o, Obs) and o.source == source for o in decoded)
@@ -85,27 +87,40 @@ def test_one_message_per_target_partition_decodes_to_its_observations(source: in
 
 def test_the_message_source_wins_over_the_observations() -> None:
     observed = derived_obs(traffic()[:5], INTL, 2, CHINA)
-    for _, message in derived_messages(observed, 6, PARTITIONS):
-        assert {o.source for o in decode_derived(message) if isinstance(o, Obs)} == {6}
+    for _, message in derived_messages(observed, 6, PARTITIONS, FRONT):
+        assert {o.source for o in decode_derived(message) if not isinstance(o, Reject)} == {6}
 
 
-def test_no_observations_no_messages() -> None:
-    assert derived_messages([], 0, PARTITIONS) == []
+def test_no_observations_still_tell_the_progress_everywhere() -> None:
+    messages = derived_messages([], 4, PARTITIONS, FRONT)
+    assert [t for t, _ in messages] == list(range(PARTITIONS))
+    assert all(decode_derived(m) == [Progress(4, FRONT, False)] for _, m in messages)
+    idle = progress_messages(4, PARTITIONS, FRONT)
+    assert all(decode_derived(m) == [Progress(4, FRONT, True)] for _, m in idle)
+
+
+def test_a_bad_progress_is_rejected() -> None:
+    assert decode_derived(b'[1, [], "x", false]') == [
+        Reject("bad_type", "derived progress is not [front ms, idle]")
+    ]
 
 
 def test_large_batches_are_split_in_order_under_the_size_cap() -> None:
     observed = derived_obs(traffic() * 40, INTL, 1, CHINA)
-    messages = derived_messages(observed, 1, 2, chunk=7)
+    messages = derived_messages(observed, 1, 2, FRONT, chunk=7)
     assert all(len(orjson.loads(m)[1]) <= 7 for _, m in messages)
     for target in (0, 1):
-        decoded = [o for t, m in messages if t == target for o in decode_derived(m)]
+        decoded = [
+            o for t, m in messages if t == target for o in decode_derived(m) if isinstance(o, Obs)
+        ]
         assert decoded == [o for o in observed if derived_partition(o.subject, 2) == target]
 
 
 def test_a_message_carries_the_source_once() -> None:
     observed = derived_obs([cdr("13812345678", T0, 1, callee="13900000001")], INTL, 3, CHINA)
-    ((_, message),) = derived_messages(observed[:1], 3, PARTITIONS)
-    assert orjson.loads(message) == [3, [observed[0].to_wire()]]
+    target = derived_partition(observed[0].subject, PARTITIONS)
+    message = dict(derived_messages(observed[:1], 3, PARTITIONS, FRONT))[target]
+    assert orjson.loads(message) == [3, [observed[0].to_wire()], FRONT, False]
 
 
 _SUBJECT = st.from_regex(r"[A-Za-z0-9._-]{1,40}", fullmatch=True)
@@ -129,11 +144,13 @@ _OBS = st.builds(
     partitions=st.integers(min_value=1, max_value=16),
 )
 def test_derived_messages_round_trip(observed: list[Obs], source: int, partitions: int) -> None:
-    messages = derived_messages(observed, source, partitions)
-    assert {t for t, _ in messages} <= set(range(partitions))
-    back: dict[int, list[Obs | Reject]] = {}
+    messages = derived_messages(observed, source, partitions, FRONT)
+    assert {t for t, _ in messages} == set(range(partitions))
+    back: dict[int, list[Obs | Progress | Reject]] = {}
     for target, message in messages:
-        back.setdefault(target, []).extend(decode_derived(message))
+        back.setdefault(target, []).extend(
+            o for o in decode_derived(message) if not isinstance(o, Progress)
+        )
     for target in range(partitions):
         expected = [
             o._replace(source=source)
