@@ -177,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         first[0].wait()
         with_peer = recovery(broker.address, client, env, parts, killed_at)
         print(show("SIGKILL with a peer alive", with_peer), flush=True)
+        if None in with_peer.values():
+            second[0].send_signal(signal.SIGUSR2)  # the worker logs every await chain
+            time.sleep(3)
         time.sleep(5)
         killed_at = time.monotonic()
         second[0].kill()
@@ -185,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         alone = recovery(broker.address, client, env, parts, killed_at)
         print(show("SIGKILL of the lone worker, restarted at once", alone), flush=True)
         if None in alone.values():
-            fleet.procs[-1][0].send_signal(signal.SIGUSR1)  # mode logs every task's stack
+            fleet.procs[-1][0].send_signal(signal.SIGUSR2)  # the worker logs every await chain
             time.sleep(3)
     finally:
         stop.set()

@@ -1,8 +1,9 @@
 """A bounded graceful stop: after SIGTERM or SIGINT the worker has ``stop_timeout_s`` to leave
 its group and flush; if it is still running then, it logs what every unfinished task is
 waiting on (the whole await chain, which asyncio's own stack dump cuts at the first frame) and
-exits with status 1. Leaving at that point is safe: a batch is acknowledged only after its
-fenced state write and its sends, so the next owner re-applies whatever was in flight."""
+exits with status 1 (SIGUSR2 logs the same chains at any time). Leaving at that point is safe:
+a batch is acknowledged only after its fenced state write and its sends, so the next owner
+re-applies whatever was in flight."""
 
 from __future__ import annotations
 
@@ -62,6 +63,12 @@ class Worker(faust.Worker):
             self.stop_requested()
             self.loop.call_later(self.stop_timeout_s, self._stalled)
         super()._schedule_shutdown(signal)
+
+    def _on_sigusr2(self) -> None:
+        # mode enters pdb on SIGUSR2, which would stop a worker with no terminal: log the await
+        # chains instead (SIGUSR1 keeps mode's own dump of the task stacks).
+        log.warning("SIGUSR2: the await chain of every unfinished task follows")
+        log_unfinished(self.loop)
 
     def _stalled(self) -> None:
         log.error(

@@ -94,7 +94,7 @@ class Worker:
         try:
             return self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            self.proc.send_signal(signal.SIGUSR1)  # mode logs every task's stack: why it hangs
+            self.proc.send_signal(signal.SIGUSR2)  # the worker logs every await chain: why it hangs
             time.sleep(2)
             self.proc.kill()
             self.proc.wait()
