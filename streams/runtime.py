@@ -30,7 +30,6 @@ from streams.state.base import PartitionMeta, StaleOffset
 log = logging.getLogger("dialwatch.worker")
 T = TypeVar("T")
 FIRST_DELAY_S = 0.05
-CONFIRM_POLL_S = 1.0  # how often a wait for the broker's confirmations looks at ``stopping``
 # What the driver does with a batch's outcome after detection and before its state write (the
 # worker forwards stage 1's admitted CDRs to stage 2): a crash in between replays it.
 Forward = Callable[[Outcome], Awaitable[None]]
@@ -45,26 +44,6 @@ class Links:
     # (partition, start, end): the stage's decoded items for input offsets [start, end), at
     # most ``kafka_reads.REREAD_CHUNK`` messages from ``start`` on, [] when the log has none
     reread: Callable[[int, int, int], Awaitable[list[Item]]]
-
-
-class Stopping:
-    """Set once the worker is asked to stop (``streams.shutdown``): retry loops then give up
-    their batch instead of retrying it, unacknowledged, so the next owner applies it. Without
-    it a batch retrying against a stopped producer (Faust flushes it before the agents stop)
-    waits for deliveries that never come and the stop hangs."""
-
-    def __init__(self) -> None:
-        self._set = False
-
-    def set(self) -> None:
-        self._set = True
-
-    def __bool__(self) -> bool:
-        return self._set
-
-    def check(self) -> None:
-        if self._set:
-            raise asyncio.CancelledError("the worker is stopping")
 
 
 async def acquire_within(lock: asyncio.Lock, wait_s: float) -> bool:
@@ -118,7 +97,6 @@ class Runtime:
         # Stage 1's second input, the repartition topic (``rekeyed_input``): same engine, same
         # state and locks, its own stored offset.
         self.rekeyed = rekeyed
-        self.stopping = Stopping()  # one for every runtime of a worker (``run_worker``)
 
     def rekeyed_input(self) -> Runtime:
         """A runtime for the repartition topic's partitions over this one's engine: it
@@ -126,7 +104,6 @@ class Runtime:
         other = Runtime(self.settings, self.engine, self.metrics, self.stage, rekeyed=True)
         other._locks = self._locks
         other.interception = self.interception
-        other.stopping = self.stopping
         other.feed = self.feed
         return other
 
@@ -208,7 +185,6 @@ class Runtime:
         ``lock(partition)`` across this and the batch's ``publish``.
         """
         while True:
-            self.stopping.check()
             # Checked once per load of the partition's meta, by each input of the engine: the
             # other input (stage 1's two) may have been the one that loaded it.
             known = self.engine.knows(partition)
@@ -295,7 +271,6 @@ class Runtime:
         """Apply one partition's batch, retrying in place until the store takes it (no outbox
         recovery and no restore: ``handle`` adds those)."""
         while True:
-            self.stopping.check()
             outcome = await self.attempt(partition, items)
             if outcome is not None:
                 return outcome
@@ -358,7 +333,6 @@ class Runtime:
             try:
                 result = await call()
             except errors as exc:
-                self.stopping.check()
                 self.healthy, self.last_error = False, type(exc).__name__
                 if store:
                     self.metrics.store_errors.inc()
@@ -403,13 +377,11 @@ class Runtime:
     async def send_confirmed(
         self, partition: int, sends: Callable[[], Awaitable[list[Any]]]
     ) -> None:
-        """Run ``sends`` and wait for every delivery, retrying the lot until all are confirmed.
-        While waiting it looks at ``stopping`` every second: a stopped producer never confirms."""
+        """Run ``sends`` and wait for every delivery, retrying the lot until all are confirmed."""
         delay = FIRST_DELAY_S
         while True:
-            self.stopping.check()
             try:
-                await self.confirmed(await sends())
+                await asyncio.gather(*(await sends()))
             except Exception as exc:
                 self.healthy, self.last_error = False, type(exc).__name__
                 log.warning("partition %d: publish failed (%s); retrying", partition, exc)
@@ -417,13 +389,3 @@ class Runtime:
                 delay = min(delay * 2, self.settings.retry_max_backoff_s)
                 continue
             return
-
-    async def confirmed(self, pending: list[Any]) -> None:
-        """Wait for every delivery; raises the first failure."""
-        waiting = {asyncio.ensure_future(p) for p in pending}
-        while waiting:
-            done, waiting = await asyncio.wait(waiting, timeout=CONFIRM_POLL_S)
-            for delivery in done:
-                delivery.result()
-            if waiting:
-                self.stopping.check()

@@ -8,10 +8,10 @@ re-applies whatever was in flight."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
-from collections.abc import Callable
 from types import CoroutineType, FrameType
 from typing import Any
 
@@ -41,26 +41,34 @@ def await_chain(coro: Any) -> list[str]:
 
 
 def log_unfinished(loop: asyncio.AbstractEventLoop) -> None:
+    """Every unfinished task's await chain, then every suspended coroutine of dialwatch's own
+    (a chain breaks where a library awaits through an object with no frame, e.g. Faust's
+    actor; these show where dialwatch's code waits below such a break)."""
     for task in asyncio.all_tasks(loop):
         coro = task.get_coro()
         if isinstance(coro, CoroutineType) or hasattr(coro, "cr_frame"):
             log.error("unfinished task %s:\n  %s", task.get_name(), "\n  ".join(await_chain(coro)))
+    for obj in gc.get_objects():
+        if (
+            isinstance(obj, CoroutineType)
+            and obj.cr_frame is not None
+            and not obj.cr_running
+            and os.sep + "streams" + os.sep in obj.cr_code.co_filename
+        ):
+            log.error("suspended coroutine:\n  %s", "\n  ".join(await_chain(obj)))
 
 
 class Worker(faust.Worker):
-    """``faust.Worker`` with a deadline on the graceful stop; ``on_stop`` runs when the stop
-    is asked for (the runtimes' ``Stopping``: batches still retrying give up)."""
+    """``faust.Worker`` with a deadline on the graceful stop. (Nothing of dialwatch may raise
+    CancelledError itself to hurry the stop: Faust takes that, from an agent it has not begun
+    to stop, for a rebalance and restarts the agent, which then holds the stop up.)"""
 
-    def __init__(
-        self, *args: Any, stop_timeout_s: float, on_stop: Callable[[], None], **kwargs: Any
-    ) -> None:
+    def __init__(self, *args: Any, stop_timeout_s: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.stop_timeout_s = stop_timeout_s
-        self.stop_requested = on_stop
 
     def _schedule_shutdown(self, signal: signal.Signals) -> None:
         if not self._signal_stop_time:
-            self.stop_requested()
             self.loop.call_later(self.stop_timeout_s, self._stalled)
         super()._schedule_shutdown(signal)
 

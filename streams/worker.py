@@ -47,14 +47,12 @@ def run_worker(settings: Settings) -> int:
             engine.store.timing = metrics.redis_call
     callers = Runtime(settings, caller_engine, metrics, STAGE_CALLERS)
     subjects = Runtime(settings, subject_engine, metrics, STAGE_SUBJECTS)
-    subjects.stopping = callers.stopping
     app = build_app(settings, callers, subjects)
     worker = Worker(
         app,
         loglevel=settings.log_level,
         redirect_stdouts=False,
         stop_timeout_s=settings.stop_timeout_s,
-        on_stop=callers.stopping.set,
     )
     worker.execute_from_commandline()
     return 0

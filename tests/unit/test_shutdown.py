@@ -1,5 +1,5 @@
 """The bounded graceful stop: its diagnostics (the await chain of a stuck task, down to the line
-it waits on), and the runtime giving up batches and lock waits when the worker stops."""
+it waits on), and a revocation's bounded wait for a partition's lock."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from streams.runtime import CONFIRM_POLL_S, Runtime, Stopping, acquire_within
+from streams.runtime import acquire_within
 from streams.shutdown import await_chain, log_unfinished
 
 
@@ -76,24 +76,3 @@ async def test_a_cancelled_acquire_within_never_holds_the_lock() -> None:
         await waiter
     await asyncio.sleep(0)
     assert not lock.locked()
-
-
-async def test_a_wait_for_confirmations_gives_up_once_the_worker_stops() -> None:
-    runtime = Runtime.__new__(Runtime)  # only ``stopping`` is used by ``confirmed``
-    runtime.stopping = Stopping()
-    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    waiting = asyncio.create_task(runtime.confirmed([never]))
-    await asyncio.sleep(0.01)
-    assert not waiting.done()
-    runtime.stopping.set()
-    with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(waiting, CONFIRM_POLL_S * 3)
-
-
-async def test_confirmations_raise_the_first_failure() -> None:
-    runtime = Runtime.__new__(Runtime)
-    runtime.stopping = Stopping()
-    failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    failed.set_exception(OSError("broker gone"))
-    with pytest.raises(OSError):
-        await runtime.confirmed([failed])
