@@ -130,6 +130,9 @@ class Settings:
     intercept_breaker_window_s: int = 600
     audit_retention_s: int = 90 * 86_400  # audit entries older than this are trimmed
     intercept_mirror_s: float = 0.5  # how often the audit trail is mirrored to the topics
+    # Scan performance (issue 18): "fast" lets subjects that cannot reach any threshold skip
+    # the per-record engine (streams.fastscan); "reference" runs every record through it.
+    scan_path: str = "fast"
 
     def __post_init__(self) -> None:
         for name in (
@@ -167,6 +170,8 @@ class Settings:
                 raise ValueError(f"{name} must be positive")
         if self.intercept_release_grace_s < 0 or self.intercept_mirror_s <= 0:
             raise ValueError("intercept_release_grace_s >= 0 and intercept_mirror_s > 0, please")
+        if self.scan_path not in ("fast", "reference"):
+            raise ValueError("scan_path must be fast or reference")
         self._check_kafka_security()
         self._check_redis_cluster()
         self._check_redis_security()

@@ -1,0 +1,211 @@
+"""Scan's fast path: the subjects that cannot fire skip the per-record engine.
+
+Every detector is a threshold on calls per window (detectors.levels; a non-monotone one makes
+its kind's plan ``always``, and then every subject of the kind goes to the engine). So a
+subject whose busiest window never reaches the lowest threshold set on that window, after its
+number-class factor, can raise nothing: its records are only counted. The busiest window of
+every subject is found column-wise (numpy): sort by subject and time once, bucket indices as
+integer arrays, and the calls in the window ending at each record's bucket are two binary
+searches. Only the records of subjects that could fire go through the reference engine
+(streams.engine), in the same batches and offsets as :func:`streams.scan.replay_reference`
+would give them; the others move its watermark (``elsewhere_ms``), so pruning and episode
+closing happen in the same batch as there, and the alerts come out identical and in the same
+order. The differential tests (tests/unit/test_fastscan.py) hold the two paths equal.
+
+A subject also goes to the engine when something other than its calls could matter: a
+repeated CDR id (duplicates are counted there), a complaint report (it tightens thresholds).
+The path as a whole applies only to a fresh in-memory store (a scan into Redis adds to state
+the gate cannot see) and to records not near the future-skew limit (``usable``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Collection, Sequence
+
+import numpy as np
+
+from detectors.levels import scaled
+from detectors.selection import KindPlan
+from detectors.windows import WindowSpec
+from streams.cdr import CDR
+from streams.engine import Engine
+from streams.items import Item, Outcome, split_key, store_key
+from streams.observe import Obs, caller_obs, derived_obs
+from streams.state.memory import MemoryStore
+
+_KEY_SHIFT = 40  # composite sort key: subject index above, bucket index below
+FUTURE_MARGIN_MS = 3_600_000  # records this close to the future-skew limit: reference path
+
+
+def window_limits(plan: KindPlan, specs: Collection[WindowSpec]) -> dict[str, int]:
+    """Window name -> the lowest call threshold any level of the plan sets on it."""
+    names = {s.name for s in specs}
+    low: dict[str, int] = {}
+    for _, dp in plan.detectors:
+        for level in dp.levels:
+            for window, limit in level.thresholds.items():
+                if window in names:
+                    low[window] = min(low.get(window, limit), limit)
+    return low
+
+
+def window_calls(index: np.ndarray, starts: np.ndarray, spec: WindowSpec) -> np.ndarray:
+    """At each record, the calls of its subject in the window of ``spec`` ending in the
+    record's bucket, that bucket counted whole (an upper bound on what the engine counts
+    there). ``index`` (subject) and ``starts`` are sorted by (subject, start)."""
+    buckets = starts // (spec.bucket_s * 1000)
+    composite = (index << _KEY_SHIFT) + buckets
+    upper = np.searchsorted(composite, composite, side="right")
+    lower = np.searchsorted(composite, composite - (spec.n_buckets - 1), side="left")
+    calls: np.ndarray = upper - lower
+    return calls
+
+
+def could_fire(
+    engine: Engine,
+    kind_of: Callable[[str], str],
+    keys: Sequence[str],
+    starts: Sequence[int],
+    ids: Sequence[str],
+    reported: Collection[str] = frozenset(),
+) -> tuple[set[str], set[str]]:
+    """(subjects, hot ids): the store keys among ``keys`` (one per observation) whose subject
+    could raise an alert, has a repeated id or a complaint report (``reported``: subjects);
+    and the ids of the records at which a threshold can be reached (every record of a
+    reported subject or of an ``always`` plan)."""
+    order: dict[str, int] = {}
+    index_list = [order.setdefault(k, len(order)) for k in keys]
+    names = list(order)
+    subjects: set[str] = set()
+    pairs: set[tuple[int, str]] = set()
+    for i, cdr_id in zip(index_list, ids, strict=True):
+        if (i, cdr_id) in pairs:
+            subjects.add(names[i])
+        pairs.add((i, cdr_id))
+    del pairs
+    if not names:
+        return subjects, set()
+    index = np.asarray(index_list, dtype=np.int64)
+    start = np.asarray(starts, dtype=np.int64)
+    sort = np.lexsort((start, index))
+    index, start = index[sort], start[sort]
+    # Per subject: its lowest limit on each window (huge: no limit), or -1 (every record hot).
+    n = len(names)
+    everything = np.zeros(n, dtype=bool)
+    limits: dict[str, np.ndarray] = {}
+    specs: dict[str, WindowSpec] = {}
+    for i, key in enumerate(names):
+        kind, subject = split_key(key)
+        plan = engine.plans[kind_of(key)]
+        if plan.always or subject in reported:
+            everything[i] = True
+            continue
+        factor = engine.policy.factor(engine.number_class(kind, subject))
+        for window, limit in window_limits(plan, plan.specs).items():
+            if window not in limits:
+                limits[window] = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+                specs[window] = next(s for s in plan.specs if s.name == window)
+            limits[window][i] = scaled(limit, factor)
+    hot = everything[index]
+    for window, lows in limits.items():
+        hot |= window_calls(index, start, specs[window]) >= lows[index]
+    subjects.update(names[i] for i in np.unique(index[hot]).tolist())
+    hot_ids = {ids[k] for k in sort[hot].tolist()}
+    return subjects, hot_ids
+
+
+async def usable(
+    engine: Engine, derived: Engine | None, records: Sequence[CDR], partition: int
+) -> bool:
+    """Whether the fast path gives the reference's results for these sorted records: a fresh
+    in-memory store, no re-keying or outbox, nothing near the future-skew limit."""
+    if not records:
+        return False
+    for e in [engine] if derived is None else [engine, derived]:
+        if not isinstance(e.store, MemoryStore) or e.rekey_partitions or e.outbox:
+            return False
+        if (await e.meta(partition)).offset != -1:
+            return False
+    return records[-1].start_ms <= engine.clock_ms() + engine.skew_ms - FUTURE_MARGIN_MS
+
+
+def _key(o: Obs) -> str:
+    return store_key(o.kind, o.subject)
+
+
+async def replay_fast(
+    engine: Engine,
+    derived: Engine | None,
+    records: Sequence[CDR],
+    partition: int,
+    reported: Collection[str],
+    emit: Callable[[Outcome, int], None],
+    totals: Counter[str],
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Replay sorted records as streams.scan.replay_reference does; ``emit(outcome, stage)``
+    gets each engine's outcome, ``totals`` the stage-1 counts the engine did not see."""
+    trunks, plan = engine.trunks, engine.numbering
+    first = (await engine.meta(partition)).offset + 1
+    second = (await derived.meta(partition)).offset + 1 if derived else 0
+    batch = engine.settings.chunk_records
+    callers = [caller_obs(r, trunks, plan) for r in records]
+    mine = [(i, o) for i, o in enumerate(callers) if o is not None]
+    gate1, hot1 = could_fire(
+        engine,
+        lambda k: "number",
+        [o.subject for _, o in mine],
+        [o.start_ms for _, o in mine],
+        [o.cdr_id for _, o in mine],
+        reported,
+    )
+    del mine
+    observed: list[list[Obs]] = []
+    gate2: set[str] = set()
+    hot2: set[str] = set()
+    if derived is not None:
+        observed = [
+            derived_obs(records[i : i + batch], trunks, partition, plan)
+            for i in range(0, len(records), batch)
+        ]
+        flat = [o for chunk in observed for o in chunk]
+        gate2, hot2 = could_fire(
+            derived,
+            lambda k: split_key(k)[0],
+            [_key(o) for o in flat],
+            [o.start_ms for o in flat],
+            [o.cdr_id for o in flat],
+            reported,
+        )
+        del flat
+    for n, i in enumerate(range(0, len(records), batch)):
+        chunk = records[i : i + batch]
+        items: list[Item] = []
+        elsewhere: int | None = None
+        skipped = spoofed = 0
+        for j, rec in enumerate(chunk):
+            obs = callers[i + j]
+            if obs is None:
+                spoofed += 1
+            elif obs.subject in gate1:
+                items.append((first + i + j, rec))
+            else:
+                skipped += 1
+                elsewhere = rec.start_ms if elsewhere is None else max(elsewhere, rec.start_ms)
+        items.append((first + i + len(chunk) - 1, None))
+        outcome = await engine.process(partition, items, elsewhere_ms=elsewhere, hot=hot1)
+        totals["accepted"] += skipped
+        totals["to_trunk"] += spoofed
+        emit(outcome, 1)
+        if derived is not None:
+            obs_chunk = observed[n]
+            observed[n] = []
+            if obs_chunk:
+                items = [(second + j, o) for j, o in enumerate(obs_chunk) if _key(o) in gate2]
+                items.append((second + len(obs_chunk) - 1, None))
+                late = max(o.start_ms for o in obs_chunk)
+                emit(await derived.process(partition, items, elsewhere_ms=late, hot=hot2), 2)
+                second += len(obs_chunk)
+        if progress is not None:
+            progress(i + len(chunk))
