@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left, insort
-from collections.abc import Callable, Collection, Container, Sequence
+from collections.abc import Callable, Collection, Container, Mapping, Sequence
 from dataclasses import dataclass, replace
 from zoneinfo import ZoneInfo
 
@@ -171,7 +171,7 @@ class Engine:
         items: Sequence[Item],
         rekeyed: bool = False,
         elsewhere_ms: int | None = None,
-        hot: Container[str] | None = None,
+        hot: Mapping[str, Collection[str]] | None = None,
     ) -> Outcome:
         """Apply a partition's batch: one store read, one fenced store write (``prepare``
         then ``commit``, with nothing in between)."""
@@ -183,7 +183,7 @@ class Engine:
         items: Sequence[Item],
         rekeyed: bool = False,
         elsewhere_ms: int | None = None,
-        hot: Container[str] | None = None,
+        hot: Mapping[str, Collection[str]] | None = None,
     ) -> Prepared:
         """Admit a partition's batch and run the detectors over it: one store read, no write.
 
@@ -194,8 +194,8 @@ class Engine:
         newest start among this batch's records that the driver handled without passing them
         (scan's fast path, streams.fastscan, for subjects that cannot fire): they move the
         partition's own source and newest time as if they had been passed. ``hot``: when given,
-        the detectors run only at the records whose ids it holds (the driver has shown that no
-        threshold can be reached at the others).
+        the detectors run only at the records whose ids it holds, and only those it names
+        there (the driver has shown that no other threshold can be reached).
         """
         out = Outcome()
         meta = await self.meta(partition)
@@ -351,7 +351,7 @@ class Engine:
         now_ms: int,
         out: Outcome,
         complaints: bytes | None = None,
-        hot: Container[str] | None = None,
+        hot: Mapping[str, Collection[str]] | None = None,
     ) -> None:
         subj = self.subject_of(key)
         plan = self.plans[subj.kind]
@@ -405,6 +405,9 @@ class Engine:
             out.accepted += 1
             if could_fire and (hot is None or obs.cdr_id in hot):
                 active = plan.active(subj.number_class, state.episodes)
+                if hot is not None:
+                    allowed = hot[obs.cdr_id]
+                    active = [a for a in active if a[0].name in allowed]
                 if active:
                     reports = complaint_reports(
                         complaints, start, self.policy.complaints.horizon_s * 1000

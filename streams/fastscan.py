@@ -38,15 +38,15 @@ _KEY_SHIFT = 40  # composite sort key: subject index above, bucket index below
 FUTURE_MARGIN_MS = 3_600_000  # records this close to the future-skew limit: reference path
 
 
-def window_limits(plan: KindPlan, specs: Collection[WindowSpec]) -> dict[str, int]:
-    """Window name -> the lowest call threshold any level of the plan sets on it."""
-    names = {s.name for s in specs}
-    low: dict[str, int] = {}
-    for _, dp in plan.detectors:
+def detector_limits(plan: KindPlan) -> dict[tuple[str, str], int]:
+    """(detector, window) -> the lowest call threshold any of the detector's levels sets on
+    that window."""
+    low: dict[tuple[str, str], int] = {}
+    for detector, dp in plan.detectors:
         for level in dp.levels:
             for window, limit in level.thresholds.items():
-                if window in names:
-                    low[window] = min(low.get(window, limit), limit)
+                key = (detector.name, window)
+                low[key] = min(low.get(key, limit), limit)
     return low
 
 
@@ -69,11 +69,11 @@ def could_fire(
     starts: Sequence[int],
     ids: Sequence[str],
     reported: Collection[str] = frozenset(),
-) -> tuple[set[str], set[str]]:
-    """(subjects, hot ids): the store keys among ``keys`` (one per observation) whose subject
+) -> tuple[set[str], dict[str, frozenset[str]]]:
+    """(subjects, hot): the store keys among ``keys`` (one per observation) whose subject
     could raise an alert, has a repeated id or a complaint report (``reported``: subjects);
-    and the ids of the records at which a threshold can be reached (every record of a
-    reported subject or of an ``always`` plan)."""
+    and, per id of a record at which some detector's threshold can be reached, the detectors
+    that can (all of them for a reported subject or an ``always`` plan)."""
     order: dict[str, int] = {}
     index_list = [order.setdefault(k, len(order)) for k in keys]
     names = list(order)
@@ -85,34 +85,49 @@ def could_fire(
         pairs.add((i, cdr_id))
     del pairs
     if not names:
-        return subjects, set()
+        return subjects, {}
     index = np.asarray(index_list, dtype=np.int64)
     start = np.asarray(starts, dtype=np.int64)
     sort = np.lexsort((start, index))
     index, start = index[sort], start[sort]
-    # Per subject: its lowest limit on each window (huge: no limit), or -1 (every record hot).
+    # One bit per detector; per subject, the lowest limit of each (detector, window).
+    bits: dict[str, int] = {}
+    for plan in engine.plans.values():
+        for detector, _ in plan.detectors:
+            bits.setdefault(detector.name, 1 << len(bits))
     n = len(names)
-    everything = np.zeros(n, dtype=bool)
-    limits: dict[str, np.ndarray] = {}
+    everything = np.zeros(n, dtype=np.int64)
+    limits: dict[tuple[str, str], np.ndarray] = {}
     specs: dict[str, WindowSpec] = {}
     for i, key in enumerate(names):
         kind, subject = split_key(key)
         plan = engine.plans[kind_of(key)]
         if plan.always or subject in reported:
-            everything[i] = True
+            everything[i] = sum(bits[d.name] for d, _ in plan.detectors)
             continue
         factor = engine.policy.factor(engine.number_class(kind, subject))
-        for window, limit in window_limits(plan, plan.specs).items():
-            if window not in limits:
-                limits[window] = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+        for (name, window), limit in detector_limits(plan).items():
+            if (name, window) not in limits:
+                limits[(name, window)] = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
                 specs[window] = next(s for s in plan.specs if s.name == window)
-            limits[window][i] = scaled(limit, factor)
-    hot = everything[index]
-    for window, lows in limits.items():
-        hot |= window_calls(index, start, specs[window]) >= lows[index]
-    subjects.update(names[i] for i in np.unique(index[hot]).tolist())
-    hot_ids = {ids[k] for k in sort[hot].tolist()}
-    return subjects, hot_ids
+            limits[(name, window)][i] = scaled(limit, factor)
+    mask = everything[index]
+    calls = {w: window_calls(index, start, spec) for w, spec in specs.items()}
+    for (name, window), lows in limits.items():
+        mask[calls[window] >= lows[index]] |= bits[name]
+    hot_rows = mask != 0
+    subjects.update(names[i] for i in np.unique(index[hot_rows]).tolist())
+    named = {b: d for d, b in bits.items()}
+    sets: dict[int, frozenset[str]] = {}
+    hot: dict[str, frozenset[str]] = {}
+    for k, m in zip(sort[hot_rows].tolist(), mask[hot_rows].tolist(), strict=True):
+        got = sets.get(m)
+        if got is None:
+            got = sets[m] = frozenset(d for b, d in named.items() if m & b)
+        cdr_id = ids[k]
+        before = hot.get(cdr_id)
+        hot[cdr_id] = got if before is None or before is got else before | got
+    return subjects, hot
 
 
 async def usable(
@@ -163,7 +178,7 @@ async def replay_fast(
     del mine
     observed: list[list[Obs]] = []
     gate2: set[str] = set()
-    hot2: set[str] = set()
+    hot2: dict[str, frozenset[str]] = {}
     if derived is not None:
         observed = [
             derived_obs(records[i : i + batch], trunks, partition, plan)
