@@ -78,12 +78,12 @@ def could_fire(
     index_list = [order.setdefault(k, len(order)) for k in keys]
     names = list(order)
     subjects: set[str] = set()
-    pairs: set[tuple[int, str]] = set()
-    for i, cdr_id in zip(index_list, ids, strict=True):
-        if (i, cdr_id) in pairs:
-            subjects.add(names[i])
-        pairs.add((i, cdr_id))
-    del pairs
+    if len(set(zip(index_list, ids, strict=True))) < len(index_list):  # a repeated id
+        pairs: set[tuple[int, str]] = set()
+        for i, cdr_id in zip(index_list, ids, strict=True):
+            if (i, cdr_id) in pairs:
+                subjects.add(names[i])
+            pairs.add((i, cdr_id))
     if not names:
         return subjects, {}
     index = np.asarray(index_list, dtype=np.int64)
