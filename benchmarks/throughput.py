@@ -483,15 +483,21 @@ def run_worker(
 
 
 def _run_scan(
-    path: Path, env: dict[str, str], workdir: Path, name: str, expect: int = 0
+    path: Path,
+    env: dict[str, str],
+    workdir: Path,
+    name: str,
+    expect: int = 0,
+    command: tuple[str, ...] = ("streams", "scan"),
 ) -> tuple[str, Any, float]:
-    """Run dialwatch scan, wait with wait4 for its rusage; (stderr, rusage, wall seconds).
-    ``expect``: the exit status expected (an empty file's scan exits 1: nothing accepted)."""
+    """Run dialwatch scan (or ``python -m`` another ``command`` on the file), wait with wait4
+    for its rusage; (stderr, rusage, wall seconds). ``expect``: the exit status expected (an
+    empty file's scan exits 1: nothing accepted). Its standard output goes to NAME.alerts.jsonl."""
     err_path = workdir / f"{name}.stderr"
     with (workdir / f"{name}.alerts.jsonl").open("wb") as out, err_path.open("wb") as err:
         started = time.monotonic()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streams", "scan", str(path)],
+            [sys.executable, "-m", *command, str(path)],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -517,12 +523,16 @@ def _run_scan(
     return stderr, usage, wall
 
 
-def run_scan(stage: Stage, path: Path, allowlist: Path, workdir: Path) -> None:
-    env = _env(DIALWATCH_REDIS="", DIALWATCH_ALLOWLIST_FILE=str(allowlist))
+def run_scan(
+    stage: Stage, path: Path, allowlist: Path, workdir: Path, scan_path: str = "fast"
+) -> None:
+    env = _env(
+        DIALWATCH_REDIS="", DIALWATCH_ALLOWLIST_FILE=str(allowlist), DIALWATCH_SCAN_PATH=scan_path
+    )
     empty = workdir / "empty.jsonl"
     empty.write_bytes(b"")
-    _, base, base_wall = _run_scan(empty, env, workdir, "scan-empty", expect=1)
-    stderr, usage, wall = _run_scan(path, env, workdir, "scan")
+    _, base, base_wall = _run_scan(empty, env, workdir, f"scan-{scan_path}-empty", expect=1)
+    stderr, usage, wall = _run_scan(path, env, workdir, f"scan-{scan_path}")
     match = re.search(r"scanned ([\d,]+) records in ([\d.]+) s", stderr)
     if not match:
         raise RuntimeError(f"no summary in scan's output: {stderr[-1500:]}")
@@ -532,13 +542,31 @@ def run_scan(stage: Stage, path: Path, allowlist: Path, workdir: Path) -> None:
     base_cpu = base.ru_utime + base.ru_stime
     stage.cpu_s = cpu - base_cpu
     stage.peak_rss_kb = int(usage.ru_maxrss)
-    alerts = (workdir / "scan.alerts.jsonl").read_bytes().count(b"\n")
+    alerts = (workdir / f"scan-{scan_path}.alerts.jsonl").read_bytes().count(b"\n")
     stage.extra.update(
         process_wall_s=round(wall, 3),
+        process_cdrs_per_s=round(stage.records / wall, 1),
         process_cpu_s=round(cpu, 3),
         startup_cpu_s=round(base_cpu, 3),
         startup_wall_s=round(base_wall, 3),
         alerts=alerts,
+    )
+
+
+def run_duckdb(stage: Stage, path: Path, workdir: Path) -> None:
+    """benchmarks.duckdb_peer on the scan's file: seconds are its own (read and query); CPU is
+    the whole process's, its start-up included (a few hundredths of the 2M-CDR run's), so
+    the CPU ratio leans towards scan, never against it."""
+    command = ("benchmarks.duckdb_peer",)
+    _, usage, wall = _run_scan(path, _env(), workdir, "duckdb", command=command)
+    doc = orjson.loads((workdir / "duckdb.alerts.jsonl").read_bytes())
+    stage.records, stage.seconds = int(doc["rows"]), float(doc["seconds"])
+    stage.cpu_s = usage.ru_utime + usage.ru_stime
+    stage.peak_rss_kb = int(usage.ru_maxrss)
+    stage.extra.update(
+        process_wall_s=round(wall, 3),
+        process_cdrs_per_s=round(stage.records / wall, 1),
+        callers=doc["callers"],
     )
 
 
@@ -710,6 +738,8 @@ STAGES = (
     ("worker_batched", f"worker, {BATCH} CDRs/msg"),
     ("worker_batched_bounded", f"worker, {BATCH}/msg, BATCH_MAX={BOUNDED_BATCH_MAX}"),
     ("scan", "dialwatch scan, JSONL"),
+    ("scan_reference", "scan, reference path"),
+    ("duckdb", "DuckDB, seed's rule, 1 thr"),
     ("alert_latency", "worker, live at half its rate"),
     ("alert_latency_short_fetch", "worker, live, short fetch wait"),
 )
@@ -720,7 +750,11 @@ RATIOS = (
     ("worker_batched_bounded", "aiokafka_batched"),
     ("scan", "aiokafka_batched"),
     ("scan", "aiokafka_single"),
+    ("scan", "scan_reference"),
+    ("scan", "duckdb"),
 )
+# The reference scan costs about 200 CPU us per CDR: above this many records it is not run.
+REFERENCE_MAX = 400_000
 
 
 def ratios(stages: dict[str, Stage]) -> list[dict[str, Any]]:
@@ -769,6 +803,13 @@ def table(stages: dict[str, Stage], redis_idle: dict[str, Any] | None = None) ->
         lines.append(
             f"{label} / {floor}: rate x{r['rate_ratio']:.3f}"
             + (f", CPU per CDR x{cpu:.2f}" if cpu is not None else "")
+        )
+    if stages["scan"].ok and stages["duckdb"].ok:
+        scan_rate = stages["scan"].extra["process_cdrs_per_s"]
+        duck_rate = stages["duckdb"].extra["process_cdrs_per_s"]
+        lines.append(
+            f"whole process, start-up included: scan {scan_rate:,.0f} CDRs/s, DuckDB "
+            f"{duck_rate:,.0f} rows/s: scan x{scan_rate / duck_rate:.3f} of DuckDB"
         )
     for name in ("alert_latency", "alert_latency_short_fetch"):
         if not stages[name].ok:
@@ -822,6 +863,9 @@ def machine() -> dict[str, Any]:
 @contextlib.contextmanager
 def services(args: argparse.Namespace) -> Iterator[tuple[str, str, dict[str, int]]]:
     started: list[Service] = []
+    if args.scan_only:
+        yield "", "", {}
+        return
     try:
         pids: dict[str, int] = {}
         kafka = args.kafka
@@ -842,7 +886,17 @@ def services(args: argparse.Namespace) -> Iterator[tuple[str, str, dict[str, int
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cdrs", type=int, default=200_000)
+    parser.add_argument("--cdrs", type=int, help="records (default 200,000; --quick: 30,000)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="30,000 CDRs and no alert-latency stages: side by side in under 3 minutes",
+    )
+    parser.add_argument(
+        "--scan-only",
+        action="store_true",
+        help="only the file stages (scan, its reference path, DuckDB): no broker, no worker",
+    )
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--json", type=Path, help="write every figure here as JSON")
     parser.add_argument("--kafka", help="bootstrap servers of an existing broker")
@@ -860,6 +914,10 @@ def main(argv: list[str] | None = None) -> int:
         help="alert latency again with the worker's fetch wait at this (0: skip)",
     )
     args = parser.parse_args(argv)
+    if args.cdrs is None:
+        args.cdrs = 30_000 if args.quick else 200_000
+    if args.quick:
+        args.diallers, args.short_fetch_ms = 0, 0
     if args.cdrs < 1 or args.partitions < 1:
         parser.error("--cdrs and --partitions must be positive")
     settings = Settings()
@@ -905,15 +963,19 @@ def main(argv: list[str] | None = None) -> int:
         jsonl = workdir / "cdrs.jsonl"
         sim.write_jsonl(jsonl, records)
         single, batched = f"bench-{run}-cdrs-single", f"bench-{run}-cdrs-batched"
-        create_topics(kafka, {single: args.partitions, batched: args.partitions})
-        t = time.perf_counter()
-        sim.produce(records, kafka, single, args.partitions, batch_size=1)
-        sim.produce(records, kafka, batched, args.partitions, batch_size=BATCH)
-        print(f"produced both topics in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+        if not args.scan_only:
+            create_topics(kafka, {single: args.partitions, batched: args.partitions})
+            t = time.perf_counter()
+            sim.produce(records, kafka, single, args.partitions, batch_size=1)
+            sim.produce(records, kafka, batched, args.partitions, batch_size=BATCH)
+            print(f"produced both topics in {time.perf_counter() - t:.1f} s", file=sys.stderr)
         n = len(records)
 
         def attempt(name: str, body: Callable[[], None]) -> None:
             stage = stages[name]
+            if args.scan_only and not name.startswith(("scan", "duckdb")):
+                stage.skipped = "--scan-only"
+                return
             print(f"-- {stage.label} ...", file=sys.stderr, flush=True)
             began = time.monotonic()
             try:
@@ -944,7 +1006,7 @@ def main(argv: list[str] | None = None) -> int:
                     stages[name].extra["redis_get_other_client"] = got
                 stages[name].extra["redis_slowlog"] = slowlog(redis, mark)
 
-        report["redis_get_idle"] = redis_idle(redis)
+        report["redis_get_idle"] = None if args.scan_only else redis_idle(redis)
         with ServiceCpu(pids) as svc:
             attempt(
                 "aiokafka_single",
@@ -978,6 +1040,16 @@ def main(argv: list[str] | None = None) -> int:
                     ),
                 )
             attempt("scan", lambda: run_scan(stages["scan"], jsonl, allowlist, workdir))
+            if len(records) > REFERENCE_MAX:
+                stages["scan_reference"].skipped = f"over {REFERENCE_MAX:,} records"
+            else:
+                attempt(
+                    "scan_reference",
+                    lambda: run_scan(
+                        stages["scan_reference"], jsonl, allowlist, workdir, "reference"
+                    ),
+                )
+            attempt("duckdb", lambda: run_duckdb(stages["duckdb"], jsonl, workdir))
             # Live traffic at half the worker's rate on single CDRs: with Faust's own fetch
             # wait, then (diagnostic) with a short one, to tell the broker's long-poll apart.
             for name, wait in (

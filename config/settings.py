@@ -164,6 +164,9 @@ class Settings:
     # partition holds at most reorder_max_held observations back (beyond: released early).
     progress_heartbeat_s: float = 1.0
     reorder_max_held: int = 500_000
+    # Scan performance (issue 18): "fast" lets subjects that cannot reach any threshold skip
+    # the per-record engine (streams.fastscan); "reference" runs every record through it.
+    scan_path: str = "fast"
 
     def __post_init__(self) -> None:
         for name in (
@@ -214,6 +217,8 @@ class Settings:
             )
         if self.api_session_s <= 0 or self.api_recent_alerts <= 0:
             raise ValueError("api_session_s and api_recent_alerts must be positive")
+        if self.scan_path not in ("fast", "reference"):
+            raise ValueError("scan_path must be fast or reference")
         self._check_kafka_security()
         self._check_redis_cluster()
         self._check_redis_security()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left, insort
-from collections.abc import Callable, Collection, Container, Sequence
+from collections.abc import Callable, Collection, Container, Mapping, Sequence
 from dataclasses import dataclass, replace
 from zoneinfo import ZoneInfo
 
@@ -177,21 +177,36 @@ class Engine:
         return meta
 
     async def process(
-        self, partition: int, items: Sequence[Item], rekeyed: bool = False
+        self,
+        partition: int,
+        items: Sequence[Item],
+        rekeyed: bool = False,
+        elsewhere_ms: int | None = None,
+        hot: Mapping[str, Collection[str]] | None = None,
     ) -> Outcome:
         """Apply a partition's batch: one store read, one fenced store write (``prepare``
         then ``commit``, with nothing in between)."""
-        return await self.commit(await self.prepare(partition, items, rekeyed))
+        return await self.commit(await self.prepare(partition, items, rekeyed, elsewhere_ms, hot))
 
     async def prepare(
-        self, partition: int, items: Sequence[Item], rekeyed: bool = False
+        self,
+        partition: int,
+        items: Sequence[Item],
+        rekeyed: bool = False,
+        elsewhere_ms: int | None = None,
+        hot: Mapping[str, Collection[str]] | None = None,
     ) -> Prepared:
         """Admit a partition's batch and run the detectors over it: one store read, no write.
 
         The driver may act on the outcome before ``commit`` writes it: the worker forwards
         stage 1's admitted CDRs to stage 2 there, and its moved CDRs to their partitions, so a
         crash in between replays them. ``rekeyed``: the items come from the repartition topic's
-        partition (``Rekeyed``), fenced by their own stored offset.
+        partition (``Rekeyed``), fenced by their own stored offset. ``elsewhere_ms``: the
+        newest start among this batch's records that the driver handled without passing them
+        (scan's fast path, streams.fastscan, for subjects that cannot fire): they move the
+        partition's own source and newest time as if they had been passed. ``hot``: when given,
+        the detectors run only at the records whose ids it holds, and only those it names
+        there (the driver has shown that no other threshold can be reached).
         """
         out = Outcome()
         meta = await self.meta(partition)
@@ -271,6 +286,10 @@ class Engine:
                 if rec.start_ms > newest:
                     newest = rec.start_ms
                 by_key.setdefault(store_key(rec.kind, rec.subject), []).append(rec)
+        if elsewhere_ms is not None:
+            heard[partition] = now_ms
+            sources[partition] = max(sources.get(partition, 0), elsewhere_ms)
+            newest = max(newest, elsewhere_ms)
         if last_offset == applied:
             return Prepared(partition, out, meta.offset, None, meta.rekeyed)
         out.front_ms = sources.get(partition, newest)
@@ -314,7 +333,7 @@ class Engine:
         for key, records in by_key.items():
             state = from_blobs(read.windows.get(key), read.episodes.get(key))
             had_episodes = bool(state.episodes)
-            self._apply(key, state, records, now_ms, out, read.complaints.get(key))
+            self._apply(key, state, records, now_ms, out, read.complaints.get(key), hot)
             self._close_if_quiet(key, state, watermark, now_ms, out)
             prune(state, watermark, self.retention)
             changes.windows[key] = windows_blob(state)
@@ -369,6 +388,7 @@ class Engine:
         now_ms: int,
         out: Outcome,
         complaints: bytes | None = None,
+        hot: Mapping[str, Collection[str]] | None = None,
     ) -> None:
         subj = self.subject_of(key)
         plan = self.plans[subj.kind]
@@ -420,8 +440,11 @@ class Engine:
             if start > state.newest_ms:
                 state.newest_ms = start
             out.accepted += 1
-            if could_fire:
+            if could_fire and (hot is None or obs.cdr_id in hot):
                 active = plan.active(subj.number_class, state.episodes)
+                if hot is not None:
+                    allowed = hot[obs.cdr_id]
+                    active = [a for a in active if a[0].name in allowed]
                 if active:
                     reports = complaint_reports(
                         complaints, start, self.policy.complaints.horizon_s * 1000

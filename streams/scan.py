@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TextIO
 
 import orjson
@@ -18,6 +18,7 @@ from streams.cdr import CDR, Reject
 from streams.complaints import Complaint, decode_complaints, record
 from streams.engine import Engine
 from streams.errors import InputError
+from streams.fastscan import replay_fast, usable
 from streams.files import RejectLog, read_located
 from streams.formats import Format
 from streams.items import Item, Outcome
@@ -27,7 +28,7 @@ from streams.reorder import Progress
 SCAN_PARTITION = 0
 
 
-async def load_complaints(engine: Engine, path: str, totals: Counter[str]) -> None:
+async def load_complaints(engine: Engine, path: str, totals: Counter[str]) -> set[str]:
     """Store the reports of a JSON Lines file before the CDRs are replayed: each applies from
     its own reported_at, so the order of the two inputs does not matter."""
     complaints: list[Complaint] = []
@@ -43,6 +44,7 @@ async def load_complaints(engine: Engine, path: str, totals: Counter[str]) -> No
     horizon_ms = engine.policy.complaints.horizon_s * 1000
     await record(engine.store, SCAN_PARTITION, complaints, horizon_ms)
     totals["complaints"] += len(complaints)
+    return {c.number for c in complaints}
 
 
 async def scan(
@@ -61,8 +63,9 @@ async def scan(
     err = sys.stderr if err is None else err
     started = time.perf_counter()
     totals: Counter[str] = Counter()
+    reported: set[str] = set()
     if complaints is not None:
-        await load_complaints(engine, complaints, totals)
+        reported = await load_complaints(engine, complaints, totals)
     records: list[CDR] = []
     paths = list(paths)
     for path in paths:
@@ -78,16 +81,61 @@ async def scan(
         names = ", ".join("standard input" if p == "-" else p for p in paths)
         raise InputError(f"no CDRs in {names}: the input is empty")
     records.sort(key=lambda r: r.start_ms)  # stable: ties keep file order
+    progress = err.isatty()
+    ticks = _Progress(err, len(records), engine.settings.chunk_records) if progress else None
+
+    def emit(outcome: Outcome, stage: int) -> None:
+        _count(outcome, totals, out, engine, stage)
+
+    fast = engine.settings.scan_path == "fast" and await usable(
+        engine, derived, records, SCAN_PARTITION
+    )
+    if not (
+        fast
+        and await replay_fast(
+            engine, derived, records, SCAN_PARTITION, reported, emit, totals, ticks
+        )
+    ):
+        await replay_reference(engine, derived, records, emit, ticks)
+    if progress:  # on a pipe there is no progress line, so no line to end
+        err.write(f"\r{len(records):,} of {len(records):,} records\n")
+    out.flush()
+    seconds = time.perf_counter() - started
+    totals["seconds_x1000"] = int(seconds * 1000)
+    _summary(totals, seconds, err)
+    return totals
+
+
+class _Progress:
+    """The progress line on a terminal: every 50 batches."""
+
+    def __init__(self, err: TextIO, total: int, batch: int) -> None:
+        self.err, self.total, self.every, self.next = err, total, batch * 50, 0
+
+    def __call__(self, done: int) -> None:
+        if done > self.next or done == self.total:
+            self.err.write(f"\r{done:,} of {self.total:,} records")
+            self.next += self.every
+
+
+async def replay_reference(
+    engine: Engine,
+    derived: Engine | None,
+    records: Sequence[CDR],
+    emit: Callable[[Outcome, int], None],
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """The reference replay (the oracle of streams.fastscan): every record of every batch
+    through both engines, as the worker's two agents would on one partition."""
     trunks = engine.settings.international_trunks
     first = (await engine.meta(SCAN_PARTITION)).offset + 1
     second = (await derived.meta(SCAN_PARTITION)).offset + 1 if derived else 0
     batch = engine.settings.chunk_records  # records per store round trip, as in the worker
-    progress = err.isatty()
     for i in range(0, len(records), batch):
         chunk = records[i : i + batch]
         items: list[Item] = [(first + i + j, r) for j, r in enumerate(chunk)]
         outcome = await engine.process(SCAN_PARTITION, items)
-        _count(outcome, totals, out, engine)
+        emit(outcome, 1)
         if derived is not None:
             observed = derived_obs(outcome.admitted, trunks, SCAN_PARTITION, engine.numbering)
             # Each chunk ends with its progress, as a worker's derived message does; the last
@@ -96,16 +144,9 @@ async def scan(
             items = [(second + j, o) for j, o in enumerate(observed)]
             items.append((second + len(observed), Progress(SCAN_PARTITION, outcome.front_ms, last)))
             second += len(items)
-            _count(await derived.process(SCAN_PARTITION, items), totals, out, engine, stage=2)
-        if progress and i % (batch * 50) == 0:
-            err.write(f"\r{i + len(chunk):,} of {len(records):,} records")
-    if progress:  # on a pipe there is no progress line, so no line to end
-        err.write(f"\r{len(records):,} of {len(records):,} records\n")
-    out.flush()
-    seconds = time.perf_counter() - started
-    totals["seconds_x1000"] = int(seconds * 1000)
-    _summary(totals, seconds, err)
-    return totals
+            emit(await derived.process(SCAN_PARTITION, items), 2)
+        if progress is not None:
+            progress(i + len(chunk))
 
 
 def _count(
