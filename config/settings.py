@@ -164,6 +164,9 @@ class Settings:
     # partition holds at most reorder_max_held observations back (beyond: released early).
     progress_heartbeat_s: float = 1.0
     reorder_max_held: int = 500_000
+    # Refused sends (issue 17 item 3, docs/recovery.md "Refused sends"): the producer's largest
+    # request; a message beyond it (or the broker's limit) is dead-lettered, not retried.
+    producer_max_request_bytes: int = 1_000_000
 
     def __post_init__(self) -> None:
         for name in (
@@ -176,6 +179,7 @@ class Settings:
             "stop_timeout_s",
             "reorder_max_held",
             "progress_heartbeat_s",
+            "producer_max_request_bytes",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
