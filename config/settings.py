@@ -167,6 +167,9 @@ class Settings:
     # Scan performance (issue 18): "fast" lets subjects that cannot reach any threshold skip
     # the per-record engine (streams.fastscan); "reference" runs every record through it.
     scan_path: str = "fast"
+    # Refused sends (issue 17 item 3, docs/recovery.md "Refused sends"): the producer's largest
+    # request; a message beyond it (or the broker's limit) is dead-lettered, not retried.
+    producer_max_request_bytes: int = 1_000_000
 
     def __post_init__(self) -> None:
         for name in (
@@ -179,6 +182,7 @@ class Settings:
             "stop_timeout_s",
             "reorder_max_held",
             "progress_heartbeat_s",
+            "producer_max_request_bytes",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

@@ -22,13 +22,13 @@ from functools import partial
 from typing import Any
 
 import orjson
-from faust.types import TopicT
 
 from streams.batches import chunks, oldest_times, split
 from streams.cdr import Reject, decode_message
 from streams.complaints import Complaint, decode_complaints, record
 from streams.context import Context
 from streams.deadletter import dead_letter
+from streams.delivery import Outlet
 from streams.derived import decode_derived, derived_messages, progress_messages
 from streams.feed.records import alert_record, canonical
 from streams.items import Outcome
@@ -146,7 +146,7 @@ async def by_complaint(ctx: Context, stream: Any) -> None:
             )
             callers.metrics.complaints.labels("accepted").inc(len(complaints))
         if rejects:
-            await callers.send_confirmed(-1, partial(dead_complaints, ctx.topics.dead, rejects))
+            await callers.send_confirmed(-1, partial(dead_complaints, ctx.out.dead, rejects))
             for _, reject in rejects:
                 callers.metrics.complaints.labels(reject.reason).inc()
 
@@ -158,13 +158,13 @@ async def forward(ctx: Context, partition: int, outcome: Outcome) -> None:
     partitions = ctx.settings.topic_partitions
     if outcome.moved:
         moved = rekeyed_messages(outcome.moved, partition, partitions)
-        await ctx.callers.send_confirmed(partition, partial(send_to, ctx.topics.rekeyed, moved))
+        await ctx.callers.send_confirmed(partition, partial(send_to, ctx.out.rekeyed, moved))
     trunks = ctx.settings.international_trunks
     observed = derived_obs(outcome.admitted, trunks, partition, ctx.plan)
     # Every derived partition hears this partition's progress, observations or not: stage 2
     # releases observations in canonical order as its sources' fronts pass them.
     messages = derived_messages(observed, partition, partitions, outcome.front_ms)
-    await ctx.callers.send_confirmed(partition, partial(send_to, ctx.topics.derived, messages))
+    await ctx.callers.send_confirmed(partition, partial(send_to, ctx.out.derived, messages))
 
 
 @dataclass
@@ -220,7 +220,7 @@ async def tell_idle(ctx: Context, consumer: Any, idle: Idle) -> int:
             messages = progress_messages(partition, settings.topic_partitions, front)
             try:
                 pending = await asyncio.wait_for(
-                    send_to(ctx.topics.derived, messages), IDLE_CALL_TIMEOUT_S
+                    send_to(ctx.out.derived, messages), IDLE_CALL_TIMEOUT_S
                 )
                 await asyncio.wait_for(asyncio.gather(*pending), IDLE_CALL_TIMEOUT_S)
             except Exception as exc:
@@ -231,12 +231,12 @@ async def tell_idle(ctx: Context, consumer: Any, idle: Idle) -> int:
     return count
 
 
-async def send_to(topic: TopicT, messages: list[tuple[int, bytes]]) -> list[Any]:
+async def send_to(topic: Outlet, messages: list[tuple[int, bytes]]) -> list[Any]:
     """Internal messages (derived, repartition), each to its target partition."""
     return [await topic.send(value=value, partition=target) for target, value in messages]
 
 
-async def send_raw(alerts: TopicT, alerts_json: list[bytes]) -> list[Any]:
+async def send_raw(alerts: Outlet, alerts_json: list[bytes]) -> list[Any]:
     """Alerts as the outbox stored them (``Links.send_raw``), keyed by number."""
     pending = []
     for value in alerts_json:
@@ -253,7 +253,7 @@ async def feed_sends(ctx: Context, alerts: Iterable[dict[str, Any]]) -> list[Any
         record = alert_record(alert, ctx.feed_key_id)
         if record is not None:
             value = canonical(record)
-            pending.append(await ctx.topics.feed.send(key=record["number"].encode(), value=value))
+            pending.append(await ctx.out.feed.send(key=record["number"].encode(), value=value))
     return pending
 
 
@@ -273,7 +273,7 @@ async def batch_sends(
     """The alerts and dead letters of a batch. ``internal`` (the derived topic): a stage-2
     admission reject is only counted; its record's dead letter, if any, came from stage 1,
     and the derived message holds a whole batch of other calls."""
-    alerts, dead = ctx.topics.alerts, ctx.topics.dead
+    alerts, dead = ctx.out.alerts, ctx.out.dead
     shown = [alert.to_dict(ctx.tz) for alert in outcome.alerts]
     pending = [
         await alerts.send(key=str(alert["number"]).encode(), value=orjson.dumps(alert))
@@ -290,7 +290,7 @@ async def batch_sends(
     return pending
 
 
-async def dead_complaints(dead: TopicT, rejects: list[tuple[Any, Reject]]) -> list[Any]:
+async def dead_complaints(dead: Outlet, rejects: list[tuple[Any, Reject]]) -> list[Any]:
     pending = []
     for message, reject in rejects:
         source = f"{message.topic}/{message.partition}/{message.offset}"

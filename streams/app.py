@@ -13,22 +13,23 @@ from functools import partial, wraps
 from typing import Any
 
 import faust
-from faust.types import TopicT
 from redis.exceptions import RedisError
 
 from config.settings import Settings
 from streams import agents, web
 from streams.cdr import decode_message
 from streams.context import BrokerHealth, Context
+from streams.delivery import Outlet, Outlets, Refusals
 from streams.derived import decode_derived
 from streams.gauges import Gauges
 from streams.interception.feed import mirror
 from streams.interception.step import Interception, build_store
 from streams.kafka_reads import published_ids, reread
+from streams.metrics import Metrics
 from streams.rekey import decode_rekeyed
 from streams.runtime import Links, Runtime
 from streams.security import api_token, faust_broker_kwargs, faust_web_kwargs
-from streams.topics import worker_topics
+from streams.topics import WorkerTopics, worker_topics
 
 log = logging.getLogger("dialwatch.worker")
 BROKER_PROBE_S = 5.0
@@ -53,6 +54,7 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         stream_wait_empty=False,
+        producer_max_request_size=settings.producer_max_request_bytes,
         **faust_broker_kwargs(settings),
         **faust_web_kwargs(),
     )
@@ -60,16 +62,18 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
     decode_cdrs = partial(decode_message, plan=callers.engine.numbering, tz=callers.engine.tz)
     # The worker's stage 1 moves CDRs to their normalised caller's partition (scan has one).
     callers.engine.rekey_partitions = settings.topic_partitions
+    out = outlets(settings, topics, callers.metrics)
     ctx = Context(
         settings,
         callers,
         subjects,
         topics,
-        caller_links=links(settings, topics.alerts, settings.cdr_topic, decode_cdrs),
-        subject_links=links(settings, topics.alerts, settings.derived_topic, decode_derived),
+        caller_links=links(settings, out.alerts, settings.cdr_topic, decode_cdrs),
+        subject_links=links(settings, out.alerts, settings.derived_topic, decode_derived),
         token=api_token(settings),
         rekeyed=callers.rekeyed_input(),
-        rekeyed_links=links(settings, topics.alerts, settings.repartition_topic, decode_rekeyed),
+        rekeyed_links=links(settings, out.alerts, settings.repartition_topic, decode_rekeyed),
+        out=out,
     )
 
     async def by_caller(stream: Any) -> None:
@@ -177,9 +181,26 @@ def operations_gauges(app: faust.App, settings: Settings, ctx: Context) -> Gauge
     return gauges
 
 
+def outlets(settings: Settings, topics: WorkerTopics, metrics: Metrics) -> Outlets:
+    """The output topics behind outlets that dead-letter refused sends (streams.delivery)."""
+    refusals = Refusals(
+        topics.dead,
+        settings.dead_letter_topic,
+        metrics.refused,
+        settings.producer_max_request_bytes,
+    )
+    return Outlets(
+        derived=Outlet(topics.derived, refusals),
+        rekeyed=Outlet(topics.rekeyed, refusals),
+        alerts=Outlet(topics.alerts, refusals),
+        dead=Outlet(topics.dead, refusals),
+        feed=Outlet(topics.feed, refusals),
+    )
+
+
 def links(
     settings: Settings,
-    alerts: TopicT,
+    alerts: Outlet,
     topic: str,
     decode: Callable[[bytes | None], list[Any]],
 ) -> Links:

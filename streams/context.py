@@ -12,6 +12,7 @@ from config.numbering import NumberingPlan
 from config.settings import Settings
 from detectors.pseudonym import key_id
 from streams.allowlist import Allowlist, shared_key
+from streams.delivery import Outlets
 from streams.runtime import Links, Runtime
 from streams.state.redis import RedisStore
 from streams.topics import WorkerTopics
@@ -41,6 +42,7 @@ class Context:
     token: str | None  # the bearer token of the state-changing endpoints (None: they are off)
     rekeyed: Runtime  # stage 1's second input, the repartition topic (Runtime.rekeyed_input)
     rekeyed_links: Links
+    out: Outlets  # the output topics, refused sends dead-lettered (streams.delivery)
     broker: BrokerHealth = field(default_factory=BrokerHealth)
 
     @property

@@ -61,6 +61,13 @@ class Metrics:
         self.store_errors = Counter(
             "dialwatch_store_errors", "Store calls that failed and were retried", registry=r
         )
+        self.refused = Counter(
+            "dialwatch_send_refused",
+            "Messages the broker or client refused for good (too large, invalid topic), by topic"
+            " and outcome: dead_lettered, or dropped when the dead letter was refused too",
+            ["topic", "outcome"],
+            registry=r,
+        )
         self.restored = Counter(
             "dialwatch_restored_messages",
             "Messages read again from Kafka because the store was behind them (it lost writes)",

@@ -1,0 +1,142 @@
+"""Worker processes in one consumer group, observed from outside (the chaos loop, the
+recovery benchmark): start, stop, read their metrics, and see where each partition's stored
+state and the topics' ends are."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import redis
+from kafka import KafkaConsumer, TopicPartition
+
+from streams.tools.services import free_port
+
+
+@dataclass
+class Worker:
+    """One ``dialwatch worker`` process with its web port and log."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    web_port: int
+    log: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.web_port}/metrics"
+        with urllib.request.urlopen(url, timeout=3) as r:
+            return str(r.read().decode())
+
+    def stop(self, timeout_s: float) -> int | None:
+        """SIGTERM and wait; a worker still running after ``timeout_s`` logs its await chains
+        (SIGUSR2) and is killed. Returns its exit status, None when it had to be killed."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR2)
+            time.sleep(2)
+            self.proc.kill()
+            self.proc.wait()
+            return None
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@dataclass
+class Fleet:
+    """Workers started with one environment (their group, topics and key prefix)."""
+
+    env: dict[str, str]
+    logs: Path
+    workers: list[Worker] = field(default_factory=list)
+
+    def start(self) -> Worker:
+        name = f"worker-{len(self.workers) + 1}"
+        port, log = free_port(), self.logs / f"{name}.log"
+        with log.open("wb") as fh:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "streams", "worker"],
+                env={**self.env, "DIALWATCH_WEB_PORT": str(port)},
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
+        worker = Worker(name, proc, port, log)
+        self.workers.append(worker)
+        return worker
+
+    def live(self) -> list[Worker]:
+        return [w for w in self.workers if w.alive()]
+
+    def stop(self, timeout_s: float = 30) -> None:
+        for worker in self.live():
+            worker.proc.terminate()
+        for worker in self.workers:
+            if worker.alive():
+                worker.stop(timeout_s)
+
+
+def end_offsets(kafka: str, topic: str) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=kafka)
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
+    finally:
+        consumer.close()
+
+
+def applied(client: redis.Redis, prefix: str, partitions: int) -> dict[int, int]:
+    """Per partition, the offset its stored state reflects + 1 (comparable to end offsets).
+    ``prefix`` is the key prefix for stage 1, ``<prefix>:x`` for stage 2."""
+    out = {}
+    for p in range(partitions):
+        off = client.hget(f"{prefix}:{{p{p}}}:meta", "off")
+        out[p] = int(off) + 1 if off is not None else 0
+    return out
+
+
+def caught_up(
+    client: redis.Redis, kafka: str, topics: list[tuple[str, str]], partitions: int
+) -> bool:
+    """Whether every (topic, key prefix) has its stored offsets at or past the topic's end, and
+    still the same two seconds later (Tansu may report an end as the first offset of its last
+    batch, so "at or past" it)."""
+    seen = []
+    for topic, prefix in topics:
+        ends = end_offsets(kafka, topic)
+        done = applied(client, prefix, partitions)
+        if not ends or any(done[p] < end for p, end in ends.items()):
+            return False
+        seen.append(done)
+    time.sleep(2)
+    return seen == [applied(client, prefix, partitions) for _, prefix in topics]
+
+
+def read_topic(kafka: str, topic: str) -> list[dict[str, object]]:
+    """Every message of a JSON topic, from the start."""
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=kafka, auto_offset_reset="earliest", consumer_timeout_ms=4000
+    )
+    try:
+        return [orjson.loads(m.value) for m in consumer]
+    finally:
+        consumer.close()
+
+
+def repeated_ids(alerts: list[dict[str, object]]) -> list[str]:
+    """Alert ids that appear more than once."""
+    counts = Counter(str(a["alert_id"]) for a in alerts)
+    return sorted(i for i, n in counts.items() if n > 1)
