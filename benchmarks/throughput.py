@@ -861,9 +861,12 @@ def machine() -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def services(args: argparse.Namespace) -> Iterator[tuple[str, str, dict[str, int]]]:
+def services(
+    args: argparse.Namespace, needed: bool = True
+) -> Iterator[tuple[str, str, dict[str, int]]]:
+    """The broker and Redis the run uses (``needed`` False: none, for file stages only)."""
     started: list[Service] = []
-    if args.scan_only:
+    if not needed:
         yield "", "", {}
         return
     try:
@@ -951,7 +954,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with (
         tempfile.TemporaryDirectory(prefix="dialwatch-bench-") as tmp,
-        services(args) as (
+        services(args, needed=not args.scan_only) as (
             kafka,
             redis,
             pids,
