@@ -25,11 +25,11 @@ def test_throughput_benchmark_writes_every_figure(tmp_path: Path) -> None:
     started = time.monotonic()
     argv = [sys.executable, "-m", "benchmarks.throughput", "--cdrs", "2000", "--diallers", "3"]
     argv += ["--short-fetch-ms", "0"]
-    done = subprocess.run([*argv, "--json", str(out)], cwd=ROOT, capture_output=True, timeout=100)
+    done = subprocess.run([*argv, "--json", str(out)], cwd=ROOT, capture_output=True, timeout=240)
     elapsed = time.monotonic() - started
     output = done.stdout.decode() + done.stderr.decode()
     assert done.returncode == 0, output[-4000:]
-    assert elapsed < 100, f"took {elapsed:.0f} s"
+    assert elapsed < 240, f"took {elapsed:.0f} s"
     doc = orjson.loads(out.read_bytes())
     assert doc["records"] == 2000 and positive(doc["derived_observations"])
 
