@@ -343,18 +343,3 @@ def test_scan_cli_prints_the_dialler_intercept(tmp_path: Path, redis_url: str) -
         alerts = [orjson.loads(line) for line in done.stdout.splitlines()]
         assert intercepted(alerts) == diallers, done.stderr.decode()
         assert f"scanned {len(records):,} records" in done.stderr.decode()
-
-
-def test_demo_runs_and_intercepts_every_dialler(kafka_bootstrap: str, redis_url: str) -> None:
-    env = {**os.environ, "DIALWATCH_KAFKA": kafka_bootstrap, "DIALWATCH_REDIS": redis_url}
-    done = subprocess.run(
-        [sys.executable, "-m", "streams", "demo", "--subscribers", "1000", "--hours", "4"],
-        capture_output=True,
-        env=env,
-        timeout=240,
-    )
-    output = done.stdout.decode() + done.stderr.decode()
-    assert done.returncode == 0, output[-3000:]
-    assert "false intercepts  none" in output and "PASS" in output
-    for role in ("bulk_dialler", "sequential_dialler", "one_ring", "bomber", "block_member"):
-        assert re.search(rf"^{role} +(\d+)/\1 intercept", output, re.MULTILINE), role
