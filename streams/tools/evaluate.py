@@ -44,6 +44,10 @@ TRUNK: Final = "trunk"
 NORMAL: Final = "normal"
 ACTIVE_STATES: Final = frozenset({"raised", "escalated"})
 BOMB_SOURCE_ROLES: Final = frozenset({"bomber", "bomb_crew"})
+# Roles whose time to detect runs from their Nth call to a subject labelled "protect" (the
+# person they harass), not from their first call: a debt collector's target is 30 min after
+# its 10th attempt at the debtor (issue 19).
+ATTEMPT_FROM: Final[Mapping[str, int]] = {"debt_collector": 10}
 FALSE_INTERCEPTS: Final = "false_intercepts"
 SORTED: Final = "sorted"
 DELIVERY: Final = "delivery"
@@ -157,12 +161,15 @@ class Target:
     role: str
     min_recall_pct: int
     max_median_min: float | None = None  # strict: the median must be below it
+    max_each_min: float | None = None  # every detected subject's TTD at most this
 
     def describe(self) -> str:
         op = "=" if self.min_recall_pct >= 100 else "≥"
         text = f"{self.role} recall {op} {self.min_recall_pct}%"
         if self.max_median_min is not None:
             text += f", median TTD < {self.max_median_min:g} min"
+        if self.max_each_min is not None:
+            text += f", every TTD <= {self.max_each_min:g} min"
         return text
 
     def check(self, result: PatternResult | None) -> TargetResult:
@@ -174,6 +181,10 @@ class Target:
             median = result.median_ttd_min
             ok = ok and median is not None and median < self.max_median_min
             detail += f", median {_minutes(median)}"
+        if self.max_each_min is not None:
+            worst = result.ttd_min[-1] if result.ttd_min else None
+            ok = ok and worst is not None and worst <= self.max_each_min
+            detail += f", worst {_minutes(worst)}"
         return TargetResult(self.describe(), PASS if ok else FAIL, detail)
 
 
@@ -204,6 +215,9 @@ TARGETS: Final[tuple[Target, ...]] = (
     Target("spoof_trunk", 100),
     Target("new_hire", 80),
     Target("block_member", 90),
+    # TTD from the collector's 10th attempt at its debtor (ATTEMPT_FROM).
+    Target("debt_collector", 100, max_each_min=30.0),
+    Target("debtor", 100),
 )
 FALSE_INTERCEPT_TARGET: Final = "zero false intercepts"
 
@@ -366,6 +380,8 @@ class _FirstCalls:
     to_victim_by_bombers: dict[str, float] = field(default_factory=dict)
     to_victim: dict[str, float] = field(default_factory=dict)
     by_trunk: dict[str, float] = field(default_factory=dict)
+    # caller of an ATTEMPT_FROM role -> start times of its calls to protect-labelled subjects
+    attempts: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     @classmethod
     def scan(cls, records: Records, index: _LabelIndex) -> _FirstCalls:
@@ -373,13 +389,17 @@ class _FirstCalls:
         attackers = index.subjects(INTERCEPT)
         victims = index.subjects(PROTECT)
         trunks = index.subjects(TRUNK)
+        counted = {s for role in ATTEMPT_FROM for s in index.by_role.get(role, ())}
         for rec in records:
             caller = _number(rec.get("caller", ""))
             first.callers.add(caller)
             at = _epoch_s(rec["start_time"])
-            if caller in attackers:
-                _earliest(first.by_caller, caller, at)
             callee = _number(rec.get("callee", ""))
+            if caller in counted:
+                if callee in victims:
+                    first.attempts[caller].append(at)
+            elif caller in attackers:
+                _earliest(first.by_caller, caller, at)
             if callee in victims:
                 _earliest(first.to_victim, callee, at)
                 if caller in index.bomb_sources:
@@ -387,6 +407,11 @@ class _FirstCalls:
             trunk = rec.get("ingress_trunk")
             if trunk is not None and str(trunk) in trunks:
                 _earliest(first.by_trunk, str(trunk), at)
+        for role, nth in ATTEMPT_FROM.items():
+            for caller in index.by_role.get(role, ()):
+                times = sorted(first.attempts.get(caller, ()))
+                if len(times) >= nth:
+                    first.by_caller[caller] = times[nth - 1]
         return first
 
     def victim(self, number: str) -> float | None:

@@ -89,6 +89,10 @@ LEGIT_ROLES: Final[tuple[str, ...]] = (
     "notification_service",
     "intl_caller",
     "spoof_victim",
+    "line_check",
+    "hospital_caller",
+    "hotline_redialler",
+    "worried_parent",
 )
 ATTACK_ROLES: Final[tuple[str, ...]] = (
     "bulk_dialler",
@@ -99,8 +103,9 @@ ATTACK_ROLES: Final[tuple[str, ...]] = (
     "bomb_crew",
     "block_member",
     "spoof_trunk",
+    "debt_collector",
 )
-VICTIM_ROLES: Final[tuple[str, ...]] = ("bomb_victim",)
+VICTIM_ROLES: Final[tuple[str, ...]] = ("bomb_victim", "debtor")
 ROLES: Final[tuple[str, ...]] = LEGIT_ROLES + ATTACK_ROLES + VICTIM_ROLES
 EXPECTS: Final[tuple[str, ...]] = ("intercept", "protect", "trunk", "none")
 EXPECT: Final[Mapping[str, str]] = MappingProxyType(
@@ -109,6 +114,7 @@ EXPECT: Final[Mapping[str, str]] = MappingProxyType(
         **dict.fromkeys(ATTACK_ROLES, "intercept"),
         "spoof_trunk": "trunk",
         "bomb_victim": "protect",
+        "debtor": "protect",
     }
 )
 ALLOWLISTED_ROLES: Final[tuple[str, ...]] = ("bank_callcentre", "notification_service")
@@ -134,6 +140,11 @@ BASE_COUNTS: Final[Mapping[str, int]] = MappingProxyType(
         "bomb_crew": 3,
         "block_member": 2,
         "spoof_trunk": 2,
+        "debt_collector": 4,
+        "line_check": 3,
+        "hospital_caller": 3,
+        "hotline_redialler": 3,
+        "worried_parent": 3,
     }
 )
 BLOCK_ACTIVE: Final = 20
@@ -214,7 +225,12 @@ class _Ctx:
     office: tuple[int, int]
     taken: set[str]  # every number given to a caller so far
     subscribers: list[str] = field(default_factory=list)
-    victims: set[str] = field(default_factory=set)  # subscribers labelled bomb_victim
+    # Subscribers with a role already (bomb victims, presented by a spoofing trunk, debtors, the
+    # people the repetitive legitimate callers ring): no subscriber gets two.
+    victims: set[str] = field(default_factory=set)
+    # A subscriber's family and friends (the numbers its everyday calls go to), for the classes
+    # that call a person and the people around them.
+    circles: dict[str, list[str]] = field(default_factory=dict)
 
     def rng(self, name: str) -> random.Random:
         return _rng(self.spec.seed, f"scenario/{name}")
@@ -356,6 +372,7 @@ def _normal(ctx: _Ctx) -> _Part:
         if not n_calls:
             continue
         contacts = _contacts(rng, number, subscribers)
+        ctx.circles[number] = contacts
         trunk = _core(number)
         for _ in range(n_calls):
             at, _, _, callee, cause, duration = _normal_call(
@@ -730,6 +747,149 @@ def _spoof_trunk(ctx: _Ctx) -> _Part:
             part.rows.append((at, caller, callee, cause, duration, trunk, attestation))
     for number in presented:
         part.label(number, "spoof_victim")
+    ctx.victims.update(presented)
+    return part
+
+
+# --- issue 19: repeated calls to one person ---------------------------------------------------
+
+
+def _person(ctx: _Ctx, rng: random.Random, min_circle: int) -> str:
+    """A subscriber with no role yet and at least ``min_circle`` numbers in its circle."""
+    while True:
+        person = rng.choice(ctx.subscribers)
+        if person not in ctx.victims and len(ctx.circles.get(person, ())) >= min_circle:
+            ctx.victims.add(person)
+            return person
+
+
+def _circle_calls(
+    rng: random.Random, caller: str, circle: Sequence[str], times: Sequence[int], answered: float
+) -> list[_Row]:
+    """Calls at ``times`` to numbers of a person's circle, conversations when answered."""
+    talk = partial(_lognormal_s, rng, 60, 0.6, 20, 600)
+    return [
+        _domestic(
+            at,
+            caller,
+            rng.choice(circle),
+            _outcome(rng, answered, talk, (NO_ANSWER, BUSY, NO_USER_RESPONDING)),
+        )
+        for at in times
+    ]
+
+
+def _debt_collector(ctx: _Ctx) -> _Part:
+    """Illegal debt collection: 24-60 attempts at one debtor over 1-2 h, mostly unanswered or
+    rejected, and 6-12 calls to 3-6 numbers of the debtor's circle in between."""
+    rng = ctx.rng("debt_collector")
+    part = _Part()
+    for i in range(ctx.count("debt_collector")):
+        number = ctx.numbers(1, partial(_mvno if i % 2 else _ordinary_mobile, rng))[0]
+        part.label(number, "debt_collector")
+        debtor = _person(ctx, rng, 3)
+        part.label(debtor, "debtor")
+        span = rng.randint(60, 120) * 60
+        start = _window(rng, 0, ctx.period, span)
+        for at in _spread(rng, start, start + span, rng.randint(24, 60)):
+            u = rng.random()
+            if u < 0.20:  # picks up, hears who it is and hangs up, or is shouted at briefly
+                outcome = (NORMAL_CLEARING, rng.randint(2, 15) if rng.random() < 0.8 else 30)
+            else:
+                outcome = (rng.choices((REJECTED, NO_ANSWER, BUSY), cum_weights=(0.4, 0.75, 1))[0], 0)
+            part.rows.append(_domestic(at, number, debtor, outcome))
+        circle = rng.sample(ctx.circles[debtor], min(len(ctx.circles[debtor]), rng.randint(3, 6)))
+        times = _scatter(rng, start, start + span, rng.randint(6, 12))
+        part.rows.extend(_circle_calls(rng, number, circle, times, 0.6))
+    return part
+
+
+def _line_check(ctx: _Ctx) -> _Part:
+    """A company line checking a client's block of direct-dial numbers in order before a move:
+    1-2 sessions of 20-50 consecutive numbers, a call every 1-3 min, mostly real answers."""
+    rng = ctx.rng("line_check")
+    part = _Part()
+    lo, hi = ctx.office
+    for number in ctx.numbers(ctx.count("line_check"), partial(_company, rng)):
+        part.label(number, "line_check")
+        for _ in range(rng.randint(1, 2)):
+            size = rng.randint(20, 50)
+            area = rng.choice(("10", "21"))
+            first = rng.randrange(10**7) * 10 // 100 * 100  # the block starts at ...00
+            at = _window(rng, lo, hi, size * 180)
+            for k in range(size):
+                callee = f"{area}{first + k:08d}"
+                outcome = _outcome(
+                    rng, 0.80, partial(rng.randint, 20, 90), (NO_ANSWER, BUSY, NO_USER_RESPONDING)
+                )
+                part.rows.append(_domestic(at, number, callee, outcome))
+                at += rng.randint(60, 180)
+    return part
+
+
+def _hospital_caller(ctx: _Ctx) -> _Part:
+    """Someone calling a relative in hospital all evening: 10-20 calls over 2-4 h in the last
+    4 h of the day, 45% answered with conversations, and 3-8 calls to the rest of the family."""
+    rng = ctx.rng("hospital_caller")
+    part = _Part()
+    talk = partial(_lognormal_s, rng, 120, 0.8, 20, 1800)
+    for number in ctx.numbers(ctx.count("hospital_caller"), partial(_ordinary_mobile, rng)):
+        part.label(number, "hospital_caller")
+        patient = _person(ctx, rng, 2)
+        span = rng.randint(2, 4) * _HOUR
+        start = _window(rng, max(0, ctx.period - 4 * _HOUR), ctx.period, span)
+        for at in _scatter(rng, start, start + span, rng.randint(10, 20)):
+            outcome = _outcome(rng, 0.45, talk, (NO_ANSWER, NO_USER_RESPONDING, BUSY))
+            part.rows.append(_domestic(at, number, patient, outcome))
+        times = _scatter(rng, start, start + span, rng.randint(3, 8))
+        part.rows.extend(_circle_calls(rng, number, ctx.circles[patient], times, 0.7))
+    return part
+
+
+def _hotline_redialler(ctx: _Ctx) -> _Part:
+    """A fixed line redialling a busy 400 hotline: 15-40 attempts 30-120 s apart, all busy but
+    the last, which gets through for 3-20 min."""
+    rng = ctx.rng("hotline_redialler")
+    part = _Part()
+    lo, hi = ctx.office
+
+    def fixed() -> str:
+        return f"{rng.choice(('10', '21'))}{rng.randrange(10**8):08d}"
+
+    for number in ctx.numbers(ctx.count("hotline_redialler"), fixed):
+        part.label(number, "hotline_redialler")
+        hotline = f"400{rng.randrange(10**7):07d}"
+        n = rng.randint(15, 40)
+        at = _window(rng, lo, hi, n * 120)
+        for k in range(n):
+            outcome = (NORMAL_CLEARING, rng.randint(180, 1200)) if k == n - 1 else (BUSY, 0)
+            part.rows.append(_domestic(at, number, hotline, outcome))
+            at += rng.randint(30, 120)
+    return part
+
+
+def _worried_parent(ctx: _Ctx) -> _Part:
+    """A parent who cannot reach their child in the evening: 6-12 unanswered calls over 1-2 h in
+    the last 3 h of the day until the child answers (1-10 min), and 2-5 calls to the child's
+    friends."""
+    rng = ctx.rng("worried_parent")
+    part = _Part()
+    for number in ctx.numbers(ctx.count("worried_parent"), partial(_ordinary_mobile, rng)):
+        part.label(number, "worried_parent")
+        child = _person(ctx, rng, 2)
+        span = rng.randint(60, 120) * 60
+        start = _window(rng, max(0, ctx.period - 3 * _HOUR), ctx.period, span)
+        times = _scatter(rng, start, start + span, rng.randint(6, 12))
+        for k, at in enumerate(times):
+            last = k == len(times) - 1
+            outcome = (
+                (NORMAL_CLEARING, rng.randint(60, 600))
+                if last
+                else (rng.choice((NO_ANSWER, NO_USER_RESPONDING)), 0)
+            )
+            part.rows.append(_domestic(at, number, child, outcome))
+        friends = _scatter(rng, start, start + span, rng.randint(2, 5))
+        part.rows.extend(_circle_calls(rng, number, ctx.circles[child], friends, 0.6))
     return part
 
 
@@ -752,6 +912,11 @@ _CLASSES: Final[tuple[tuple[str, Callable[[_Ctx], _Part]], ...]] = (
     ("bomb_crew", _bomb_crew),
     ("block_member", _block_member),
     ("spoof_trunk", _spoof_trunk),
+    ("debt_collector", _debt_collector),
+    ("line_check", _line_check),
+    ("hospital_caller", _hospital_caller),
+    ("hotline_redialler", _hotline_redialler),
+    ("worried_parent", _worried_parent),
 )
 
 
