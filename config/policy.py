@@ -44,6 +44,9 @@ class Features:
     max_stride: int = 100  # a callee at most this far from the previous one is sequential
     recent_counterparts: int = 16  # a call to one of the last N counterparts is a repeat
     peer_windows: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # Subject kind -> the window over which each counterpart's calls are listed with their
+    # local hour (repeated calls of one caller to one callee over hours: debt collection).
+    pair_windows: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +183,13 @@ def _features(
         if window not in windows:
             raise fail(f"features.peer_windows.{kind}: unknown window {window!r}")
     values["peer_windows"] = MappingProxyType(peers)
+    pairs = dict(raw.get("pair_windows") or {})
+    for kind, window in pairs.items():
+        if kind != "callee":
+            raise fail(f"features.pair_windows: unknown subject kind {kind!r}")
+        if window not in windows:
+            raise fail(f"features.pair_windows.{kind}: unknown window {window!r}")
+    values["pair_windows"] = MappingProxyType(pairs)
     return Features(
         **{
             **{

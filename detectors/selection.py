@@ -30,6 +30,7 @@ class KindPlan:
     detectors: tuple[tuple[Detector, DetectorPolicy], ...]
     specs: tuple[WindowSpec, ...]
     peer_spec: WindowSpec | None
+    pair_spec: WindowSpec | None  # counterparts' calls listed with their local hours
     min_short: float
     min_long: float
     always: bool  # a non-monotone detector: evaluate every record
@@ -67,6 +68,9 @@ def kind_plan(
     peer = policy.features.peer_windows.get(kind)
     if peer is not None:
         names.add(peer)
+    pair = policy.features.pair_windows.get(kind)
+    if pair is not None:
+        names.add(pair)
     low = {False: float("inf"), True: float("inf")}
     for _, dp in detectors:
         for level in dp.levels:
@@ -77,6 +81,7 @@ def kind_plan(
         detectors=detectors,
         specs=tuple(s for n, s in specs.items() if n in names),
         peer_spec=specs[peer] if peer is not None else None,
+        pair_spec=specs[pair] if pair is not None else None,
         min_short=low[False],
         min_long=low[True],
         always=any(not d.monotone for d, _ in detectors),

@@ -45,6 +45,7 @@ class Tally:
 
 
 EMPTY: Mapping[str, int] = MappingProxyType({})
+EMPTY_PAIRS: Mapping[str, tuple[tuple[int, int], ...]] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,9 @@ class WindowSnapshot:
     # Counterparts (callers of a callee, members of a block) -> calls within the peer window.
     peers: Mapping[str, int] = field(default_factory=lambda: EMPTY)
     factor: float = 1.0  # the policy's threshold factor for number_class
+    # Counterparts -> (epoch s, local hour 0-23 in DIALWATCH_TIMEZONE) of each of their calls
+    # within the pair window (features.pair_windows), oldest first.
+    pairs: Mapping[str, tuple[tuple[int, int], ...]] = field(default_factory=lambda: EMPTY_PAIRS)
 
     @property
     def number(self) -> str:
@@ -81,3 +85,5 @@ class Finding:
     # active members). Each gets its own alert with subject "number".
     members: tuple[str, ...] = field(default=())
     member_action: str = "intercept"
+    # member -> the calls its own alert cites (default: its calls in the peer window)
+    member_calls: Mapping[str, int] = field(default_factory=lambda: EMPTY)

@@ -21,6 +21,7 @@ import time
 from bisect import bisect_left, insort
 from collections.abc import Callable, Collection, Container, Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -126,6 +127,7 @@ class Engine:
         self._meta: dict[int, PartitionMeta] = {}
         self._loads: dict[int, int] = {}  # partition -> which load of its meta is cached
         self._load_count = 0
+        self._hours: dict[int, int] = {}  # quarter hour (epoch s // 900) -> local hour
 
     def window_ttl_ms(self) -> int:
         return (
@@ -442,22 +444,42 @@ class Engine:
             windows[spec.name] = Tally.of(self._window(state, spec, at_ms, cache))
         peers: dict[str, int] = {}
         if plan.peer_spec is not None:
-            spec = plan.peer_spec
-            end = busiest_window_end(
-                state.long if spec.long else state.short,
-                bucket_of(at_ms, spec.bucket_s),
-                bucket_of(state.newest_ms, spec.bucket_s),
-                spec.n_buckets,
-            )
-            since_s = (end - spec.n_buckets + 1) * spec.bucket_s
-            until_s = (end + 1) * spec.bucket_s
+            since_s, until_s = self._peer_span(state, plan.peer_spec, at_ms)
             for other, times in state.peers.items():
                 n = bisect_left(times, until_s) - bisect_left(times, since_s)
                 if n:
                     peers[other] = n
+        pairs: dict[str, tuple[tuple[int, int], ...]] = {}
+        if plan.pair_spec is not None and (needs is None or plan.pair_spec.name in needs):
+            since_s, until_s = self._peer_span(state, plan.pair_spec, at_ms)
+            for other, times in state.peers.items():
+                lo, hi = bisect_left(times, since_s), bisect_left(times, until_s)
+                if lo < hi:
+                    pairs[other] = tuple((t, self._local_hour(t)) for t in times[lo:hi])
         return WindowSnapshot(
-            subj.subject, subj.kind, subj.number_class, at_ms, windows, peers, subj.factor
+            subj.subject, subj.kind, subj.number_class, at_ms, windows, peers, subj.factor, pairs
         )
+
+    def _peer_span(self, state: NumberState, spec: WindowSpec, at_ms: int) -> tuple[int, int]:
+        """[since, until) in epoch seconds of the busiest ``spec`` window containing ``at_ms``."""
+        end = busiest_window_end(
+            state.long if spec.long else state.short,
+            bucket_of(at_ms, spec.bucket_s),
+            bucket_of(state.newest_ms, spec.bucket_s),
+            spec.n_buckets,
+        )
+        return (end - spec.n_buckets + 1) * spec.bucket_s, (end + 1) * spec.bucket_s
+
+    def _local_hour(self, t_s: int) -> int:
+        """The hour of the day at epoch second ``t_s`` in the configured timezone (cached per
+        quarter hour: every zone's offsets are whole quarter hours)."""
+        slot = t_s // 900
+        hour = self._hours.get(slot)
+        if hour is None:
+            if len(self._hours) > 4096:
+                self._hours.clear()
+            hour = self._hours[slot] = datetime.fromtimestamp(slot * 900, self.tz).hour
+        return hour
 
     def _window(
         self, state: NumberState, spec: WindowSpec, at_ms: int, cache: WindowCache | None = None
@@ -509,7 +531,7 @@ class Engine:
             for member in finding.members:
                 if member.startswith(UNASSERTED):
                     continue  # a spoofed identity is never intercepted
-                calls = snap.peers.get(member, 0)
+                calls = finding.member_calls.get(member, snap.peers.get(member, 0))
                 self.episodes.raise_member(
                     member, calls, detector.name, finding, state, event_ms, now_ms, out
                 )

@@ -25,6 +25,9 @@ from typing import Any
 from config.numbering import NumberClass, NumberingPlan, classify, is_emergency
 
 BOMBING = "call_bombing"
+# Detectors whose alerts name a victim (subject "callee", action "protect") and the callers
+# harassing it (subject "number"): each such caller's entry is tied to the victim's protection.
+VICTIM_DETECTORS = frozenset({BOMBING, "debt_collection"})
 
 
 class Mode(StrEnum):

@@ -17,7 +17,7 @@ from typing import Any
 from config.numbering import NumberingPlan, is_emergency
 from config.settings import Settings
 from detectors.pseudonym import pseudonym
-from streams.interception.model import BOMBING, Intent, Mode, Timing, decide, parse_modes
+from streams.interception.model import VICTIM_DETECTORS, Intent, Mode, Timing, decide, parse_modes
 from streams.interception.store import InterceptStore
 from streams.security import redis_client
 
@@ -58,7 +58,7 @@ class Interception:
         for alert in alerts:
             intent = decide(alert, self.modes, self.plan, self.timing, now_ms)
             member = (
-                alert.get("detector") == BOMBING
+                alert.get("detector") in VICTIM_DETECTORS
                 and alert.get("subject") == "number"
                 and alert.get("state") != "cleared"
                 and not alert.get("allowlisted")
@@ -73,7 +73,7 @@ class Interception:
                         "member",
                         "",
                         alert_id=str(alert["alert_id"]) + MEMBER_SUFFIX,
-                        detector=BOMBING,
+                        detector=str(alert.get("detector")),
                         episode_id=str(alert.get("episode_id", "")),
                         expires_at_ms=self.timing.expires_at(now_ms, False),
                         caller=str(alert.get("number", "")),
@@ -132,7 +132,11 @@ class Interception:
         """Stage 2's ``before_write``: record the victims of the batch's bombing alerts."""
 
         async def stage(outcome: Any) -> None:
-            bombing = [a for a in outcome.alerts if a.detector == BOMBING and a.state != "cleared"]
+            bombing = [
+                a
+                for a in outcome.alerts
+                if a.detector in VICTIM_DETECTORS and a.state != "cleared"
+            ]
             if not bombing:
                 return
             # Stage 2 applies the observations it released (streams.reorder), which may have

@@ -1,0 +1,108 @@
+"""Debt collection (illegal collection harassment): one caller ringing one person again and
+again over hours, mostly unanswered or hung up on.
+
+What it recognises: a collector working on a debtor. It rings the debtor dozens of times over an
+hour or two, the debtor rejects the calls, lets them ring out or picks up and hangs up at once,
+and between those calls the collector rings the debtor's family and friends to shame and
+pressure. That stays under call bombing (a flood within minutes) and under every rate level (a
+few dozen calls an hour). The subject is the called person (named in alerts only by its
+pseudonym), read in stage 2, which sees every call to it whatever partition its callers are on.
+
+Evidence, per caller and callee: the caller's attempts at the person within the pair window
+(``features.pair_windows.callee``, 2 h by default), the newest at most ``params.member_active_s``
+before the call evaluated, each weighted by the local time of day
+(DIALWATCH_TIMEZONE): an attempt in the night hours ``params.night_from_hour`` to
+``params.night_until_hour`` counts ``params.night_weight`` times. A caller whose weighted
+attempts reach ``params.member_min_calls`` (scaled by the person's class factor) is a member.
+The levels then read the person's own window (every call to it, from anyone): how few were
+answered, and whether the answered ones were mostly short (a debtor hangs up; a relative at a
+hospital bed or a parent who finally gets through talks for minutes). A level names the person's
+number classes it applies to: a person's own line, never a 400 hotline (someone redialling a
+busy hotline makes as many attempts, all unanswered).
+
+Actions: the person's alert asks to protect it; each member gets its own alert to intercept
+(spoofed callers never: their identity is not theirs), with its weighted attempts as evidence.
+
+Thresholds and levels: ``[detectors.debt_collection]`` in config/default_policy.toml. Reasons
+written: the threshold reached (``"14 calls in 2h >= 6"``), each condition that held, then the
+members' weighted attempts (``"a caller with 12 weighted attempts in 2h >= 12"``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from config.policy import DetectorPolicy
+from detectors.levels import Conditions, describe, evidence_of, level_fires, scaled
+from detectors.registry import register
+from detectors.snapshot import Finding, WindowSnapshot
+
+NAME = "debt_collection"
+
+CONDITIONS: Conditions = {
+    # Answered calls / calls to the person at most this.
+    "max_answer_rate": lambda value, tally, _: tally.share("answered") <= value,
+    # The answered calls hung up on: short / answered at least this. Holds when nothing was
+    # answered (no call to judge).
+    "min_short_share": lambda value, tally, _: tally.answered == 0 or tally.share("short") >= value,
+    # Callers with at least member_min_calls weighted attempts: at least this many.
+    "min_members": lambda value, _, members: members >= value,
+}
+
+
+def is_night(hour: int, night_from: int, night_until: int) -> bool:
+    """Whether a local ``hour`` lies in the night ``[night_from, night_until)``, which may wrap
+    midnight (22 to 7)."""
+    if night_from <= night_until:
+        return night_from <= hour < night_until
+    return hour >= night_from or hour < night_until
+
+
+def weighted_attempts(
+    pairs: Mapping[str, tuple[tuple[int, int], ...]], params: Mapping[str, float], at_ms: int
+) -> dict[str, int]:
+    """Each caller's attempts, a night attempt counting ``night_weight`` times (rounded up);
+    only callers whose newest attempt is at most ``member_active_s`` before ``at_ms`` (a
+    campaign that stopped is not re-raised by someone else's call after its episode closed)."""
+    night_from = int(params.get("night_from_hour", 22))
+    night_until = int(params.get("night_until_hour", 7))
+    weight = float(params.get("night_weight", 1))
+    since_s = at_ms // 1000 - int(params.get("member_active_s", 3600))
+    out = {}
+    for caller, calls in pairs.items():
+        if not calls or calls[-1][0] < since_s:
+            continue
+        night = sum(1 for _, hour in calls if is_night(hour, night_from, night_until))
+        out[caller] = len(calls) - night + math.ceil(night * weight)
+    return out
+
+
+@register(NAME, kind="callee", conditions=CONDITIONS)
+def debt_collection(snap: WindowSnapshot, policy: DetectorPolicy) -> Finding | None:
+    attempts = weighted_attempts(snap.pairs, policy.params, snap.at_ms)
+    least = scaled(int(policy.params.get("member_min_calls", 1)), snap.factor)
+    members = tuple(sorted(c for c, n in attempts.items() if n >= least))
+    for level in policy.levels:  # most severe first
+        fired = level_fires(level, snap, snap.factor, CONDITIONS, len(members))
+        if fired is None:
+            continue
+        window, tally = fired
+        evidence = {**evidence_of(tally), "members": len(members)}
+        if members:
+            evidence["max_member_attempts"] = max(attempts[m] for m in members)
+        reasons = (
+            *describe(window, tally, level, snap.factor),
+            *(f"a caller with {attempts[m]} weighted attempts >= {least}" for m in members),
+        )
+        return Finding(
+            NAME,
+            level.severity,
+            level.action,
+            policy.category,
+            evidence,
+            reasons,
+            members=members,
+            member_calls={m: attempts[m] for m in members},
+        )
+    return None
