@@ -133,9 +133,7 @@ class Interception:
 
         async def stage(outcome: Any) -> None:
             bombing = [
-                a
-                for a in outcome.alerts
-                if a.detector in VICTIM_DETECTORS and a.state != "cleared"
+                a for a in outcome.alerts if a.detector in VICTIM_DETECTORS and a.state != "cleared"
             ]
             if not bombing:
                 return

@@ -377,6 +377,7 @@ class _FirstCalls:
 
     callers: set[str] = field(default_factory=set)
     by_caller: dict[str, float] = field(default_factory=dict)
+    # first call to a victim by its attackers (bombers, crews, debt collectors)
     to_victim_by_bombers: dict[str, float] = field(default_factory=dict)
     to_victim: dict[str, float] = field(default_factory=dict)
     by_trunk: dict[str, float] = field(default_factory=dict)
@@ -402,7 +403,7 @@ class _FirstCalls:
                 _earliest(first.by_caller, caller, at)
             if callee in victims:
                 _earliest(first.to_victim, callee, at)
-                if caller in index.bomb_sources:
+                if caller in index.bomb_sources or caller in counted:
                     _earliest(first.to_victim_by_bombers, callee, at)
             trunk = rec.get("ingress_trunk")
             if trunk is not None and str(trunk) in trunks:

@@ -51,7 +51,7 @@ from streams.tools.simulate import (
     _poisson,
     _rng,
     _unique_numbers,
-    delivery_order,
+    delivery_keys,
 )
 
 __all__ = [
@@ -796,7 +796,10 @@ def _debt_collector(ctx: _Ctx) -> _Part:
             if u < 0.20:  # picks up, hears who it is and hangs up, or is shouted at briefly
                 outcome = (NORMAL_CLEARING, rng.randint(2, 15) if rng.random() < 0.8 else 30)
             else:
-                outcome = (rng.choices((REJECTED, NO_ANSWER, BUSY), cum_weights=(0.4, 0.75, 1))[0], 0)
+                outcome = (
+                    rng.choices((REJECTED, NO_ANSWER, BUSY), cum_weights=(0.4, 0.75, 1))[0],
+                    0,
+                )
             part.rows.append(_domestic(at, number, debtor, outcome))
         circle = rng.sample(ctx.circles[debtor], min(len(ctx.circles[debtor]), rng.randint(3, 6)))
         times = _scatter(rng, start, start + span, rng.randint(6, 12))
@@ -893,6 +896,12 @@ def _worried_parent(ctx: _Ctx) -> _Part:
     return part
 
 
+# Added by issue 19 (after the profile of 2026-12-01): numbered and delayed apart from the rest,
+# so the classes before them keep their records' ids and delivery.
+_ADDED_CLASSES: Final = frozenset(
+    {"debt_collector", "line_check", "hospital_caller", "hotline_redialler", "worried_parent"}
+)
+
 # Generation order; only the shared set of used numbers links one class to the next.
 _CLASSES: Final[tuple[tuple[str, Callable[[_Ctx], _Part]], ...]] = (
     ("normal", _normal),
@@ -921,28 +930,38 @@ _CLASSES: Final[tuple[tuple[str, Callable[[_Ctx], _Part]], ...]] = (
 
 
 def generate_scenario(spec: ScenarioSpec) -> Scenario:
-    """The whole labelled day: records in delivery order, labels, and the allowlist."""
+    """The whole labelled day: records in delivery order, labels, and the allowlist.
+
+    The classes of the first profile (up to ``spoof_trunk``) keep their ids ``sc{seed}-{n}`` and
+    their delivery exactly as before issue 19 added classes; the added classes' records are
+    numbered ``sc{seed}-r19-{n}`` and delayed from their own random stream, and the two are
+    merged by arrival time (docs/scenario.md)."""
     period = spec.period_s
     ctx = _Ctx(spec=spec, period=period, office=(_HOUR, period - 2 * _HOUR), taken=set())
-    keyed: list[tuple[int, int, int, _Row]] = []
+    groups: list[list[tuple[int, int, int, _Row]]] = [[], []]
     labels: list[ScenarioLabel] = []
-    for index, (_, build) in enumerate(_CLASSES):
+    for index, (role, build) in enumerate(_CLASSES):
         part = build(ctx)
-        keyed.extend((row[0], index, seq, row) for seq, row in enumerate(part.rows))
+        group = groups[role in _ADDED_CLASSES]
+        group.extend((row[0], index, seq, row) for seq, row in enumerate(part.rows))
         labels.extend(part.labels)
-    keyed.sort(key=lambda k: (k[0], k[1], k[2]))
     stamp = _stamper(spec.start)
-    records = [
-        _record(f"sc{spec.seed}-{n:09d}", row, stamp) for n, (_, _, _, row) in enumerate(keyed)
-    ]
     late = SimSpec(
         start=spec.start,
         seed=spec.seed,
         late_fraction=spec.late_fraction,
         max_late_s=spec.max_late_s,
     )
+    merged = []
+    for rank, (group, prefix, stream) in enumerate(
+        zip(groups, (f"sc{spec.seed}-", f"sc{spec.seed}-r19-"), ("delivery", "delivery/r19"))
+    ):
+        group.sort(key=lambda k: (k[0], k[1], k[2]))
+        records = [_record(f"{prefix}{n:09d}", row, stamp) for n, (*_, row) in enumerate(group)]
+        merged.extend((at, rank, i, rec) for at, i, rec in delivery_keys(records, late, stream))
+    merged.sort(key=lambda k: (k[0], k[1], k[2]))
     allowlist = [label.subject for label in labels if label.role in ALLOWLISTED_ROLES]
-    return Scenario(delivery_order(records, late), labels, allowlist)
+    return Scenario([rec for *_, rec in merged], labels, allowlist)
 
 
 def _stamper(start: datetime) -> Callable[[int], str]:

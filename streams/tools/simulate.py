@@ -205,7 +205,15 @@ def delivery_order(records: Sequence[R], spec: SimSpec) -> list[R]:
     A share ``spec.late_fraction`` of the records is delayed by a uniform 60..max_late_s seconds;
     the result is sorted by start_time plus delay (stable, so equal times keep their order).
     """
-    rng = _rng(spec.seed, "delivery")
+    return [record for _, _, record in delivery_keys(records, spec)]
+
+
+def delivery_keys(
+    records: Sequence[R], spec: SimSpec, stream: str = "delivery"
+) -> list[tuple[float, int, R]]:
+    """(arrival epoch s, index, record) of ``records``, in delivery order (``delivery_order``);
+    ``stream`` names the random stream the delays are drawn from."""
+    rng = _rng(spec.seed, stream)
     low = min(60, spec.max_late_s)
     keyed: list[tuple[float, int, R]] = []
     for i, record in enumerate(records):
@@ -215,7 +223,7 @@ def delivery_order(records: Sequence[R], spec: SimSpec) -> list[R]:
         start = datetime.fromisoformat(str(record["start_time"])).timestamp()
         keyed.append((start + delay, i, record))
     keyed.sort(key=lambda k: (k[0], k[1]))
-    return [record for _, _, record in keyed]
+    return keyed
 
 
 def _mobile(rng: random.Random) -> str:

@@ -16,12 +16,13 @@ from config.settings import DEFAULT_POLICY_FILE, Settings
 
 def test_bundled_default_policy_loads() -> None:
     policy = load_policy(DEFAULT_POLICY_FILE)
-    assert policy.version == "2026.12.1"
+    assert policy.version == "2026.12.2"
     assert dict(policy.windows) == {
         "5m": 300,
         "10m": 600,
         "40m": 2400,
         "1h": 3600,
+        "2h": 7200,
         "24h": 86_400,
     }
     assert set(policy.detectors) == {
@@ -33,6 +34,7 @@ def test_bundled_default_policy_loads() -> None:
         "call_bombing",
         "coordinated_block",
         "spoofed_identity",
+        "debt_collection",
     }
     bulk = policy.detector("bulk_dialling")
     assert bulk is not None
@@ -47,6 +49,25 @@ def test_bundled_default_policy_loads() -> None:
     assert dict(policy.features.peer_windows) == {"callee": "10m", "block": "1h"}
     assert policy.detectors["one_ring"].levels[0].classes == frozenset({"international"})
     assert policy.detectors["call_bombing"].params["member_min_calls"] == 3
+    assert dict(policy.features.pair_windows) == {"callee": "2h"}
+    debt = policy.detectors["debt_collection"]
+    assert (debt.category, debt.params["member_min_calls"]) == ("debt_collection", 12)
+    assert debt.levels[0].classes == frozenset({"mobile", "mvno", "fixed"})
+
+
+@pytest.mark.parametrize(
+    ("pairs", "message"),
+    [({"number": "2h"}, "unknown subject kind"), ({"callee": "3h"}, "unknown window")],
+)
+def test_pair_windows_are_validated(pairs: dict[str, str], message: str) -> None:
+    raw = {
+        "policy_version": "t",
+        "windows": {"2h": 7200},
+        "features": {"pair_windows": pairs},
+        "detectors": {},
+    }
+    with pytest.raises(ValueError, match=message):
+        parse_policy(raw)
 
 
 @pytest.mark.parametrize(

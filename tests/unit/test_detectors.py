@@ -128,6 +128,28 @@ CASES = [
         snap({"1h": dialler(120)}, kind="block", peers={f"1701234560{i}": 2 for i in range(9)}),
         None,  # members below member_min_calls are not active
     ),
+    # debt collection: one caller's attempts at one person over hours (tests/unit/
+    # test_debt_collection.py has the full table)
+    (
+        "debt_collection",
+        replace(
+            snap({"2h": dialler(12, 0.0, repeats=11)}, kind="callee"),
+            pairs=MappingProxyType(
+                {"13912345678": tuple((AT // 1000 - k * 300, 14) for k in range(12))[::-1]}
+            ),
+        ),
+        ("critical", "protect"),
+    ),
+    (
+        "debt_collection",
+        replace(
+            snap({"2h": dialler(11, 0.0, repeats=10)}, kind="callee"),
+            pairs=MappingProxyType(
+                {"13912345678": tuple((AT // 1000 - k * 300, 14) for k in range(11))[::-1]}
+            ),
+        ),
+        None,
+    ),
     # spoofed identities, attributed to the trunk
     ("spoofed_identity", snap({"10m": dialler(20)}, "trunk", kind="trunk"), INTERCEPT),
     ("spoofed_identity", snap({"10m": dialler(20, repeats=15)}, "trunk", kind="trunk"), INTERCEPT),

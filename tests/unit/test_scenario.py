@@ -77,7 +77,7 @@ def max_in_span(times: list[float], span_s: float) -> int:
 
 def test_roles_and_expectations() -> None:
     assert ROLES == LEGIT_ROLES + ATTACK_ROLES + VICTIM_ROLES
-    assert len(set(ROLES)) == len(ROLES) == 19
+    assert len(set(ROLES)) == len(ROLES) == 25
     assert set(EXPECT) == set(ROLES)
     assert {EXPECT[r] for r in LEGIT_ROLES} == {"none"}
     assert {r for r in ATTACK_ROLES if EXPECT[r] != "intercept"} == {"spoof_trunk"}
@@ -132,6 +132,12 @@ EXPECTED_LABELS: dict[str, tuple[int, int]] = {
     "block_member": (2 * BLOCK_ACTIVE, 2 * BLOCK_ACTIVE),
     "spoof_trunk": (2, 2),
     "bomb_victim": (8, 8),  # one per bomber and per crew
+    "debt_collector": (4, 4),
+    "debtor": (4, 4),  # one per collector
+    "line_check": (3, 3),
+    "hospital_caller": (3, 3),
+    "hotline_redialler": (3, 3),
+    "worried_parent": (3, 3),
 }
 
 
@@ -211,7 +217,10 @@ def test_late_delivery() -> None:
     times = [epoch(r) for r in prompt.records]
     assert times == sorted(times)
     late = generate_scenario(replace(SMALL, late_fraction=0.1, max_late_s=600))
-    assert sorted(late.records, key=lambda r: str(r["cdr_id"])) == prompt.records
+    def by_id(records: list[dict[str, object]]) -> list[dict[str, object]]:
+        return sorted(records, key=lambda r: str(r["cdr_id"]))
+
+    assert by_id(late.records) == by_id(prompt.records)
     # A record is late when a record that started more than a minute after it came first.
     latest = float("-inf")
     overtaken = 0

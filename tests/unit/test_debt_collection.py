@@ -1,0 +1,172 @@
+"""The debt-collection detector, table-driven against the bundled default policy: attempts of one
+caller at one person over the pair window, night attempts weighted, the answer profile, the
+person's number class, members no longer active; and the engine's pair evidence (local hours,
+the busiest window) as the detector receives it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from types import MappingProxyType
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from config.policy import load_policy
+from config.settings import DEFAULT_POLICY_FILE
+from detectors.catalogue import load_all
+from detectors.debt_collection import is_night, weighted_attempts
+from detectors.snapshot import Finding, Tally, WindowSnapshot
+
+POLICY = load_policy(DEFAULT_POLICY_FILE)
+DEBT = POLICY.detectors["debt_collection"]
+TZ = ZoneInfo("Asia/Shanghai")
+# 2026-12-01 15:00 local: the evaluated call
+AT_S = int(datetime(2026, 12, 1, 15, tzinfo=TZ).timestamp())
+COLLECTOR, OTHER = "17099958768", "13912345678"
+
+
+def attempts(n: int, every_s: int = 300, hour: int = 14, last_s: int = AT_S) -> tuple:
+    """``n`` attempts ``every_s`` apart ending at ``last_s``, all at local ``hour``."""
+    return tuple((last_s - k * every_s, hour) for k in reversed(range(n)))
+
+
+def snap(
+    calls: int,
+    answered: int = 0,
+    short: int = 0,
+    pairs: Mapping[str, Sequence[tuple[int, int]]] | None = None,
+    number_class: str = "mobile",
+) -> WindowSnapshot:
+    tally = Tally(calls=calls, answered=answered, short=short, repeats=calls - 1)
+    return WindowSnapshot(
+        "13774575215",
+        "callee",
+        number_class,
+        AT_S * 1000,
+        {"2h": tally},
+        factor=POLICY.factor(number_class),
+        pairs=MappingProxyType({k: tuple(v) for k, v in (pairs or {}).items()}),
+    )
+
+
+def run(s: WindowSnapshot) -> Finding | None:
+    return load_all()["debt_collection"].fn(s, DEBT)
+
+
+PROTECT = ("critical", "protect")
+NIGHT = 23  # local hour
+
+CASES = [
+    # 12 attempts by one caller in 2 h, none answered: the person protected, the caller a member
+    ("twelve unanswered", snap(12, pairs={COLLECTOR: attempts(12)}), PROTECT, (COLLECTOR,)),
+    ("eleven unanswered", snap(11, pairs={COLLECTOR: attempts(11)}), None, ()),
+    # answered calls hung up on are the collector's profile; conversations are not
+    ("answered short", snap(14, 5, 4, {COLLECTOR: attempts(14)}), PROTECT, (COLLECTOR,)),
+    ("answered long", snap(14, 5, 1, {COLLECTOR: attempts(14)}), None, ()),
+    ("most answered", snap(14, 8, 8, {COLLECTOR: attempts(14)}), None, ()),
+    # six night attempts weigh as twelve
+    ("night", snap(6, pairs={COLLECTOR: attempts(6, hour=NIGHT)}), PROTECT, (COLLECTOR,)),
+    ("night five", snap(5, pairs={COLLECTOR: attempts(5, hour=NIGHT)}), None, ()),
+    ("early morning", snap(6, pairs={COLLECTOR: attempts(6, hour=6)}), PROTECT, (COLLECTOR,)),
+    ("morning", snap(6, pairs={COLLECTOR: attempts(6, hour=7)}), None, ()),
+    # many callers with a few calls each is not one caller harassing a person
+    (
+        "spread over callers",
+        snap(24, pairs={f"1390000000{i}": attempts(3) for i in range(8)}),
+        None,
+        (),
+    ),
+    # a hotline is redialled, not harassed; an MVNO person's thresholds are 20% tighter
+    ("hotline", snap(30, pairs={COLLECTOR: attempts(30)}, number_class="hotline_400"), None, ()),
+    ("mvno ten", snap(10, pairs={COLLECTOR: attempts(10)}, number_class="mvno"), PROTECT, None),
+    ("mvno nine", snap(9, pairs={COLLECTOR: attempts(9)}, number_class="mvno"), None, ()),
+    # a campaign that stopped more than an hour ago is not re-raised by someone else's call
+    (
+        "stopped",
+        snap(13, pairs={COLLECTOR: attempts(12, last_s=AT_S - 3700), OTHER: attempts(1)}),
+        None,
+        (),
+    ),
+    (
+        "still going",
+        snap(13, pairs={COLLECTOR: attempts(12, last_s=AT_S - 3500), OTHER: attempts(1)}),
+        PROTECT,
+        (COLLECTOR,),
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "s", "expected", "members"), CASES, ids=[c[0] for c in CASES])
+def test_default_policy(
+    case: str,
+    s: WindowSnapshot,
+    expected: tuple[str, str] | None,
+    members: tuple[str, ...] | None,
+) -> None:
+    finding = run(s)
+    assert (None if finding is None else (finding.severity, finding.action)) == expected, case
+    if finding is not None:
+        assert finding.category == "debt_collection"
+        assert finding.member_action == "intercept"
+        if members is not None:
+            assert finding.members == members
+        for m in finding.members:
+            assert finding.member_calls[m] >= 10
+        # reasons and evidence name no number (the person is shown by pseudonym)
+        assert not any(COLLECTOR in r or "13774575215" in r for r in finding.reasons)
+
+
+@pytest.mark.parametrize(
+    ("hour", "lo", "hi", "night"),
+    [
+        (23, 22, 7, True),
+        (6, 22, 7, True),
+        (7, 22, 7, False),
+        (12, 22, 7, False),
+        (1, 0, 6, True),
+        (6, 0, 6, False),
+    ],
+)
+def test_is_night(hour: int, lo: int, hi: int, night: bool) -> None:
+    assert is_night(hour, lo, hi) is night
+
+
+def test_weighted_attempts_rounds_night_weight_up() -> None:
+    pairs = {COLLECTOR: ((AT_S - 60, 23), (AT_S, 12))}
+    params = {"night_weight": 1.5, "member_active_s": 3600}
+    assert weighted_attempts(pairs, params, AT_S * 1000) == {COLLECTOR: 3}  # 1 + ceil(1.5)
+
+
+async def test_engine_gives_the_detector_local_hours_over_the_pair_window() -> None:
+    """Through stage 2: a collector's 6 attempts from 23:00 local time weigh as 12: the person is
+    protected and the collector intercepted at the sixth, with 12 weighted attempts."""
+    from config.settings import Settings
+    from streams.engine import Engine
+    from streams.items import DERIVED_KINDS
+    from streams.observe import Obs
+    from streams.reorder import Progress
+    from streams.state.memory import MemoryStore
+
+    settings = Settings(timezone="Asia/Shanghai")
+    start = int(datetime(2026, 12, 1, 23, tzinfo=TZ).timestamp() * 1000)
+    engine = Engine(
+        settings, POLICY, MemoryStore(), clock_ms=lambda: start + 86_400_000, kinds=DERIVED_KINDS
+    )
+    person = "13774575215"
+    calls = [
+        Obs("callee", person, f"c{k}", start + k * 300_000, False, 0, 21, COLLECTOR, 0)
+        for k in range(6)
+    ]
+    items: list[tuple[int, object]] = [(k + 1, obs) for k, obs in enumerate(calls)]
+    items.append((len(items) + 1, Progress(0, start + 3_600_000, True)))
+    out = await engine.process(0, items)  # type: ignore[arg-type]
+    raised = [a for a in out.alerts if a.detector == "debt_collection" and a.state == "raised"]
+    assert [(a.subject, a.action) for a in raised] == [
+        ("callee", "protect"),
+        ("number", "intercept"),
+    ]
+    assert raised[1].number == COLLECTOR
+    assert raised[1].evidence["member_calls"] == 12  # six night attempts, each counting twice
+    assert raised[0].number.startswith("ps:")
+    assert raised[0].event_ms == calls[-1].start_ms  # on the sixth attempt
