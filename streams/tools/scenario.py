@@ -952,10 +952,9 @@ def generate_scenario(spec: ScenarioSpec) -> Scenario:
         late_fraction=spec.late_fraction,
         max_late_s=spec.max_late_s,
     )
-    merged = []
-    for rank, (group, prefix, stream) in enumerate(
-        zip(groups, (f"sc{spec.seed}-", f"sc{spec.seed}-r19-"), ("delivery", "delivery/r19"))
-    ):
+    merged: list[tuple[float, int, int, dict[str, object]]] = []
+    names = ((f"sc{spec.seed}-", "delivery"), (f"sc{spec.seed}-r19-", "delivery/r19"))
+    for rank, (group, (prefix, stream)) in enumerate(zip(groups, names, strict=True)):
         group.sort(key=lambda k: (k[0], k[1], k[2]))
         records = [_record(f"{prefix}{n:09d}", row, stamp) for n, (*_, row) in enumerate(group)]
         merged.extend((at, rank, i, rec) for at, i, rec in delivery_keys(records, late, stream))

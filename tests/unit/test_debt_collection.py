@@ -26,7 +26,9 @@ AT_S = int(datetime(2026, 12, 1, 15, tzinfo=TZ).timestamp())
 COLLECTOR, OTHER = "17099958768", "13912345678"
 
 
-def attempts(n: int, every_s: int = 300, hour: int = 14, last_s: int = AT_S) -> tuple:
+def attempts(
+    n: int, every_s: int = 300, hour: int = 14, last_s: int = AT_S
+) -> tuple[tuple[int, int], ...]:
     """``n`` attempts ``every_s`` apart ending at ``last_s``, all at local ``hour``."""
     return tuple((last_s - k * every_s, hour) for k in reversed(range(n)))
 

@@ -100,6 +100,30 @@ CASES = [
         ("warning", "monitor"),
     ),
     ("sequential_dialling", snap({"10m": dialler(3, 0.0, sequential=2)}), INTERCEPT),
+    # "mostly short" is more than half: one conversation and one 20-second answer is a line
+    # check's window (policy 2026.12.2), two short answers of three a dialler's
+    (
+        "sequential_dialling",
+        snap({"10m": dialler(4, 0.5, sequential=3, short_share=0.5)}),
+        ("warning", "monitor"),
+    ),
+    (
+        "sequential_dialling",
+        snap({"10m": dialler(3, 1.0, sequential=2, short_share=0.67)}),
+        INTERCEPT,
+    ),
+    # one conversation among many unanswered calls is still a dialler's profile; one in five
+    # (a line check's window with a 20-second answer) is not
+    (
+        "sequential_dialling",
+        snap({"10m": dialler(10, 0.2, sequential=9, short_share=0.5)}),
+        INTERCEPT,
+    ),
+    (
+        "sequential_dialling",
+        snap({"10m": dialler(5, 0.4, sequential=4, short_share=0.5)}),
+        ("warning", "monitor"),
+    ),
     ("sequential_dialling", snap({"10m": dialler(2, sequential=2)}), None),
     # two neighbouring numbers called in turn: steps, but not different callees
     ("sequential_dialling", snap({"10m": dialler(4, sequential=3, repeats=2)}), None),
@@ -265,7 +289,8 @@ def test_a_condition_not_of_the_detector_is_an_error() -> None:
         (  # a condition of another detector
             {"sequential_dialling": {"levels": [{**LEVEL, "conditions": {"min_members": 2}}]}},
             "rules.toml: sequential_dialling: unknown condition 'min_members'; "
-            "known: ('min_sequential', 'min_distinct_share', 'min_short_share')",
+            "known: ('min_sequential', 'min_distinct_share', 'min_short_share', "
+            "'robocall_profile')",
         ),
         (
             {"bulk_diallng": {"levels": [LEVEL]}},

@@ -185,3 +185,22 @@ def test_victims_of_a_stage_2_batch(alert: A, victim: str | None) -> None:
     assert via.get(alert.alert_id) == victim
     if alert.subject == "callee" and victim is not None:
         assert shown == {alert.number: victim}
+
+
+@pytest.mark.parametrize(
+    ("detector", "tied"),
+    [("call_bombing", True), ("debt_collection", True), ("bulk_dialling", False)],
+)
+def test_a_harassing_caller_is_tied_to_its_victims_protection(detector: str, tied: bool) -> None:
+    """A bombing member's or a debt collector's intercept also asks for a member entry (the
+    caller added to its victim's protection); other detectors' intercepts only list."""
+    from config.settings import Settings
+    from streams.interception.step import Interception
+
+    step = Interception(None, Settings(), CHINA)  # type: ignore[arg-type]  # intents: no store
+    member = alert("13600136001", detector=detector, subject="number", action="intercept")
+    ops = [it.op for it in step.intents([member], NOW)]
+    assert ops == (["list", "member"] if tied else ["list"])
+    if tied:
+        [entry] = [it for it in step.intents([member], NOW) if it.op == "member"]
+        assert (entry.detector, entry.caller) == (detector, "13600136001")

@@ -217,6 +217,7 @@ def test_late_delivery() -> None:
     times = [epoch(r) for r in prompt.records]
     assert times == sorted(times)
     late = generate_scenario(replace(SMALL, late_fraction=0.1, max_late_s=600))
+
     def by_id(records: list[dict[str, object]]) -> list[dict[str, object]]:
         return sorted(records, key=lambda r: str(r["cdr_id"]))
 
