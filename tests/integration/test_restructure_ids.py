@@ -9,8 +9,8 @@ scenario's added classes (debt collectors and four legitimate ones, numbered apa
 other record keeps its id) bring debt-collection alerts (debtors and bombing victims: a flood
 is also repeated calls to one person) and line-check monitors, and one sequential dialler,
 whose first window held one conversation and one short answer, is first monitored and then
-escalated to intercept (its first alert gets a new id); issue 13 split the ``service`` class (8-digit
-95xxxxxx/96xxxxxx diallers' alerts say ``call_centre``: same ids, new digests); a later
+escalated to intercept (its first alert gets a new id); issue 13 split the ``service`` class
+(8-digit 95xxxxxx/96xxxxxx diallers' alerts say ``call_centre``: same ids, new digests); a later
 change of detection regenerates it the same way (the two commands below, then ``digest``)."""
 
 from __future__ import annotations
