@@ -132,5 +132,5 @@ def test_a_failed_target_is_named_with_its_figure_and_target() -> None:
     assert "FAIL  sequential_dialler recall = 100%, median TTD < 3 min: 0/5 = 0.0%, median -" in (
         failed
     ), text
-    assert len(failed) == 9  # every target but "zero false intercepts"
+    assert len(failed) == 11  # every target but "zero false intercepts"
     assert text.rstrip().endswith("FAIL")
