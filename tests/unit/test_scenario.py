@@ -488,3 +488,31 @@ def test_label_is_a_plain_value() -> None:
     label = ScenarioLabel("13800138000", "bomber", "intercept")
     assert label == ScenarioLabel("13800138000", "bomber", "intercept")
     assert hash(label) == hash(ScenarioLabel("13800138000", "bomber", "intercept"))
+
+
+def test_issue_19_classes_follow_their_frozen_profiles(scenario: Scenario) -> None:
+    """docs/scenario.md "Issue 19": one debtor per collector, rung 24-60 times within 2 h, plus
+    calls to 1-6 other numbers; line checks step through consecutive numbers; rediallers ring
+    one 400 hotline, busy until the last call; the new classes' ids apart from the others'."""
+    by_caller = calls_by_caller(scenario)
+    debtors = subjects(scenario, "debtor")
+    for collector, debtor in zip(subjects(scenario, "debt_collector"), debtors, strict=True):
+        calls = by_caller[collector]
+        at_debtor = [epoch(r) for r in calls if r["callee"] == debtor]
+        assert 24 <= len(at_debtor) <= 60
+        assert max(at_debtor) - min(at_debtor) <= 2 * 3600
+        assert 1 <= len({r["callee"] for r in calls} - {debtor}) <= 6
+    for number in subjects(scenario, "line_check"):
+        callees = [int(str(r["callee"])) for r in sorted(by_caller[number], key=epoch)]
+        steps = [b - a for a, b in zip(callees, callees[1:], strict=False)]
+        assert steps.count(1) >= len(steps) - 1  # one jump at most, between two sessions
+    for number in subjects(scenario, "hotline_redialler"):
+        calls = sorted(by_caller[number], key=epoch)
+        assert len({r["callee"] for r in calls}) == 1 and str(calls[0]["callee"]).startswith("400")
+        assert [r["release_cause"] for r in calls[:-1]] == [17] * (len(calls) - 1)
+        assert calls[-1]["answered"] is True
+    new = {"debt_collector", "line_check", "hospital_caller", "hotline_redialler", "worried_parent"}
+    for role in ("bulk_dialler", *new):
+        for number in subjects(scenario, role):
+            ids = {"-r19-" in str(r["cdr_id"]) for r in by_caller[number]}
+            assert ids == {role in new}, role
