@@ -504,7 +504,7 @@ def test_issue_19_classes_follow_their_frozen_profiles(scenario: Scenario) -> No
         assert 1 <= len({r["callee"] for r in calls} - {debtor}) <= 6
     for number in subjects(scenario, "line_check"):
         callees = [int(str(r["callee"])) for r in sorted(by_caller[number], key=epoch)]
-        steps = [b - a for a, b in zip(callees, callees[1:], strict=False)]
+        steps = [b - a for a, b in pairwise(callees)]
         assert steps.count(1) >= len(steps) - 1  # one jump at most, between two sessions
     for number in subjects(scenario, "hotline_redialler"):
         calls = sorted(by_caller[number], key=epoch)
