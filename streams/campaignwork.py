@@ -40,7 +40,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from typing import Any
 
 import orjson
@@ -76,6 +76,7 @@ CALLS = 1024  # a caller's call-id sample per period: its calls counted exactly 
 DETECTOR = "campaign"
 LOCK_MS = 120_000
 MAX_PERIODS_PER_RUN = 64
+HISTORY = 400  # a campaign's timeline: its states, one per evaluated period it changed in
 
 
 def _hex(value: int) -> str:
@@ -281,6 +282,7 @@ class CampaignTicker:
         self.token = uuid.uuid4().hex
         self._settled: dict[str, Settled] | None = None
         self._settled_at: int | None = None
+        self.evaluated_ms = 0
 
     async def release_front(self) -> int | None:
         """The lowest release point over every derived partition (None: one not heard yet)."""
@@ -365,6 +367,7 @@ class CampaignTicker:
 
     async def evaluate(self, end_ms: int, periods: Sequence[int]) -> None:
         """The period ending at ``end_ms``: fold, group, rank, send what changed."""
+        self.evaluated_ms = end_ms
         settled = await self._load_settled()
         changed = await self._fold(settled, periods)
         horizon = end_ms - self.settings.campaign_days * DAY_MS
@@ -375,6 +378,14 @@ class CampaignTicker:
         records = await self._records(campaigns, settled)
         await self._send(campaigns, records, settled)
         pipe = self.client.pipeline(transaction=False)
+        current = {c.campaign_id for c in campaigns}
+        for cid, raw in (await self.client.hgetall(f"{self.prefix}:records")).items():
+            name = _s(cid)
+            last = orjson.loads(raw)["last_activity"]
+            if name not in current and datetime.fromisoformat(last).timestamp() * 1000 < horizon:
+                pipe.hdel(f"{self.prefix}:records", name)
+                pipe.hdel(f"{self.prefix}:pub", name)
+                pipe.delete(f"{self.prefix}:hist:{name}")
         for number in sorted(changed - set(gone)):
             pipe.hset(f"{self.prefix}:settled", number, settled[number].encode())
         if gone:
@@ -426,6 +437,7 @@ class CampaignTicker:
         now = self.clock_ms()
         pending: list[Any] = []
         sent: list[str] = []
+        changed: set[str] = set()
         to_intercept: list[dict[str, Any]] = []
         for campaign, record in zip(campaigns, records, strict=True):
             value = orjson.dumps(record)
@@ -434,6 +446,7 @@ class CampaignTicker:
             before = await self.client.hget(published, cid)
             if before is not None and _s(before) == digest:
                 continue
+            changed.add(digest)
             pending.append(
                 await self.send(self.settings.leak_candidates_topic, cid.encode(), value)
             )
@@ -464,8 +477,15 @@ class CampaignTicker:
             await self.intercept(to_intercept)
         pipe = self.client.pipeline(transaction=False)
         for campaign, record in zip(campaigns, records, strict=True):
-            digest = hashlib.blake2b(orjson.dumps(record), digest_size=16).hexdigest()
-            pipe.hset(published, campaign.campaign_id, digest)
+            value = orjson.dumps(record)
+            digest = hashlib.blake2b(value, digest_size=16).hexdigest()
+            cid = campaign.campaign_id
+            if digest in changed:  # for the console and the API (stored_campaign)
+                pipe.hset(f"{self.prefix}:records", cid, value)
+                point = [self.evaluated_ms, record["size"], record["victims"], campaign.calls]
+                pipe.rpush(f"{self.prefix}:hist:{cid}", orjson.dumps(point))
+                pipe.ltrim(f"{self.prefix}:hist:{cid}", -HISTORY, -1)
+            pipe.hset(published, cid, digest)
         if sent:
             pipe.sadd(sent_alerts, *sent)
         await pipe.execute()

@@ -57,6 +57,7 @@ LEAVING_ENDPOINTS: tuple[str, ...] = (
     "/audit?limit=1000",
     "/breaker",
     "/openapi.json",
+    "/campaigns",
 )
 READ_ONLY_TOKEN: str | None = "privacy-test-read-only-0123456789"
 # Classes of subscriber numbers: what privacy protects (service and short numbers are
@@ -232,6 +233,7 @@ def test_exports_are_reproducible_and_nothing_leaving_holds_a_callee_or_victim(
     port = env["DIALWATCH_WEB_PORT"]
     feed = raw_messages(kafka_bootstrap, env["DIALWATCH_FEED_TOPIC"])
     campaigns = raw_messages(kafka_bootstrap, env["DIALWATCH_LEAK_CANDIDATES_TOPIC"])
+    ids = {key.decode() for key, _ in campaigns}
     outputs: dict[str, bytes] = {
         "feed topic": b"\n".join(key + b" " + value for key, value in feed),
         "leak-candidates topic": b"\n".join(key + b" " + value for key, value in campaigns),
@@ -240,6 +242,8 @@ def test_exports_are_reproducible_and_nothing_leaving_holds_a_callee_or_victim(
         **{f"GET {path}": http_get(port, path) for path in LEAVING_ENDPOINTS},
         # A flagged caller's page holds its callees and victims: pseudonyms for read-only.
         **{f"GET /numbers/{n}": http_get(port, f"/numbers/{n}") for n in sorted(flagged)[:5]},
+        # A campaign's page: its members, businesses and counts only.
+        **{f"GET /campaigns/{c}": http_get(port, f"/campaigns/{c}") for c in sorted(ids)[:5]},
     }
     for name, body in outputs.items():  # a refusal would make the search pass trivially
         if name.startswith("GET /") and name != "GET /health":
