@@ -284,3 +284,31 @@ def test_members_to_intercept(
     flagged: set[str], share: float, min_flagged: int, expected: tuple[str, ...]
 ) -> None:
     assert members_to_intercept(["a", "b", "c", "d"], flagged, share, min_flagged) == expected
+
+
+def test_settled_sketches_fold_periods_into_the_offline_sketch() -> None:
+    """The worker's per-period samples folded (streams.campaignwork.Settled) give the sketch the
+    offline command builds from all calls at once, whatever the split into periods."""
+    from streams.campaignwork import CALLS, Settled, calls_from_sample
+    from streams.items import id_hash
+
+    rng = random.Random(7)
+    calls = [(f"139{rng.randrange(400):08d}", i * 60_000, rng.random() < 0.3) for i in range(900)]
+    offline = SketchBuilder("17012345600")
+    for callee, at, answered in calls:
+        offline.add(keyed_hash(callee, KEY), at, answered)
+    for cut in (1, 7, 50):
+        settled = Settled()
+        for part in (calls[i::cut] for i in range(cut)):
+            settled.fold(
+                sorted({keyed_hash(c, KEY) for c, _, _ in part})[:K],
+                sorted((id_hash(f"id{at}"), a) for _, at, a in part)[:CALLS],
+                [at for _, at, _ in part],
+                [(keyed_hash(c, KEY), at) for c, at, _ in part],
+            )
+        assert settled.sketch("17012345600") == offline.freeze()
+        assert len(settled.victims) == len({c for c, _, _ in calls})
+    # Beyond CALLS calls in a period, the count is the bottom-k estimate.
+    sample = sorted((id_hash(f"x{i}"), i % 2 == 0) for i in range(20_000))[:CALLS]
+    estimated, answered = calls_from_sample(sample)
+    assert abs(estimated - 20_000) < 0.1 * 20_000 and abs(answered / estimated - 0.5) < 0.06
