@@ -302,6 +302,9 @@ class CampaignTicker:
             return 0
         try:
             return await self._run()
+        except BaseException:
+            self._settled = None  # folded in memory, maybe not stored: reload next time
+            raise
         finally:
             if _s(await self.client.get(f"{self.prefix}:lock") or b"") == self.token:
                 await self.client.delete(f"{self.prefix}:lock")
@@ -319,7 +322,16 @@ class CampaignTicker:
         count = 0
         end = max(done + self.period_ms, periods[0] * self.period_ms + self.period_ms)
         while end <= due and count < MAX_PERIODS_PER_RUN:
-            await self.evaluate(end, [b for b in periods if b * self.period_ms < end])
+            folded = [b for b in periods if b * self.period_ms < end]
+            found = await self.evaluate(end, folded)
+            log.info(
+                "campaigns: period ending %d evaluated (%d periods folded, release front %d):"
+                " %d campaigns",
+                end,
+                len(folded),
+                front,
+                found,
+            )
             periods = [b for b in periods if b * self.period_ms >= end]
             await self.client.set(f"{self.prefix}:tick", end)
             self._settled_at = end
@@ -365,8 +377,9 @@ class CampaignTicker:
                 changed.add(caller)
         return changed
 
-    async def evaluate(self, end_ms: int, periods: Sequence[int]) -> None:
-        """The period ending at ``end_ms``: fold, group, rank, send what changed."""
+    async def evaluate(self, end_ms: int, periods: Sequence[int]) -> int:
+        """The period ending at ``end_ms``: fold, group, rank, send what changed; returns how
+        many campaigns there are."""
         self.evaluated_ms = end_ms
         settled = await self._load_settled()
         changed = await self._fold(settled, periods)
@@ -398,6 +411,7 @@ class CampaignTicker:
             pipe.delete(f"{base}:callers")
             pipe.zrem(f"{self.prefix}:periods", str(b))
         await pipe.execute()
+        return len(campaigns)
 
     async def _records(
         self, campaigns: Sequence[CampaignGroup], settled: dict[str, Settled]

@@ -310,5 +310,5 @@ def test_settled_sketches_fold_periods_into_the_offline_sketch() -> None:
         assert len(settled.victims) == len({c for c, _, _ in calls})
     # Beyond CALLS calls in a period, the count is the bottom-k estimate.
     sample = sorted((id_hash(f"x{i}"), i % 2 == 0) for i in range(20_000))[:CALLS]
-    estimated, answered = calls_from_sample(sample)
-    assert abs(estimated - 20_000) < 0.1 * 20_000 and abs(answered / estimated - 0.5) < 0.06
+    estimated, answered_calls = calls_from_sample(sample)
+    assert abs(estimated - 20_000) < 0.1 * 20_000 and abs(answered_calls / estimated - 0.5) < 0.06
