@@ -25,6 +25,8 @@ numbers join. A linked group then joins a larger campaign whose members' callees
 fewer than ``min_distinct`` callees (the end of a rotation, whose few calls are too little
 evidence for a pairwise link but plenty against a whole campaign's list), joins the campaign
 holding most of its callees, with less needed when it is from a campaign number's block.
+``campaign_alert`` and ``member_alert`` are the worker's alerts of a campaign (detector
+``campaign``): its own, and the ``intercept`` of a member on the campaign's evidence.
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from detectors.alerts import Alert, alert_id
+
 K = 128
+DETECTOR = "campaign"  # the detector name of a campaign's alerts
 _SPACE = float(1 << 64)
 
 
@@ -345,3 +350,81 @@ def members_to_intercept(
     if len(hit) < max(min_flagged, math.ceil(share * len(everyone))):
         return ()
     return tuple(sorted(everyone - hit))
+
+
+def campaign_alert(
+    campaign: CampaignGroup,
+    record: dict[str, object],
+    grown: bool,
+    now_ms: int,
+    policy_version: str,
+) -> Alert:
+    """The campaign's own alert: raised when it appears, escalated as it changes. Named by the
+    campaign id; the evidence is counts only (its members are on the leak-candidates topic)."""
+    candidates = record["candidates"]
+    size = len(campaign.members)
+    victims = int(str(record["victims"]))
+    label = f"size:{size}:victims:{victims}"
+    return Alert(
+        alert_id=alert_id(campaign.campaign_id, DETECTOR, campaign.campaign_id, label),
+        episode_id=campaign.campaign_id,
+        number=campaign.campaign_id,
+        number_class="campaign",
+        subject="campaign",
+        detector=DETECTOR,
+        state="escalated" if grown else "raised",
+        severity="warning",
+        action="monitor",
+        category="harassment",
+        event_ms=campaign.last_ms,
+        detected_at_ms=now_ms,
+        evidence={
+            "members": size,
+            "victims": victims,
+            "calls": campaign.calls,
+            "candidates": len(candidates) if isinstance(candidates, list) else 0,
+            "first_ms": campaign.first_ms,
+        },
+        reasons=(f"{size} numbers dialling one list of {victims} subscribers",),
+        policy_version=policy_version,
+    )
+
+
+def member_alert(
+    campaign: CampaignGroup,
+    record: dict[str, object],
+    member: str,
+    flagged: int,
+    calls: int,
+    last_ms: int,
+    now_ms: int,
+    number_class: str,
+    policy_version: str,
+) -> Alert:
+    """``intercept`` for a campaign member not flagged on its own, on the campaign's evidence."""
+    size = len(campaign.members)
+    return Alert(
+        alert_id=alert_id(member, DETECTOR, campaign.campaign_id, "intercept"),
+        episode_id=campaign.campaign_id,
+        number=member,
+        number_class=number_class,
+        subject="number",
+        detector=DETECTOR,
+        state="raised",
+        severity="critical",
+        action="intercept",
+        category="harassment",
+        event_ms=last_ms,
+        detected_at_ms=now_ms,
+        evidence={
+            "campaign_members": size,
+            "campaign_flagged": flagged,
+            "campaign_victims": int(str(record["victims"])),
+            "calls": calls,
+        },
+        reasons=(
+            f"member of campaign {campaign.campaign_id}: {flagged} of its {size} numbers"
+            " intercepted on their own evidence",
+        ),
+        policy_version=policy_version,
+    )

@@ -50,14 +50,16 @@ from redis.exceptions import RedisError
 
 from config.numbering import NumberingPlan, classify
 from config.settings import Settings
-from detectors.alerts import Alert, alert_id
 from detectors.campaigns import (
+    DETECTOR,
     CallerSketch,
     CampaignGroup,
     GroupingPolicy,
     K,
+    campaign_alert,
     group,
     keyed_hash,
+    member_alert,
     members_to_intercept,
 )
 from detectors.leak_sources import DAY_MS, ContactRecord, LeakPolicy, rank
@@ -73,7 +75,6 @@ from streams.state.base import PartitionMeta
 log = logging.getLogger("dialwatch.campaigns")
 VICTIMS = 4096  # a caller's victims kept per period (and settled): the earliest
 CALLS = 1024  # a caller's call-id sample per period: its calls counted exactly below this
-DETECTOR = "campaign"
 LOCK_MS = 120_000
 MAX_PERIODS_PER_RUN = 64
 HISTORY = 400  # a campaign's timeline: its states, one per evaluated period it changed in
@@ -479,8 +480,9 @@ class CampaignTicker:
                 self.settings.campaign_intercept_min_flagged,
             )
             for member in rest:
+                one = settled[member]
                 alert = member_alert(
-                    campaign, record, member, len(flagged), settled[member], now,
+                    campaign, record, member, len(flagged), one.calls, one.last_ms, now,
                     str(self.recorder.classify(member)), self.policy_version,
                 ).to_dict(self.tz)  # fmt: skip
                 if not await self.client.sismember(sent_alerts, alert["alert_id"]):
@@ -509,83 +511,6 @@ class CampaignTicker:
         return await self.send(
             self.settings.alert_topic, str(alert["number"]).encode(), orjson.dumps(alert)
         )
-
-
-def campaign_alert(
-    campaign: CampaignGroup,
-    record: dict[str, object],
-    grown: bool,
-    now_ms: int,
-    policy_version: str,
-) -> Alert:
-    """The campaign's own alert: raised when it appears, escalated as it changes. Named by the
-    campaign id; the evidence is counts only (its members are on the leak-candidates topic)."""
-    candidates = record["candidates"]
-    size = len(campaign.members)
-    victims = int(str(record["victims"]))
-    label = f"size:{size}:victims:{victims}"
-    return Alert(
-        alert_id=alert_id(campaign.campaign_id, DETECTOR, campaign.campaign_id, label),
-        episode_id=campaign.campaign_id,
-        number=campaign.campaign_id,
-        number_class="campaign",
-        subject="campaign",
-        detector=DETECTOR,
-        state="escalated" if grown else "raised",
-        severity="warning",
-        action="monitor",
-        category="harassment",
-        event_ms=campaign.last_ms,
-        detected_at_ms=now_ms,
-        evidence={
-            "members": size,
-            "victims": victims,
-            "calls": campaign.calls,
-            "candidates": len(candidates) if isinstance(candidates, list) else 0,
-            "first_ms": campaign.first_ms,
-        },
-        reasons=(f"{size} numbers dialling one list of {victims} subscribers",),
-        policy_version=policy_version,
-    )
-
-
-def member_alert(
-    campaign: CampaignGroup,
-    record: dict[str, object],
-    member: str,
-    flagged: int,
-    sketch: Settled,
-    now_ms: int,
-    number_class: str,
-    policy_version: str,
-) -> Alert:
-    """``intercept`` for a campaign member not flagged on its own, on the campaign's evidence."""
-    size = len(campaign.members)
-    return Alert(
-        alert_id=alert_id(member, DETECTOR, campaign.campaign_id, "intercept"),
-        episode_id=campaign.campaign_id,
-        number=member,
-        number_class=number_class,
-        subject="number",
-        detector=DETECTOR,
-        state="raised",
-        severity="critical",
-        action="intercept",
-        category="harassment",
-        event_ms=sketch.last_ms,
-        detected_at_ms=now_ms,
-        evidence={
-            "campaign_members": size,
-            "campaign_flagged": flagged,
-            "campaign_victims": int(str(record["victims"])),
-            "calls": sketch.calls,
-        },
-        reasons=(
-            f"member of campaign {campaign.campaign_id}: {flagged} of its {size} numbers"
-            " intercepted on their own evidence",
-        ),
-        policy_version=policy_version,
-    )
 
 
 def intercepted_by_others(entries: Sequence[Any]) -> bool:
