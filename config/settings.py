@@ -170,6 +170,14 @@ class Settings:
     # Refused sends (issue 17 item 3, docs/recovery.md "Refused sends"): the producer's largest
     # request; a message beyond it (or the broker's limit) is dead-lettered, not retried.
     producer_max_request_bytes: int = 1_000_000
+    # Campaigns in the worker (issue 21, docs/campaigns.md "In the worker"): stage 2 records
+    # each caller's sketch per campaign_period_s of event time; once every derived partition's
+    # release passed a period's end, one worker groups and ranks (on/off: campaigns).
+    campaigns: bool = True
+    campaign_period_s: int = 86_400
+    campaign_tick_s: float = 5.0  # how often a worker checks whether a period can be evaluated
+    campaign_min_victims: int = 20  # no leak candidate below this many victims
+    campaign_days: int = 30  # the contact window before a victim's first call
 
     def __post_init__(self) -> None:
         for name in (
@@ -223,6 +231,16 @@ class Settings:
             raise ValueError("api_session_s and api_recent_alerts must be positive")
         if self.scan_path not in ("fast", "reference"):
             raise ValueError("scan_path must be fast or reference")
+        if (
+            self.campaign_period_s < 60
+            or self.campaign_tick_s <= 0
+            or self.campaign_min_victims < 1
+            or self.campaign_days < 1
+        ):
+            raise ValueError(
+                "campaign_period_s >= 60, campaign_tick_s > 0, campaign_min_victims >= 1 and"
+                " campaign_days >= 1, please"
+            )
         self._check_kafka_security()
         self._check_redis_cluster()
         self._check_redis_security()

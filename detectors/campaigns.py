@@ -20,9 +20,13 @@ sketch entries in common, or, from one numbering block, a lower ``block_similari
 when their active spans lie within ``max_gap_ms`` of each other (timing
 affinity). Campaigns are the connected groups of at least ``min_members`` callers; a campaign's id
 is derived from its earliest member (first call, then number), so it does not change as later
-numbers join. A caller linked to nobody then joins the campaign whose members' callees hold
-at least ``attach_containment`` of its own (the short tail of a rotation, whose few calls are too
-little evidence for a pairwise link but plenty against a whole campaign's list).
+numbers join. A linked group then joins a larger campaign whose members' callees hold at least
+``attach_containment`` of its own (union over overlapping groups), and a tail, a number with
+fewer than ``min_distinct`` callees (the end of a rotation, whose few calls are too little
+evidence for a pairwise link but plenty against a whole campaign's list), joins the campaign
+holding most of its callees, with less needed when it is from a campaign number's block.
+``campaign_alert`` and ``member_alert`` are the worker's alerts of a campaign (detector
+``campaign``): its own, and the ``intercept`` of a member on the campaign's evidence.
 """
 
 from __future__ import annotations
@@ -34,7 +38,10 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from detectors.alerts import Alert, alert_id
+
 K = 128
+DETECTOR = "campaign"  # the detector name of a campaign's alerts
 _SPACE = float(1 << 64)
 
 
@@ -126,6 +133,12 @@ class GroupingPolicy:
     max_gap_ms: int = 3 * 86_400_000  # timing affinity: active spans at most this far apart
     min_members: int = 2
     max_posting: int = 400  # a callee in more eligible sketches than this links nobody
+    # Tails: numbers with fewer than min_distinct callees (the last few calls of a rotation)
+    # only ever join a campaign, never link to each other.
+    max_tail_calls: int = 40
+    tail_calls: int = 10  # their answered share counts from this many calls on
+    tail_block_shared: int = 1  # a tail from a campaign number's block: callees in common
+    tail_block_containment: float = 0.3  # and the share of its callees that is
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,8 +176,8 @@ def campaign_id(earliest: CallerSketch) -> str:
 
 def group(sketches: Iterable[CallerSketch], policy: GroupingPolicy) -> list[CampaignGroup]:
     """The campaigns among ``sketches``, earliest first; a function of the sketches as a set."""
-    pool = sorted((s for s in sketches if eligible(s, policy)), key=lambda s: s.number)
-    index = {s.number: i for i, s in enumerate(pool)}
+    everyone = list(sketches)
+    pool = sorted((s for s in everyone if eligible(s, policy)), key=lambda s: s.number)
     postings: dict[int, list[int]] = defaultdict(list)
     for i, sketch in enumerate(pool):
         for h in sketch.mins:
@@ -189,11 +202,13 @@ def group(sketches: Iterable[CallerSketch], policy: GroupingPolicy) -> list[Camp
             if ri != rj:
                 parent[max(ri, rj)] = min(ri, rj)
     components: dict[int, list[CallerSketch]] = defaultdict(list)
-    for sketch in pool:
-        components[root(index[sketch.number])].append(sketch)
-    _attach(components, policy)
+    for i, sketch in enumerate(pool):
+        components[root(i)].append(sketch)
+    merged = _merge(list(components.values()), policy)
+    tails = sorted((s for s in everyone if tail(s, policy)), key=lambda s: s.number)
+    _attach_tails(merged, tails, policy)
     groups = []
-    for members in components.values():
+    for members in merged:
         if len(members) < policy.min_members:
             continue
         earliest = min(members, key=lambda s: (s.first_ms, s.number))
@@ -210,41 +225,119 @@ def group(sketches: Iterable[CallerSketch], policy: GroupingPolicy) -> list[Camp
     return groups
 
 
-def _attach(components: dict[int, list[CallerSketch]], policy: GroupingPolicy) -> None:
-    """Singletons join the core campaign (>= min_members) containing most of their sketch.
+def tail(sketch: CallerSketch, policy: GroupingPolicy) -> bool:
+    """A number too small to be considered (fewer than ``min_distinct`` callees) that may still
+    be a rotation's short tail: its answered share is only judged from ``tail_calls`` calls on
+    (five calls say nothing about a dialler profile)."""
+    return (
+        sketch.calls <= policy.max_tail_calls
+        and 0 < sketch.distinct < policy.min_distinct
+        and (
+            sketch.calls < policy.tail_calls
+            or sketch.answered <= policy.max_answer_share * sketch.calls
+        )
+    )
 
-    A campaign's callees are known exactly up to its horizon: the smallest last entry of its
-    full sketches (all of them when every member dialled fewer than K numbers)."""
-    cores = {r: ms for r, ms in components.items() if len(ms) >= policy.min_members}
-    known: dict[int, tuple[set[int], int]] = {}
-    for r, members in cores.items():
+
+@dataclass(slots=True)
+class _Known:
+    """A group's callees as far as they are known exactly: every sketch entry below the
+    horizon, the smallest last entry of its full sketches (none: all of them)."""
+
+    hashes: set[int]
+    horizon: int
+    first_ms: int
+    last_ms: int
+    blocks: frozenset[str]
+
+    @classmethod
+    def of(cls, members: list[CallerSketch]) -> _Known:
         full = [m.mins[-1] for m in members if len(m.mins) == K]
-        known[r] = ({h for m in members for h in m.mins}, min(full) if full else 1 << 64)
-    joins: list[tuple[int, int]] = []
-    for r, members in sorted(components.items()):
-        if len(members) != 1 or r in cores:
-            continue
-        single = members[0]
+        return cls(
+            {h for m in members for h in m.mins},
+            min(full) if full else 1 << 64,
+            min(m.first_ms for m in members),
+            max(m.last_ms for m in members),
+            frozenset(m.block for m in members),
+        )
+
+    def contained(self, other: _Known) -> tuple[int, int]:
+        """(entries of ``other`` below both horizons, how many of them are among ours)."""
+        horizon = min(self.horizon, other.horizon)
+        below = [h for h in other.hashes if h <= horizon]
+        return len(below), sum(1 for h in below if h in self.hashes)
+
+    def gap(self, other: _Known) -> int:
+        return max(self.first_ms, other.first_ms) - min(self.last_ms, other.last_ms)
+
+
+def _merge(
+    components: list[list[CallerSketch]], policy: GroupingPolicy
+) -> list[list[CallerSketch]]:
+    """A group joins the larger campaign (>= min_members, more members, ties by lowest number)
+    that holds at least ``attach_containment`` of its known callees (``attach_shared`` at
+    least), within ``max_gap_ms``: a rotation's short tail, or a stretch of it whose numbers
+    overlapped each other but not enough with the rest (union over overlapping groups).
+    Decided against the groups as linked, then applied along the chains, so the result does
+    not depend on the order of the groups."""
+    order = sorted(components, key=lambda ms: (-len(ms), min(m.number for m in ms)))
+    known = [_Known.of(ms) for ms in order]
+    target = list(range(len(order)))
+    for i in range(len(order)):
         best: tuple[float, int] | None = None
-        for c, core in sorted(cores.items()):
-            hashes, horizon = known[c]
-            below = [h for h in single.mins if h <= horizon]
-            shared = sum(1 for h in below if h in hashes)
-            first = min(m.first_ms for m in core)
-            last = max(m.last_ms for m in core)
-            gap = max(single.first_ms, first) - min(single.last_ms, last)
+        for c in range(i):
+            if len(order[c]) < policy.min_members or len(order[c]) <= len(order[i]):
+                continue
+            below, shared = known[c].contained(known[i])
             if (
                 below
                 and shared >= policy.attach_shared
-                and shared >= policy.attach_containment * len(below)
-                and gap <= policy.max_gap_ms
-                and (best is None or shared / len(below) > best[0])
+                and shared >= policy.attach_containment * below
+                and known[c].gap(known[i]) <= policy.max_gap_ms
+                and (best is None or shared / below > best[0])
             ):
-                best = (shared / len(below), c)
+                best = (shared / below, c)
         if best is not None:
-            joins.append((r, best[1]))
-    for r, c in joins:
-        components[c].extend(components.pop(r))
+            target[i] = best[1]
+    out: dict[int, list[CallerSketch]] = defaultdict(list)
+    for i, members in enumerate(order):
+        t = i
+        while target[t] != t:
+            t = target[t]
+        out[t].extend(members)
+    return [out[t] for t in sorted(out)]
+
+
+def _attach_tails(
+    groups: list[list[CallerSketch]], tails: list[CallerSketch], policy: GroupingPolicy
+) -> None:
+    """Each tail joins the campaign holding most of its callees: at least
+    ``attach_containment`` of them and ``attach_shared``, or, for a tail from the numbering
+    block of one of the campaign's numbers, ``tail_block_containment`` and
+    ``tail_block_shared``; within ``max_gap_ms``."""
+    cores = [(g, _Known.of(g)) for g in groups if len(g) >= policy.min_members]
+    joins: list[tuple[CallerSketch, list[CallerSketch]]] = []
+    for single in tails:
+        mine = _Known.of([single])
+        best: tuple[float, int] | None = None
+        for c, (_, core) in enumerate(cores):
+            below, shared = core.contained(mine)
+            if single.block in core.blocks:
+                need, share = policy.tail_block_shared, policy.tail_block_containment
+            else:
+                need, share = policy.attach_shared, policy.attach_containment
+            if (
+                below
+                and shared >= need
+                and shared >= share * below
+                and core.gap(mine) <= policy.max_gap_ms
+                and (best is None or shared / below > best[0])
+            ):
+                best = (shared / below, c)
+        if best is not None:
+            joins.append((single, cores[best[1]][0]))
+    for single, into in joins:
+        into.append(single)
 
 
 def members_to_intercept(
@@ -257,3 +350,81 @@ def members_to_intercept(
     if len(hit) < max(min_flagged, math.ceil(share * len(everyone))):
         return ()
     return tuple(sorted(everyone - hit))
+
+
+def campaign_alert(
+    campaign: CampaignGroup,
+    record: dict[str, object],
+    grown: bool,
+    now_ms: int,
+    policy_version: str,
+) -> Alert:
+    """The campaign's own alert: raised when it appears, escalated as it changes. Named by the
+    campaign id; the evidence is counts only (its members are on the leak-candidates topic)."""
+    candidates = record["candidates"]
+    size = len(campaign.members)
+    victims = int(str(record["victims"]))
+    label = f"size:{size}:victims:{victims}"
+    return Alert(
+        alert_id=alert_id(campaign.campaign_id, DETECTOR, campaign.campaign_id, label),
+        episode_id=campaign.campaign_id,
+        number=campaign.campaign_id,
+        number_class="campaign",
+        subject="campaign",
+        detector=DETECTOR,
+        state="escalated" if grown else "raised",
+        severity="warning",
+        action="monitor",
+        category="harassment",
+        event_ms=campaign.last_ms,
+        detected_at_ms=now_ms,
+        evidence={
+            "members": size,
+            "victims": victims,
+            "calls": campaign.calls,
+            "candidates": len(candidates) if isinstance(candidates, list) else 0,
+            "first_ms": campaign.first_ms,
+        },
+        reasons=(f"{size} numbers dialling one list of {victims} subscribers",),
+        policy_version=policy_version,
+    )
+
+
+def member_alert(
+    campaign: CampaignGroup,
+    record: dict[str, object],
+    member: str,
+    flagged: int,
+    calls: int,
+    last_ms: int,
+    now_ms: int,
+    number_class: str,
+    policy_version: str,
+) -> Alert:
+    """``intercept`` for a campaign member not flagged on its own, on the campaign's evidence."""
+    size = len(campaign.members)
+    return Alert(
+        alert_id=alert_id(member, DETECTOR, campaign.campaign_id, "intercept"),
+        episode_id=campaign.campaign_id,
+        number=member,
+        number_class=number_class,
+        subject="number",
+        detector=DETECTOR,
+        state="raised",
+        severity="critical",
+        action="intercept",
+        category="harassment",
+        event_ms=last_ms,
+        detected_at_ms=now_ms,
+        evidence={
+            "campaign_members": size,
+            "campaign_flagged": flagged,
+            "campaign_victims": int(str(record["victims"])),
+            "calls": calls,
+        },
+        reasons=(
+            f"member of campaign {campaign.campaign_id}: {flagged} of its {size} numbers"
+            " intercepted on their own evidence",
+        ),
+        policy_version=policy_version,
+    )

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from streams.batches import chunks, oldest_times, split
+from streams.campaignwork import recording
 from streams.cdr import Reject, decode_message
 from streams.complaints import Complaint, decode_complaints, record
 from streams.context import Context
@@ -107,8 +108,9 @@ async def by_subject(ctx: Context, stream: Any) -> None:
                     stage = (
                         subjects.interception.stage_for(items) if subjects.interception else None
                     )
+                    forward = recording(stage, ctx.campaigns)  # and the campaign sketches
                     outcome = await subjects.handle(
-                        partition, items[0][0], items, ctx.subject_links, stage
+                        partition, items[0][0], items, ctx.subject_links, forward
                     )
                     sends = partial(
                         batch_sends,

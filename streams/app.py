@@ -17,6 +17,12 @@ from redis.exceptions import RedisError
 
 from config.settings import Settings
 from streams import agents, web
+from streams.campaignwork import (
+    CampaignRecorder,
+    CampaignTicker,
+    intercepted_by_others,
+    safe_run,
+)
 from streams.cdr import decode_message
 from streams.context import BrokerHealth, Context
 from streams.delivery import Outlet, Outlets, Refusals
@@ -29,6 +35,7 @@ from streams.metrics import Metrics
 from streams.rekey import decode_rekeyed
 from streams.runtime import Links, Runtime
 from streams.security import api_token, faust_broker_kwargs, faust_web_kwargs
+from streams.state.redis import RedisStore
 from streams.topics import WorkerTopics, worker_topics
 
 log = logging.getLogger("dialwatch.worker")
@@ -74,6 +81,7 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
         rekeyed=callers.rekeyed_input(),
         rekeyed_links=links(settings, out.alerts, settings.repartition_topic, decode_rekeyed),
         out=out,
+        campaigns=recorder(settings, subjects),
     )
 
     async def by_caller(stream: Any) -> None:
@@ -115,6 +123,7 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
         await probe_broker(app, ctx.broker)
 
     interception_mirror(app, settings, ctx)
+    campaign_timer(app, settings, ctx)
     operations_gauges(app, settings, ctx)
     web.register(app, ctx)
 
@@ -159,6 +168,62 @@ def interception_mirror(app: faust.App, settings: Settings, ctx: Context) -> Non
             )
         except (RedisError, OSError) as exc:  # the next tick goes on from the cursor
             log.warning("audit mirror failed (%s); retrying", type(exc).__name__)
+
+
+def recorder(settings: Settings, subjects: Runtime) -> CampaignRecorder | None:
+    """Stage 2's campaign recording (streams.campaignwork) on its store's Redis, or None."""
+    store = subjects.engine.store
+    if not settings.campaigns or not isinstance(store, RedisStore):
+        return None
+    return CampaignRecorder(store.client, settings, subjects.engine.numbering)
+
+
+def campaign_timer(app: faust.App, settings: Settings, ctx: Context) -> CampaignTicker | None:
+    """The campaign evaluation (streams.campaignwork) and the timer that runs it: campaigns to
+    the leak-candidates topic, their alerts and the members intercepted on their evidence to
+    the alert topic (and the feed), the interception step."""
+    if ctx.campaigns is None:
+        return None
+    leaks = Outlet(
+        app.topic(settings.leak_candidates_topic, key_type=bytes, value_type=bytes),
+        ctx.out.alerts.refusals,
+    )
+    outlets = {
+        settings.leak_candidates_topic: leaks,
+        settings.alert_topic: ctx.out.alerts,
+        settings.feed_topic: ctx.out.feed,
+    }
+    step = ctx.subjects.interception
+
+    async def send(topic: str, key: bytes, value: bytes) -> Any:
+        return await outlets[topic].send(key=key, value=value)
+
+    async def intercept(alerts: list[dict[str, Any]]) -> None:
+        await asyncio.gather(*await agents.feed_sends(ctx, alerts))
+        await ctx.subjects.intercept(alerts)
+
+    async def listed_by_others(number: str) -> bool:
+        return step is not None and intercepted_by_others(await step.store.get(number))
+
+    ticker = CampaignTicker(
+        ctx.campaigns,
+        settings,
+        ctx.plan,
+        ctx.tz,
+        ctx.subjects.engine.store.load_meta,
+        ctx.subjects.engine.sources,
+        send,
+        intercept,
+        listed_by_others,
+        ctx.callers.engine.policy.version,
+        feed_key_id=ctx.feed_key_id,
+    )
+
+    @app.timer(settings.campaign_tick_s)  # type: ignore[untyped-decorator]
+    async def campaign_tick() -> None:
+        await safe_run(ticker)
+
+    return ticker
 
 
 def operations_gauges(app: faust.App, settings: Settings, ctx: Context) -> Gauges:

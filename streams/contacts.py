@@ -5,8 +5,8 @@ expiring ``days + 1`` days after the day it covers (PEXPIREAT). ``record`` write
 in one pipelined round trip (one BITFIELD per key, then its expiry); ``load`` reads every
 business's filters for a span in one round trip. Only keyed hashes ever reach Redis.
 
-Not wired into the worker yet (docs/campaigns.md, "Not built yet"): this is the store the
-worker's stage 2 would feed from the callee and caller observations of business numbers.
+The worker's stage 2 feeds it from the callee observations of business numbers
+(streams.campaignwork); the campaign evaluation reads it to rank a campaign's businesses.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from detectors.contact_bloom import BloomContacts, day_of, positions
 from detectors.leak_sources import DAY_MS
 
 
 class ContactStore:
-    def __init__(self, client: aioredis.Redis, prefix: str, days: int) -> None:
+    def __init__(self, client: aioredis.Redis | RedisCluster, prefix: str, days: int) -> None:
         self.client = client
         self.prefix = prefix
         self.days = days

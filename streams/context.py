@@ -12,6 +12,7 @@ from config.numbering import NumberingPlan
 from config.settings import Settings
 from detectors.pseudonym import key_id
 from streams.allowlist import Allowlist, shared_key
+from streams.campaignwork import CampaignRecorder
 from streams.delivery import Outlets
 from streams.runtime import Links, Runtime
 from streams.state.redis import RedisStore
@@ -44,6 +45,7 @@ class Context:
     rekeyed_links: Links
     out: Outlets  # the output topics, refused sends dead-lettered (streams.delivery)
     broker: BrokerHealth = field(default_factory=BrokerHealth)
+    campaigns: CampaignRecorder | None = None  # stage 2's campaign sketches (campaignwork)
 
     @property
     def plan(self) -> NumberingPlan:

@@ -34,15 +34,25 @@ def derived_messages(
     """``(target partition, [source, [obs...], front_ms, idle])`` messages: per target
     partition, as few as the size cap allows (never one per observation), in order, and one
     for every target partition (with no observations when it has none): each message tells the
-    source's progress ``front_ms`` after its observations."""
-    by_target: dict[int, list[list[object]]] = {p: [] for p in range(partitions)}
+    source's progress after its observations. A target's last message carries ``front_ms``;
+    one cut before it only the newest start among the observations sent so far, since the
+    rest of the batch is still to come (telling the batch's front there made stage 2 reject
+    the next messages' observations as too late once a batch spanned more than the lateness:
+    a catch-up of historical CDRs)."""
+    by_target: dict[int, list[Obs]] = {p: [] for p in range(partitions)}
     for obs in observed:
-        by_target[derived_partition(obs.subject, partitions)].append(obs.to_wire())
-    return [
-        (target, orjson.dumps([source, items[i : i + chunk], front_ms, idle]))
-        for target, items in by_target.items()
-        for i in range(0, max(len(items), 1), chunk)
-    ]
+        by_target[derived_partition(obs.subject, partitions)].append(obs)
+    out = []
+    for target, items in by_target.items():
+        starts = 0
+        for i in range(0, max(len(items), 1), chunk):
+            part = items[i : i + chunk]
+            starts = max([starts, *(o.start_ms for o in part)])
+            last = i + chunk >= len(items)
+            front = front_ms if last else min(front_ms, starts)
+            wire = [o.to_wire() for o in part]
+            out.append((target, orjson.dumps([source, wire, front, idle and last])))
+    return out
 
 
 def progress_messages(source: int, partitions: int, front_ms: int) -> list[tuple[int, bytes]]:

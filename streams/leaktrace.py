@@ -20,13 +20,14 @@ import orjson
 from config.numbering import NumberClass, NumberingPlan, classify
 from config.settings import Settings
 from detectors.campaigns import (
+    CampaignGroup,
     GroupingPolicy,
     SketchBuilder,
     group,
     keyed_hash,
     members_to_intercept,
 )
-from detectors.leak_sources import ContactRecord, ExactContacts, LeakPolicy, rank
+from detectors.leak_sources import Candidate, ContactRecord, ExactContacts, LeakPolicy, rank
 from streams.cdr import Reject
 from streams.errors import InputError
 from streams.files import RejectLog, read_located, read_text
@@ -120,21 +121,7 @@ def trace(
     for campaign in campaigns:
         hit = victims[campaign.campaign_id]
         candidates = rank(hit, records, len(population), options.leak)
-        out.append(
-            {
-                "schema_version": SCHEMA_VERSION,
-                "campaign_id": campaign.campaign_id,
-                "members": list(campaign.members),
-                "size": len(campaign.members),
-                "victims": len(hit),
-                "calls": campaign.calls,
-                "first_activity": _iso(campaign.first_ms, tz),
-                "last_activity": _iso(campaign.last_ms, tz),
-                "days": options.leak.days,
-                "reportable": len(hit) >= options.leak.min_victims,
-                "candidates": [c.as_dict() for c in candidates],
-            }
-        )
+        out.append(campaign_record(campaign, len(hit), candidates, options.leak, tz))
         if options.flagged is not None:
             members = campaign.members
             out[-1]["flagged"] = sum(1 for m in members if m in options.flagged)
@@ -144,6 +131,30 @@ def trace(
                 )
             )
     return out
+
+
+def campaign_record(
+    campaign: CampaignGroup,
+    victims: int,
+    candidates: Sequence[Candidate],
+    leak: LeakPolicy,
+    tz: tzinfo,
+) -> dict[str, object]:
+    """A campaign's record (docs/leak-candidates.schema.json), the offline command's and the
+    worker's alike."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "campaign_id": campaign.campaign_id,
+        "members": list(campaign.members),
+        "size": len(campaign.members),
+        "victims": victims,
+        "calls": campaign.calls,
+        "first_activity": _iso(campaign.first_ms, tz),
+        "last_activity": _iso(campaign.last_ms, tz),
+        "days": leak.days,
+        "reportable": victims >= leak.min_victims,
+        "candidates": [c.as_dict() for c in candidates],
+    }
 
 
 def flagged_numbers(path: str) -> frozenset[str]:

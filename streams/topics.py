@@ -107,6 +107,7 @@ def owned_topics(settings: Settings) -> dict[str, int]:
         settings.audit_topic: settings.topic_partitions,
         settings.interception_topic: settings.topic_partitions,
         settings.feed_topic: settings.topic_partitions,
+        settings.leak_candidates_topic: settings.topic_partitions,
     }
 
 

@@ -15,7 +15,7 @@ from streams.api.alerts import RecentAlerts
 from streams.api.auth import load_tokens
 from streams.api.desk import Desk
 from streams.api.routes import DESK, TOKENS, add_routes
-from streams.console import pages
+from streams.console import campaigns, pages
 from streams.context import Context
 
 
@@ -71,3 +71,4 @@ def register(app: faust.App, ctx: Context) -> None:
     web_app.on_cleanup.append(stop_tail)
     add_routes(web_app.router)
     pages.add_routes(web_app.router)
+    campaigns.add_routes(web_app.router)

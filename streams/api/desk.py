@@ -9,10 +9,13 @@ pseudonyms (detectors.pseudonym); calling numbers are shown as alerts show them.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from config.numbering import classify, normalise
 from detectors.pseudonym import pseudonym
@@ -31,6 +34,9 @@ from streams.state.redis import RedisStore
 from streams.topics import partition_for
 
 RELEASE_KINDS = ("operator", "appeal")
+CAMPAIGN_ID = re.compile(r"cmp-[0-9a-f]{12}")
+CAMPAIGN_SUMMARY = ("campaign_id", "size", "victims", "calls", "first_activity",
+                    "last_activity", "reportable")  # fmt: skip
 STATES = ("active", "pending", "all")
 REASON_MAX = 500
 CHART_POINTS = 240
@@ -309,6 +315,43 @@ class Desk:
     def allowlist_count(self) -> int:
         allowlist = self.ctx.callers.engine.allowlist
         return len(allowlist) if isinstance(allowlist, Allowlist) else 0
+
+    # ---------------------------------------------------------------- campaigns
+
+    async def campaigns(self) -> list[dict[str, Any]]:
+        """Every campaign's latest state (the worker's evaluation: streams.campaignwork), the
+        most recently active first; the candidates reduced to the best one."""
+        recorder = self.ctx.campaigns
+        if recorder is None:
+            return []
+        raw = await recorder.client.hgetall(f"{recorder.prefix}:records")
+        out = []
+        for value in raw.values():
+            record = orjson.loads(value)
+            candidates = record.get("candidates") or []
+            summary = {k: record[k] for k in CAMPAIGN_SUMMARY if k in record}
+            summary["candidates"] = len(candidates)
+            summary["top_candidate"] = candidates[0]["number"] if candidates else None
+            out.append(summary)
+        return sorted(out, key=lambda r: (r["last_activity"], r["campaign_id"]), reverse=True)
+
+    async def campaign(self, campaign_id: str) -> dict[str, Any]:
+        """A campaign's latest record (members, counts, candidates with their evidence) and
+        its timeline: its size, victims and calls at each period end it changed at."""
+        if not CAMPAIGN_ID.fullmatch(campaign_id):
+            raise BadInput("a campaign id is cmp- and 12 hex digits")
+        recorder = self.ctx.campaigns
+        raw = (
+            None
+            if recorder is None
+            else await recorder.client.hget(f"{recorder.prefix}:records", campaign_id)
+        )
+        if recorder is None or raw is None:
+            raise NotFound(f"no campaign {campaign_id}")
+        points = await recorder.client.lrange(f"{recorder.prefix}:hist:{campaign_id}", 0, -1)
+        names = ("as_of_ms", "size", "victims", "calls")
+        timeline = [dict(zip(names, orjson.loads(p), strict=True)) for p in points]
+        return {"campaign": orjson.loads(raw), "timeline": timeline}
 
     # ---------------------------------------------------------------- readiness
 

@@ -153,6 +153,70 @@ AUDIT_ENTRY = {
     },
 }
 COUNT = {"type": "object", "required": ["entries"], "properties": {"entries": INT}}
+NUM = {"type": "number"}
+CAMPAIGN_SUMMARY: dict[str, Any] = {
+    "type": "object",
+    "required": ["campaign_id", "size", "victims", "first_activity", "last_activity"],
+    "properties": {
+        "campaign_id": STR,
+        "size": INT,
+        "victims": INT,
+        "calls": INT,
+        "first_activity": STR,
+        "last_activity": STR,
+        "reportable": {"type": "boolean"},
+        "candidates": INT,
+        "top_candidate": NSTR,
+    },
+}
+CANDIDATE = {
+    "type": "object",
+    "required": ["number", "victims_contacted", "lift", "p_value"],
+    "properties": {
+        "number": STR,
+        "victims_contacted": INT,
+        "victim_share": NUM,
+        "base_contacted": INT,
+        "population": INT,
+        "base_share": NUM,
+        "lift": NUM,
+        "log10_p": NUM,
+        "p_value": NUM,
+    },
+}
+CAMPAIGN = {
+    "type": "object",
+    "required": ["campaign", "timeline"],
+    "properties": {
+        "campaign": {
+            "type": "object",
+            "description": "the campaign's latest record (docs/leak-candidates.schema.json)",
+            "required": ["campaign_id", "members", "size", "victims", "candidates"],
+            "properties": {
+                **CAMPAIGN_SUMMARY["properties"],
+                "members": {"type": "array", "items": STR},
+                "days": INT,
+                "candidates": {"type": "array", "items": CANDIDATE},
+                "schema_version": INT,
+            },
+        },
+        "timeline": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["as_of_ms", "size", "victims", "calls"],
+                "properties": {"as_of_ms": INT, "size": INT, "victims": INT, "calls": INT},
+            },
+        },
+    },
+}
+CAMPAIGN_PARAM = {
+    "name": "campaign_id",
+    "in": "path",
+    "required": True,
+    "description": "a campaign id: cmp- and 12 hex digits",
+    "schema": {"type": "string", "pattern": "^cmp-[0-9a-f]{12}$"},
+}
 REASON = {"type": "string", "maxLength": 500}
 
 # path -> method -> (summary, parameters, request body schema or None, body required,
@@ -321,6 +385,30 @@ OPERATIONS: dict[str, dict[str, tuple[str, list[Any], Any, bool, Any, tuple[int,
                 },
             },
             (400,),
+        )
+    },
+    "/campaigns": {
+        "get": (
+            "Every campaign the worker found, most recently active first (docs/campaigns.md)",
+            [],
+            None,
+            False,
+            {
+                "type": "object",
+                "required": ["campaigns"],
+                "properties": {"campaigns": {"type": "array", "items": CAMPAIGN_SUMMARY}},
+            },
+            (),
+        )
+    },
+    "/campaigns/{campaign_id}": {
+        "get": (
+            "A campaign: its members, counts, leak candidates with their evidence, timeline",
+            [CAMPAIGN_PARAM],
+            None,
+            False,
+            CAMPAIGN,
+            (400, 404),
         )
     },
     "/allowlist": {

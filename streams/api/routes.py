@@ -169,6 +169,14 @@ async def get_recent(request: web.Request, who: Principal) -> web.Response:
     return reply({"alerts": alerts, "caught_up": desk.recent.caught_up})
 
 
+async def get_campaigns(request: web.Request, who: Principal) -> web.Response:
+    return reply({"campaigns": await request.app[DESK].campaigns()})
+
+
+async def get_campaign(request: web.Request, who: Principal) -> web.Response:
+    return reply(await request.app[DESK].campaign(request.match_info["campaign_id"]))
+
+
 async def get_allowlist(request: web.Request, who: Principal) -> web.Response:
     return reply({"entries": request.app[DESK].allowlist_count()})
 
@@ -205,6 +213,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/audit", Role.READ_ONLY, get_audit),
     Route("GET", "/breaker", Role.READ_ONLY, get_breaker),
     Route("GET", "/alerts/recent", Role.READ_ONLY, get_recent),
+    Route("GET", "/campaigns", Role.READ_ONLY, get_campaigns),
+    Route("GET", "/campaigns/{campaign_id}", Role.READ_ONLY, get_campaign),
     Route("GET", "/allowlist", Role.READ_ONLY, get_allowlist),
     Route("POST", "/allowlist", Role.ADMIN, add_allowlist),
     Route("DELETE", "/allowlist/entries/{number}", Role.ADMIN, remove_allowlist),

@@ -25,7 +25,7 @@ from streams.api.routes import DESK, TOKENS
 from streams.console.chart import svg
 
 COOKIE = "dw_console"
-NAV: tuple[tuple[str, str], ...] = (("/console", "Overview"),)
+NAV: tuple[tuple[str, str], ...] = (("/console", "Overview"), ("/console/campaigns", "Campaigns"))
 STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",

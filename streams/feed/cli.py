@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 from collections.abc import Callable
@@ -15,7 +16,7 @@ import orjson
 from config.settings import Settings
 from detectors.pseudonym import key_id
 from streams.errors import UsageError, path_error
-from streams.feed.export import FORMATS, encode, manifest, rows
+from streams.feed.export import FORMATS, LEAK_COLUMNS, encode, leak_rows, manifest, rows
 from streams.feed.period import parse_period
 from streams.feed.source import read_file, read_topic
 
@@ -28,8 +29,9 @@ def add_parsers(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
         help="the flagged numbers of a period, with a checksum manifest",
         description="the flagged numbers whose alerts fall in [--since, --until) (event time),"
         " one row each, read from DIALWATCH_FEED_TOPIC on DIALWATCH_KAFKA or from --input;"
-        " the same period gives the same bytes. With --out, FILE.sha256 and"
-        " FILE.manifest.json are written beside it.",
+        " the same period gives the same bytes; and the leak candidates of the campaigns active"
+        " in it (JSON Lines: after the numbers; CSV: STEM.leaks.csv beside --out). With --out,"
+        " FILE.sha256 and FILE.manifest.json are written beside it.",
     )
     q.add_argument(
         "--since",
@@ -59,7 +61,10 @@ def run(args: argparse.Namespace, settings: Settings, out: BinaryIO | None = Non
     else:
         records, source = read_topic(settings), f"topic {settings.feed_topic}"
     table = rows(records, since_ms, until_ms)
-    data = encode(table, args.format)
+    leaks = leak_rows(records, since_ms, until_ms)
+    # JSON Lines: the leak candidates follow the flagged numbers; CSV: a file of their own.
+    data = encode([*table, *leaks] if args.format == "jsonl" else table, args.format)
+    leak_data = encode(leaks, "csv", LEAK_COLUMNS) if args.format == "csv" else None
     name = target.name if target is not None else "-"
     info = manifest(
         data,
@@ -70,13 +75,22 @@ def run(args: argparse.Namespace, settings: Settings, out: BinaryIO | None = Non
         records=len(table),
         source=source,
     )
+    info["leak_candidates"] = len(leaks)
+    leak_target = None
+    if leak_data is not None and target is not None:
+        leak_target = target.with_name(f"{target.stem}.leaks{target.suffix or '.csv'}")
+        info["leaks_file"] = leak_target.name
+        info["leaks_sha256"] = hashlib.sha256(leak_data).hexdigest()
     info["timezone"] = settings.timezone
     info["pseudonym_key_id"] = key_id(settings.pseudonym_key.encode(), settings.pseudonym_key_id)
     if target is None:
         stream = out or sys.stdout.buffer
         stream.write(data)
         stream.flush()
-        print(f"{info['sha256']}  -  ({len(table)} numbers)", file=sys.stderr)
+        note = f", {len(leaks)} leak candidates" if args.format == "jsonl" else ""
+        if leak_data is not None and leaks:
+            note = f"; {len(leaks)} leak candidates not written (CSV: use --out)"
+        print(f"{info['sha256']}  -  ({len(table)} numbers{note})", file=sys.stderr)
         return 0
     body = orjson.dumps(info, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2) + b"\n"
     for path, content in (
@@ -85,7 +99,17 @@ def run(args: argparse.Namespace, settings: Settings, out: BinaryIO | None = Non
         (target.with_name(target.name + ".manifest.json"), body),
     ):
         _write(path, content)
-    print(f"{target}: {len(table)} numbers, sha256 {info['sha256']}", file=sys.stderr)
+    if leak_target is not None and leak_data is not None:
+        _write(leak_target, leak_data)
+        sha = info["leaks_sha256"]
+        _write(
+            leak_target.with_name(leak_target.name + ".sha256"),
+            f"{sha}  {leak_target.name}\n".encode(),
+        )
+    print(
+        f"{target}: {len(table)} numbers, {len(leaks)} leak candidates, sha256 {info['sha256']}",
+        file=sys.stderr,
+    )
     return 0
 
 

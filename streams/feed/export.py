@@ -1,4 +1,5 @@
-"""``dialwatch feed export``: the period's flagged numbers, one row each, reproducibly.
+"""``dialwatch feed export``: the period's flagged numbers, one row each, and the leak
+candidates of the campaigns active in it, reproducibly.
 
 Pure: records in, bytes out. A row is built from every ``alert`` record of the number whose
 event time falls in ``[since, until)`` and every ``decision`` record about those alerts'
@@ -41,6 +42,29 @@ COLUMNS = (
     "last_decision_at",
     "evidence_digest",
     "alert_ids",
+)
+LEAK_COUNTS = (
+    "victims_contacted",
+    "victim_share",
+    "base_contacted",
+    "population",
+    "base_share",
+    "lift",
+    "log10_p",
+    "p_value",
+)
+LEAK_COLUMNS = (
+    "record_type",
+    "campaign_id",
+    "number",
+    "rank",
+    "campaign_size",
+    "victims",
+    "first_activity",
+    "last_activity",
+    "days",
+    *LEAK_COUNTS,
+    "campaign_members",
 )
 # A later decision wins; events at the same time keep the audit stream's order (its id).
 ACTORS = {"approve": "approved_by", "release": "released_by", "reject": "released_by"}
@@ -137,7 +161,71 @@ def _row(
     return row
 
 
-def encode(table: Sequence[Mapping[str, Any]], fmt: str) -> bytes:
+def leak_rows(
+    records: Iterable[Mapping[str, Any]], since_ms: int, until_ms: int
+) -> list[dict[str, Any]]:
+    """The leak candidates of campaigns active in ``[since_ms, until_ms)`` (first activity
+    before its end, last at or after its start): per campaign, the candidates of its latest
+    record (the one with the latest last activity, then most victims, then record id), sorted
+    by campaign and rank."""
+    latest: dict[str, list[Mapping[str, Any]]] = {}
+    for record in unique(records):
+        if record.get("record_type") != "leak_candidate":
+            continue
+        first, last = _ms(record.get("first_activity")), _ms(record.get("last_activity"))
+        if first is None or last is None or not (first < until_ms and last >= since_ms):
+            continue
+        cid = str(record.get("campaign_id", ""))
+        state = str(record["record_id"]).rsplit(":", 1)[-1]
+        key = (last, int(record.get("victims") or 0), state)
+        kept = latest.get(cid)
+        if kept:
+            k0 = kept[0]
+            known = (
+                _ms(k0.get("last_activity")) or 0,
+                int(k0.get("victims") or 0),
+                str(k0["record_id"]).rsplit(":", 1)[-1],
+            )
+            if key < known:
+                continue
+            if key > known:
+                kept = []
+        latest[cid] = [*(kept or []), record]
+    out = []
+    for cid in sorted(latest):
+        for record in sorted(
+            latest[cid], key=lambda r: (int(r.get("rank") or 0), str(r["number"]))
+        ):
+            counts = record.get("counts") or {}
+            row: dict[str, Any] = {
+                "record_type": "leak_candidate",
+                "campaign_id": cid,
+                "number": str(record["number"]),
+                "rank": record.get("rank"),
+                "campaign_size": record.get("campaign_size"),
+                "victims": record.get("victims"),
+                "first_activity": record.get("first_activity"),
+                "last_activity": record.get("last_activity"),
+                "days": record.get("days"),
+            }
+            for name in LEAK_COUNTS:
+                row[name] = counts.get(name)
+            row["campaign_members"] = [str(m) for m in record.get("campaign_members") or ()]
+            row["schema_version"] = EXPORT_SCHEMA_VERSION
+            out.append(row)
+    return out
+
+
+def _ms(text: object) -> int | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return to_ms(datetime.fromisoformat(text))
+    except ValueError:
+        return None
+
+
+def encode(table: Sequence[Mapping[str, Any]], fmt: str, columns: Sequence[str] = COLUMNS) -> bytes:
     """CSV (a header, lists joined with ``|``, LF line ends) or JSON Lines (sorted keys)."""
     if fmt == "jsonl":
         return b"".join(canonical(dict(row)) + b"\n" for row in table)
@@ -145,9 +233,9 @@ def encode(table: Sequence[Mapping[str, Any]], fmt: str) -> bytes:
         raise ValueError(f"unknown format {fmt!r}")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(columns)
     for row in table:
-        writer.writerow([_cell(row.get(name)) for name in COLUMNS])
+        writer.writerow([_cell(row.get(name)) for name in columns])
     return buffer.getvalue().encode()
 
 

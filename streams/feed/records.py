@@ -3,7 +3,9 @@
 Pure functions from an alert (its topic JSON) or an audit event (``dialwatch.audit`` JSON) to a
 feed record, or None when the event is not about a flagged number. Only the flagged number is
 written in clear: victims, callees, blocks, trunks and members never enter a record, and an
-alert's evidence is reduced to its counts.
+alert's evidence is reduced to its counts. A leak candidate (``leak_records``, from a campaign's
+record on the leak-candidates topic) names the business and the campaign's own numbers, with
+counts only: no victim.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import orjson
 
 SCHEMA_VERSION = 1
-RECORD_TYPES = ("alert", "decision")  # campaigns' leak candidates will add their own
+RECORD_TYPES = ("alert", "decision", "leak_candidate")
 # Audit events about a number's interception, and the state each leaves it in. A "clear"
 # keeps the entry until its expiry: the state says the episode ended.
 DECISION_STATES: Mapping[str, str] = {
@@ -114,3 +116,41 @@ def decision_record(audit: Mapping[str, Any], key_id: str) -> dict[str, Any] | N
         "expires_at": audit.get("expires_at"),
         "pseudonym_key_id": key_id,
     }
+
+
+def leak_records(campaign: Mapping[str, Any], key_id: str) -> list[dict[str, Any]]:
+    """One feed record per leak candidate of a reportable campaign record
+    (docs/leak-candidates.schema.json); none below the minimum victim count. The id names the
+    campaign, the business and the record's digest, so a campaign that grew gives new records
+    and a repeated one the same."""
+    candidates = campaign.get("candidates")
+    if not campaign.get("reportable") or not isinstance(candidates, list):
+        return []
+    cid = str(campaign.get("campaign_id", ""))
+    digest = hashlib.sha256(canonical(dict(campaign))).hexdigest()[:16]
+    out = []
+    for rank, c in enumerate(candidates, 1):
+        if not isinstance(c, Mapping):
+            continue
+        business = str(c.get("number", ""))
+        out.append(
+            {
+                "record_type": "leak_candidate",
+                "record_id": f"leak_candidate:{cid}:{business}:{digest}",
+                "schema_version": SCHEMA_VERSION,
+                "number": business,  # the business: the only number besides the members
+                "campaign_id": cid,
+                "rank": rank,
+                "campaign_members": [str(m) for m in campaign.get("members") or ()],
+                "campaign_size": campaign.get("size"),
+                "victims": campaign.get("victims"),
+                "first_activity": campaign.get("first_activity"),
+                "last_activity": campaign.get("last_activity"),
+                "days": campaign.get("days"),
+                "counts": {
+                    k: c[k] for k in sorted(c) if k != "number" and isinstance(c[k], int | float)
+                },
+                "pseudonym_key_id": key_id,
+            }
+        )
+    return out

@@ -6,12 +6,17 @@ README's screenshot is made)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
+import redis.asyncio as aioredis
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
@@ -20,6 +25,14 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+from config.numbering import plan_from_setting
+from config.settings import Settings
+from streams.campaignwork import CampaignRecorder, CampaignTicker
+from streams.cdr import CDR
+from streams.cli import main
+from streams.files import read_located
+from streams.observe import derived_obs
+from streams.state.base import PartitionMeta
 from tests.integration.desk import ApiWorker
 
 pytestmark = pytest.mark.e2e
@@ -160,3 +173,93 @@ def test_an_operator_approves_and_releases_a_read_only_token_changes_nothing(
     shots = sorted(p.name for p in tmp_path.glob("*.png"))
     assert len(shots) == 7, shots
     print(f"screenshots in {tmp_path}: {shots}")
+
+
+def evaluated_campaigns(w: ApiWorker, tmp_path: Path) -> list[dict[str, Any]]:
+    """The leak scenario recorded and evaluated (streams.campaignwork) under a prefix of its
+    own, then its campaign records and timelines copied to the worker's: what its console
+    shows, made by the real evaluation (the worker's own traffic has no leak behind it)."""
+    path = tmp_path / "leaks.jsonl"
+    argv = ["simulate", "--leaks", "--days", "7", "--subscribers", "1500", "--seed", "4"]
+    assert main([*argv, "--start", "2026-11-01T00:00:00+08:00", "--out", str(path)]) == 0
+    settings = Settings.from_env(redis=w.redis_url, topic_partitions=1, key_prefix=f"{w.prefix}-lk")
+    plan = plan_from_setting(settings.numbering_plan)
+    tz = ZoneInfo(settings.timezone)
+    cdrs = [rec for _, rec in read_located(str(path), plan, tz) if isinstance(rec, CDR)]
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(w.redis_url)
+        try:
+            recorder = CampaignRecorder(client, settings, plan)
+            await recorder.record(derived_obs(cdrs, (), 0, plan))
+
+            async def meta(partition: int) -> PartitionMeta:
+                return PartitionMeta(0, 0, ((0, 2**62),))
+
+            async def send(topic: str, key: bytes, value: bytes) -> asyncio.Future[None]:
+                future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                future.set_result(None)
+                return future
+
+            async def nothing(alerts: list[dict[str, Any]]) -> None:
+                return None
+
+            async def unlisted(number: str) -> bool:
+                return False
+
+            ticker = CampaignTicker(
+                recorder, settings, plan, tz, meta, 1, send, nothing, unlisted, "test"
+            )
+            while await ticker.run():
+                pass
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+    client = w.redis()
+    source, target = f"{settings.key_prefix}:cs", f"{w.prefix}:cs"
+    records = client.hgetall(f"{source}:records")
+    assert records
+    for cid, value in records.items():
+        name = cid.decode() if isinstance(cid, bytes) else str(cid)
+        client.hset(f"{target}:records", name, value)
+        for point in client.lrange(f"{source}:hist:{name}", 0, -1):
+            client.rpush(f"{target}:hist:{name}", point)
+    return [orjson.loads(v) for v in records.values()]
+
+
+def test_the_campaign_pages_show_members_victims_timeline_and_evidence(
+    api_worker: ApiWorker, browser: WebDriver, tmp_path: Path
+) -> None:
+    w, driver = api_worker, browser
+    records = evaluated_campaigns(w, tmp_path)
+    leak = max((r for r in records if r["candidates"]), key=lambda r: r["victims"])
+    sign_in(driver, w, "read-only", tmp_path)
+    driver.find_element(By.LINK_TEXT, "Campaigns").click()
+    listed = driver.find_element(By.ID, "campaigns").text
+    for record in records:
+        assert record["campaign_id"] in listed
+    driver.save_screenshot(str(tmp_path / "campaigns.png"))
+    driver.find_element(By.LINK_TEXT, leak["campaign_id"]).click()
+    assert driver.find_element(By.ID, "size").text == str(leak["size"])
+    assert driver.find_element(By.ID, "victims").text == str(leak["victims"])
+    members = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#members li")]
+    assert members == leak["members"]
+    assert driver.find_elements(By.CSS_SELECTOR, "#timeline circle.point")
+    assert driver.find_elements(By.CSS_SELECTOR, "#timeline-table tbody tr")
+    rows = driver.find_elements(By.CSS_SELECTOR, "#candidates tbody tr")
+    assert len(rows) == len(leak["candidates"])
+    best = leak["candidates"][0]
+    assert best["number"] in rows[0].text
+    assert f"{best['victims_contacted']} of {leak['victims']}" in rows[0].text
+    driver.save_screenshot(str(tmp_path / "campaign.png"))
+    # The API gives the same, to read-only tokens; a bad or unknown id is a clean error.
+    status, body = w.call("GET", f"/campaigns/{leak['campaign_id']}", "read-only")
+    assert status == 200 and body["campaign"] == leak and body["timeline"]
+    status, body = w.call("GET", "/campaigns", "read-only")
+    assert status == 200
+    assert {c["campaign_id"] for c in body["campaigns"]} >= {r["campaign_id"] for r in records}
+    assert w.call("GET", "/campaigns/cmp-000000000000", "read-only")[0] == 404
+    assert w.call("GET", "/campaigns/nonsense", "read-only")[0] == 400
+    driver.get(f"{w.url}/console/campaigns/cmp-000000000000")
+    assert "no campaign" in driver.find_element(By.CSS_SELECTOR, "p.error").text

@@ -57,6 +57,7 @@ LEAVING_ENDPOINTS: tuple[str, ...] = (
     "/audit?limit=1000",
     "/breaker",
     "/openapi.json",
+    "/campaigns",
 )
 READ_ONLY_TOKEN: str | None = "privacy-test-read-only-0123456789"
 # Classes of subscriber numbers: what privacy protects (service and short numbers are
@@ -144,6 +145,8 @@ def scenario_run(
         DIALWATCH_INTERCEPT_MODES="mvno=approve",
         DIALWATCH_FEED_TOPIC=f"feed-{unique}",
         DIALWATCH_API_TOKENS_FILE=str(tokens),
+        DIALWATCH_LEAK_CANDIDATES_TOPIC=f"leaks-{unique}",
+        DIALWATCH_CAMPAIGN_TICK_S="1",
     )
     log = tmp_path / "worker.log"
     running.append(start(env, log))
@@ -191,12 +194,14 @@ def test_exports_are_reproducible_and_nothing_leaving_holds_a_callee_or_victim(
     for proc in started:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
+    names = [f"flagged.{fmt}{suffix}" for fmt in ("csv", "jsonl")
+             for suffix in ("", ".sha256", ".manifest.json")]  # fmt: skip
+    names += ["flagged.leaks.csv", "flagged.leaks.csv.sha256"]  # the CSV's leak candidates
+    for name in names:
+        one, two = (first / name).read_bytes(), (second / name).read_bytes()
+        assert one == two, f"{name} differs between two runs"
+        files[name] = one
     for fmt in ("csv", "jsonl"):
-        for suffix in ("", ".sha256", ".manifest.json"):
-            name = f"flagged.{fmt}{suffix}"
-            one, two = (first / name).read_bytes(), (second / name).read_bytes()
-            assert one == two, f"{name} differs between two runs"
-            files[name] = one
         data = files[f"flagged.{fmt}"]
         manifest = orjson.loads(files[f"flagged.{fmt}.manifest.json"])
         assert manifest["sha256"] == hashlib.sha256(data).hexdigest()
@@ -208,6 +213,7 @@ def test_exports_are_reproducible_and_nothing_leaving_holds_a_callee_or_victim(
     alerts = [a for _, a in read_messages(kafka_bootstrap, env["DIALWATCH_ALERT_TOPIC"], 1500)]
     flagged = {str(a["number"]) for a in alerts if listable(a)}
     table = [orjson.loads(line) for line in files["flagged.jsonl"].splitlines()]
+    table = [row for row in table if row["record_type"] == "flagged_number"]
     by_number = {row["number"]: row for row in table}
     assert set(by_number) == flagged and len(table) == len(flagged)
     attackers = {x.subject for x in scenario.labels if x.expect == "intercept"}
@@ -226,13 +232,18 @@ def test_exports_are_reproducible_and_nothing_leaving_holds_a_callee_or_victim(
     # Everything that leaves dialwatch, searched for every callee and victim.
     port = env["DIALWATCH_WEB_PORT"]
     feed = raw_messages(kafka_bootstrap, env["DIALWATCH_FEED_TOPIC"])
+    campaigns = raw_messages(kafka_bootstrap, env["DIALWATCH_LEAK_CANDIDATES_TOPIC"])
+    ids = {key.decode() for key, _ in campaigns}
     outputs: dict[str, bytes] = {
         "feed topic": b"\n".join(key + b" " + value for key, value in feed),
+        "leak-candidates topic": b"\n".join(key + b" " + value for key, value in campaigns),
         **{f"export {name}": body for name, body in files.items()},
         "worker log": log.read_bytes(),
         **{f"GET {path}": http_get(port, path) for path in LEAVING_ENDPOINTS},
         # A flagged caller's page holds its callees and victims: pseudonyms for read-only.
         **{f"GET /numbers/{n}": http_get(port, f"/numbers/{n}") for n in sorted(flagged)[:5]},
+        # A campaign's page: its members, businesses and counts only.
+        **{f"GET /campaigns/{c}": http_get(port, f"/campaigns/{c}") for c in sorted(ids)[:5]},
     }
     for name, body in outputs.items():  # a refusal would make the search pass trivially
         if name.startswith("GET /") and name != "GET /health":
@@ -249,13 +260,21 @@ def test_exports_are_reproducible_and_nothing_leaving_holds_a_callee_or_victim(
         return str(classify(n, CHINA)) in SUBSCRIBER_CLASSES
 
     subscribers = {normalise(str(r["callee"]), CHINA) for r in scenario.records} | victims
-    people = {n for n in subscribers if n is not None and n not in flagged and protected(n)}
+    # A campaign's own numbers may leave (the callers working a list: docs/campaigns.md); every
+    # other subscriber, callee or victim may not.
+    members = {m for _, v in campaigns for m in orjson.loads(v)["members"]}
+    people = {
+        n
+        for n in subscribers
+        if n is not None and n not in flagged and n not in members and protected(n)
+    }
     assert len(people) > 1000
     forbidden = {form: n for n in people for form in written_forms(n, CHINA)}
     print(
         f"privacy search: {len(people)} numbers in {len(forbidden)} forms over"
         f" {sum(map(len, outputs.values())):,} bytes of {len(outputs)} outputs;"
-        f" {len(table)} flagged numbers exported, {len(feed)} feed records"
+        f" {len(table)} flagged numbers exported, {len(feed)} feed records,"
+        f" {len(campaigns)} campaign records ({len(members)} members)"
     )
     assert leaks(outputs, forbidden) == []
     # The same search finds them where they belong: the operator-internal derived topic.

@@ -20,9 +20,17 @@ from hypothesis import strategies as st
 
 from detectors.pseudonym import key_id
 from streams.cli import main
-from streams.feed.export import COLUMNS, encode, manifest, rows
+from streams.feed.export import (
+    COLUMNS,
+    LEAK_COLUMNS,
+    LEAK_COUNTS,
+    encode,
+    leak_rows,
+    manifest,
+    rows,
+)
 from streams.feed.period import parse_instant, parse_period, to_ms
-from streams.feed.records import alert_record, decision_record
+from streams.feed.records import alert_record, decision_record, leak_records
 
 TZ = ZoneInfo("Asia/Shanghai")
 DAY = datetime(2026, 11, 28, tzinfo=TZ)
@@ -382,3 +390,103 @@ async def test_outbox_recovery_sends_the_feed_records_of_every_pending_alert() -
     assert await second.recover(0, published, send) == 0
     assert sent == [] and {r["alert_id"] for r in fed} == ids
     assert {r["number"] for r in fed} == {"17012345678"}
+
+
+# ----------------------------------------------------------------------------- leak candidates
+
+
+def campaign(cid: str = "cmp-0123456789ab", victims: int = 40, **over: Any) -> dict[str, Any]:
+    """A campaign record as the worker sends it to the leak-candidates topic."""
+    base: dict[str, Any] = {
+        "schema_version": 1,
+        "campaign_id": cid,
+        "members": ["17012345601", "17012345602"],
+        "size": 2,
+        "victims": victims,
+        "calls": 80,
+        "first_activity": "2026-11-05T09:00:00+08:00",
+        "last_activity": "2026-11-07T20:00:00+08:00",
+        "days": 30,
+        "reportable": victims >= 20,
+        "candidates": [
+            {"number": "4001234567", "victims_contacted": 30, "victim_share": 0.75,
+             "base_contacted": 50, "population": 1500, "base_share": 0.0339, "lift": 22.1,
+             "log10_p": -30.2, "p_value": 1e-29},
+            {"number": "95123", "victims_contacted": 9, "victim_share": 0.225,
+             "base_contacted": 40, "population": 1500, "base_share": 0.0273, "lift": 8.2,
+             "log10_p": -6.1, "p_value": 2e-5},
+        ],
+    }  # fmt: skip
+    base.update(over)
+    return base
+
+
+def test_leak_candidates_are_records_of_their_own_with_counts_and_no_victim() -> None:
+    records = leak_records(campaign(), "k1")
+    assert [(r["number"], r["rank"]) for r in records] == [("4001234567", 1), ("95123", 2)]
+    validator = feed_validator()
+    for record in records:
+        validator.validate(record)
+        assert record["record_type"] == "leak_candidate"
+        assert record["campaign_members"] == ["17012345601", "17012345602"]
+        assert set(record["counts"]) == set(LEAK_COUNTS)
+    # Deterministic ids: the same campaign state, the same ids; a grown one, new ids.
+    assert [r["record_id"] for r in leak_records(campaign(), "k1")] == [
+        r["record_id"] for r in records
+    ]
+    grown = leak_records(campaign(victims=41), "k1")
+    assert not {r["record_id"] for r in grown} & {r["record_id"] for r in records}
+
+
+def test_no_leak_record_below_the_minimum_victims() -> None:
+    assert leak_records(campaign(victims=19), "k1") == []
+
+
+def test_the_export_keeps_each_campaigns_latest_candidates_in_its_period() -> None:
+    old = leak_records(campaign(victims=30), "k1")
+    new = leak_records(campaign(victims=45, last_activity="2026-11-08T20:00:00+08:00"), "k1")
+    other = leak_records(
+        campaign(
+            "cmp-ba9876543210",
+            first_activity="2026-11-20T09:00:00+08:00",
+            last_activity="2026-11-21T09:00:00+08:00",
+        ),
+        "k1",
+    )
+    feed = [*new, *old, *other, *old]
+    since, until = parse_period("2026-11-01", "2026-11-10", ZoneInfo("Asia/Shanghai"))
+    table = leak_rows(feed, since, until)
+    assert [(r["campaign_id"], r["number"], r["victims"]) for r in table] == [
+        ("cmp-0123456789ab", "4001234567", 45),
+        ("cmp-0123456789ab", "95123", 45),
+    ]
+    shuffled = feed[:]
+    random.Random(5).shuffle(shuffled)
+    assert encode(leak_rows(shuffled, since, until), "csv", LEAK_COLUMNS) == encode(
+        table, "csv", LEAK_COLUMNS
+    )
+    later = parse_period("2026-11-15", "2026-11-30", ZoneInfo("Asia/Shanghai"))
+    assert [r["campaign_id"] for r in leak_rows(feed, *later)] == ["cmp-ba9876543210"] * 2
+
+
+def test_export_writes_leak_candidates_beside_the_csv_and_into_jsonl(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    feed = tmp_path / "feed.jsonl"
+    lines = [alert_record(alert(), "k1"), *leak_records(campaign(), "k1")]
+    feed.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in lines if r))
+    base = ["feed", "export", "--since", "2026-11-01", "--until", "2026-12-01"]
+    out = tmp_path / "nov.csv"
+    assert main([*base, "--input", str(feed), "--out", str(out)]) == 0
+    leaks = tmp_path / "nov.leaks.csv"
+    with leaks.open() as fh:
+        got = list(csv.DictReader(fh))
+    assert [(r["number"], r["rank"]) for r in got] == [("4001234567", "1"), ("95123", "2")]
+    manifest_ = orjson.loads((tmp_path / "nov.csv.manifest.json").read_bytes())
+    assert manifest_["leak_candidates"] == 2 and manifest_["leaks_file"] == "nov.leaks.csv"
+    assert manifest_["leaks_sha256"] == hashlib.sha256(leaks.read_bytes()).hexdigest()
+    assert (tmp_path / "nov.leaks.csv.sha256").read_text().startswith(manifest_["leaks_sha256"])
+    jsonl = tmp_path / "nov.jsonl"
+    assert main([*base, "--input", str(feed), "--format", "jsonl", "--out", str(jsonl)]) == 0
+    types = [orjson.loads(line)["record_type"] for line in jsonl.read_bytes().splitlines()]
+    assert types == ["flagged_number", "leak_candidate", "leak_candidate"]

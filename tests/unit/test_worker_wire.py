@@ -269,3 +269,17 @@ def test_a_batch_of_arrays_is_cut_into_chunks_of_about_the_limit() -> None:
     assert got[0][900] == (99, None)  # a message with no record still advances the offset
     flat = [o for c in got for o, _ in c]
     assert sorted(set(flat)) == sorted(o for o, _ in messages)
+
+
+def test_a_cut_batch_tells_only_what_it_sent_until_its_last_message() -> None:
+    """A batch cut into several messages for one target: the earlier ones carry the newest
+    start sent so far, not the batch's front, so stage 2 does not take the rest as too late."""
+    observed = [
+        Obs("callee", "13900000001", f"id{i}", T0 + i * 3_600_000, True, 30, 16, "13812345678", 1)
+        for i in range(10)
+    ]
+    messages = derived_messages(observed, 1, 1, T0 + 10 * 3_600_000, chunk=4)
+    fronts = [orjson.loads(m)[2] for _, m in messages]
+    assert fronts == [T0 + 3 * 3_600_000, T0 + 7 * 3_600_000, T0 + 10 * 3_600_000]
+    decoded = [o for _, m in messages for o in decode_derived(m) if isinstance(o, Obs)]
+    assert decoded == observed
