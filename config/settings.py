@@ -170,6 +170,10 @@ class Settings:
     # Refused sends (issue 17 item 3, docs/recovery.md "Refused sends"): the producer's largest
     # request; a message beyond it (or the broker's limit) is dead-lettered, not retried.
     producer_max_request_bytes: int = 1_000_000
+    # Stage 2's canonical order (issue 17 item 4, docs/ordering.md "Idle sources"): a stage-1
+    # partition is told idle only after its stored offset stayed at the end of its log this
+    # long; a shorter pause between two inputs keeps holding stage 2 back (its order intact).
+    progress_idle_s: float = 5.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -183,6 +187,7 @@ class Settings:
             "reorder_max_held",
             "progress_heartbeat_s",
             "producer_max_request_bytes",
+            "progress_idle_s",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

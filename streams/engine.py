@@ -241,6 +241,7 @@ class Engine:
                 out.rejects.append((offset, rec))
                 continue
             arrived = not isinstance(rec, Rekeyed)
+            front = 0
             if isinstance(rec, Rekeyed):
                 # Admitted, and forwarded to stage 2, where it arrived: here only its source's
                 # progress is kept.
@@ -264,6 +265,7 @@ class Engine:
                 obs = caller_obs(rec, self.trunks, self.numbering)
                 if obs is None:
                     out.admitted.append(rec)
+                    out.fronts.append(front)
                     out.to_trunk += 1
                     continue
                 heard[src] = now_ms
@@ -271,6 +273,7 @@ class Engine:
                     sources[src] = rec.start_ms
                 if arrived:
                     out.admitted.append(rec)
+                    out.fronts.append(front)
                     if (
                         self.rekey_partitions
                         and partition_for(obs.subject.encode(), self.rekey_partitions) != partition
