@@ -174,6 +174,9 @@ class Settings:
     # partition is told idle only after its stored offset stayed at the end of its log this
     # long; a shorter pause between two inputs keeps holding stage 2 back (its order intact).
     progress_idle_s: float = 5.0
+    # Recovery (issue 17 item 2, docs/recovery.md): how often Faust commits the offsets of
+    # acknowledged batches (Faust's default 2.8 s: a new owner's commits showed up that late).
+    commit_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -188,6 +191,7 @@ class Settings:
             "progress_heartbeat_s",
             "producer_max_request_bytes",
             "progress_idle_s",
+            "commit_interval_s",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

@@ -53,6 +53,7 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_rebalance_timeout=settings.rebalance_timeout_s,
+        broker_commit_interval=settings.commit_interval_s,
         stream_wait_empty=False,
         producer_max_request_size=settings.producer_max_request_bytes,
         **faust_broker_kwargs(settings),

@@ -281,8 +281,8 @@ class Engine:
                         out.moved.append(rec)
                         continue
                 rec = obs
-            elif rec.start_ms > sources.get(src, 0):
-                sources[src] = rec.start_ms
+            # (A derived observation does not move its source's front, only the source's
+            # Progress does: a spoofed call's start can be past what stage 1 promises.)
             if stage2:
                 incoming.append(rec)
             elif rec.kind in self.kinds:

@@ -221,6 +221,23 @@ async def test_stage1_tells_each_admitted_cdr_its_front_before_it() -> None:
     assert late.cdr_id == c.cdr_id and late.order_ms == b.start_ms > late.start_ms
 
 
+async def test_only_progress_moves_a_source_front() -> None:
+    """An observation can start past its source's promise (a spoofed call does not move stage
+    1's front): releasing up to it would put the source's next, earlier-placed observation
+    after it."""
+    stage2 = engine(MemoryStore())
+    messages = [
+        *[m for s in (1, 2) for m in progress_messages(s, 1, 5_000_000)],
+        *derived_messages([obs(1000, "a"), obs(1001, "b")], 0, 1, 500_000),
+        *derived_messages([obs(600, "c")], 0, 1, 1_200_000),
+    ]
+    released = []
+    for offset, (_, value) in enumerate(messages):
+        items = [(offset, item) for item in decode_derived(value)]
+        released += [o.cdr_id for o in (await stage2.process(0, items)).released]
+    assert released == ["c", "a", "b"]
+
+
 async def test_a_restart_resumes_the_held_observations() -> None:
     """Everything held back is stored with the offset: a fresh engine on the same store (a
     worker restarted) goes on in the same order."""
