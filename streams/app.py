@@ -116,8 +116,8 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
         await probe_broker(app, ctx.broker)
 
     interception_mirror(app, settings, ctx)
-    operations_gauges(app, settings, ctx)
-    web.register(app, ctx)
+    gauges = operations_gauges(app, settings, ctx)
+    web.register(app, ctx, gauges.lag)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
