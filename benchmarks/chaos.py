@@ -29,7 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -230,6 +230,7 @@ def reference_ids(
     if repeated_ids(alerts):
         print("the fault-free reference run repeated alert ids", file=sys.stderr)
         return None
+    (logs / "reference-alerts.jsonl").write_bytes(b"".join(orjson.dumps(a) + b"\n" for a in alerts))
     return {str(a["alert_id"]): str(a["detector"]) for a in alerts}
 
 
@@ -283,13 +284,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument(
+        "--no-faults",
+        action="store_true",
+        help="two workers and no fault: two fault-free worker runs must give the same ids",
+    )
     args = parser.parse_args(argv)
-    parts, faults = args.partitions, plan(args.seed, args.minutes)
+    parts, faults = args.partitions, [] if args.no_faults else plan(args.seed, args.minutes)
     print(f"chaos: seed {args.seed}, {args.minutes:g} minutes, {len(faults)} faults", flush=True)
     hours = max(4, round(2 * args.minutes))
     scenario = generate_scenario(
         ScenarioSpec(
-            start=default_start(Settings()), seed=10, subscribers=800, hours=hours, scale=0.1
+            # Whole days earlier for a long run: every record before now (a record past the
+            # clock is rejected as "future" at whatever moment it is read: timing-dependent).
+            start=default_start(Settings()) - timedelta(days=hours // 24),
+            seed=10,
+            subscribers=800,
+            hours=hours,
+            scale=0.1,
         )
     )
     records = scenario.records
@@ -298,14 +310,19 @@ def main(argv: list[str] | None = None) -> int:
     data.mkdir()
     aof = ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(data)]
     broker, store = start_broker(), start_redis(free_port(), aof)
+    # The reference runs at the same time, on a broker and a Redis of its own (the faults do
+    # not reach it): the same messages at the same pace, one worker.
+    ref_broker, ref_store = start_broker(), start_redis()
     chaos: Chaos | None = None
+    got: list[dict[str, str] | None] = []
+    rate = len(records) / (args.minutes * 60)
+    started = time.monotonic()
+    ref_thread = threading.Thread(
+        target=lambda: got.append(reference_ids(ref_broker, ref_store, records, parts, logs, rate)),
+        daemon=True,
+    )
     try:
-        started = time.monotonic()
-        rate = len(records) / (args.minutes * 60)
-        reference = reference_ids(broker, store, records, parts, logs, rate)
-        print(f"reference run: {len(reference or ())} alerts in {time.monotonic() - started:.0f} s")
-        if reference is None:
-            return 1
+        ref_thread.start()
         env = environment(broker, store, f"chaos{args.seed}", parts)
         create(env, parts)
         fleet = Fleet(env, logs)
@@ -357,7 +374,13 @@ def main(argv: list[str] | None = None) -> int:
         for thread in threads[1:]:
             thread.join(timeout=10)
         fleet.stop()
+        ref_thread.join(timeout=CATCH_UP_S + args.minutes * 60)
+        reference = got[0] if got else None
+        print(f"reference run: {len(reference or ())} alerts in {time.monotonic() - started:.0f} s")
+        if reference is None:
+            return 1
         alerts = read_topic(broker.address, env["DIALWATCH_ALERT_TOPIC"])
+        (logs / "chaos-alerts.jsonl").write_bytes(b"".join(orjson.dumps(a) + b"\n" for a in alerts))
         ids = {str(a["alert_id"]) for a in alerts}
         repeats = repeated_ids(alerts)
         accounted = finished and verify(env | {"DIALWATCH_REDIS": chaos.store.address})
@@ -388,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
             store = chaos.store
         broker.stop()
         store.stop()
+        ref_broker.stop()
+        ref_store.stop()
 
 
 if __name__ == "__main__":

@@ -178,6 +178,13 @@ class Settings:
     campaign_tick_s: float = 5.0  # how often a worker checks whether a period can be evaluated
     campaign_min_victims: int = 20  # no leak candidate below this many victims
     campaign_days: int = 30  # the contact window before a victim's first call
+    # Stage 2's canonical order (issue 17 item 4, docs/ordering.md "Idle sources"): a stage-1
+    # partition is told idle only after its stored offset stayed at the end of its log this
+    # long; a shorter pause between two inputs keeps holding stage 2 back (its order intact).
+    progress_idle_s: float = 5.0
+    # Recovery (issue 17 item 2, docs/recovery.md): how often Faust commits the offsets of
+    # acknowledged batches (Faust's default 2.8 s: a new owner's commits showed up that late).
+    commit_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -191,6 +198,8 @@ class Settings:
             "reorder_max_held",
             "progress_heartbeat_s",
             "producer_max_request_bytes",
+            "progress_idle_s",
+            "commit_interval_s",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
@@ -162,7 +163,7 @@ async def forward(ctx: Context, partition: int, outcome: Outcome) -> None:
         moved = rekeyed_messages(outcome.moved, partition, partitions)
         await ctx.callers.send_confirmed(partition, partial(send_to, ctx.out.rekeyed, moved))
     trunks = ctx.settings.international_trunks
-    observed = derived_obs(outcome.admitted, trunks, partition, ctx.plan)
+    observed = derived_obs(outcome.admitted, trunks, partition, ctx.plan, outcome.fronts)
     # Every derived partition hears this partition's progress, observations or not: stage 2
     # releases observations in canonical order as its sources' fronts pass them.
     messages = derived_messages(observed, partition, partitions, outcome.front_ms)
@@ -171,9 +172,11 @@ async def forward(ctx: Context, partition: int, outcome: Outcome) -> None:
 
 @dataclass
 class Idle:
-    """What the idle heartbeat remembers between rounds (cleared on a rebalance)."""
+    """What the idle heartbeat remembers between rounds (cleared on a rebalance, and on a
+    round the broker or the store did not answer: nothing is known of that time)."""
 
-    caught: dict[int, int] = field(default_factory=dict)  # partition -> offset seen at the end
+    # partition -> (offset seen at the end, since when: time.monotonic())
+    caught: dict[int, tuple[int, float]] = field(default_factory=dict)
     told: dict[int, tuple[int, int]] = field(default_factory=dict)  # -> (offset, front) told
 
     def clear(self) -> None:
@@ -183,10 +186,11 @@ class Idle:
 
 async def tell_idle(ctx: Context, consumer: Any, idle: Idle) -> int:
     """Stage 1's heartbeat (docs/ordering.md): each CDR partition this process owns whose
-    stored offset has stayed at the end of its log for a whole round (no input for one to two
-    heartbeat periods) tells every derived partition that it is idle, with its front, so it
+    stored offset has stayed at the end of its log for ``progress_idle_s`` (seen at every
+    round in between) tells every derived partition that it is idle, with its front, so it
     stops holding back stage 2's release; once per change. Returns how many partitions told;
-    a broker or store call that fails or hangs skips the round."""
+    a broker or store call that fails or hangs skips the round and forgets what was seen (a
+    partition must then be seen at its end for the whole time again)."""
     settings = ctx.settings
     tps = [tp for tp in consumer.assignment() if tp.topic == settings.cdr_topic]
     if not tps:
@@ -195,6 +199,7 @@ async def tell_idle(ctx: Context, consumer: Any, idle: Idle) -> int:
         ends = await asyncio.wait_for(consumer.highwaters(*tps), IDLE_CALL_TIMEOUT_S)
     except Exception as exc:  # the broker is away: nobody is told anything this round
         log.debug("idle heartbeat skipped (%s)", type(exc).__name__)
+        idle.caught.clear()
         return 0
     count = 0
     for tp in sorted(tps, key=lambda t: t.partition):
@@ -209,13 +214,18 @@ async def tell_idle(ctx: Context, consumer: Any, idle: Idle) -> int:
                 )
             except Exception as exc:
                 log.debug("idle heartbeat skipped (%s)", type(exc).__name__)
+                idle.caught.clear()
                 return count
             if meta.offset + 1 < end:
                 idle.caught.pop(partition, None)
                 continue  # input left to read: not idle
-            if idle.caught.get(partition) != meta.offset:
-                idle.caught[partition] = meta.offset  # at the end now: idle if still next round
+            now = time.monotonic()
+            offset, since = idle.caught.get(partition, (None, now))
+            if offset != meta.offset:
+                idle.caught[partition] = (meta.offset, now)  # at the end from now on
                 continue
+            if now - since < settings.progress_idle_s:
+                continue  # not for long enough: a pause between two inputs is not idleness
             front = dict(meta.sources).get(partition, meta.newest_ms)
             if idle.told.get(partition) == (meta.offset, front):
                 continue

@@ -60,6 +60,7 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_rebalance_timeout=settings.rebalance_timeout_s,
+        broker_commit_interval=settings.commit_interval_s,
         stream_wait_empty=False,
         producer_max_request_size=settings.producer_max_request_bytes,
         **faust_broker_kwargs(settings),
@@ -124,8 +125,8 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
 
     interception_mirror(app, settings, ctx)
     campaign_timer(app, settings, ctx)
-    operations_gauges(app, settings, ctx)
-    web.register(app, ctx)
+    gauges = operations_gauges(app, settings, ctx)
+    web.register(app, ctx, gauges.lag)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:

@@ -237,6 +237,7 @@ class Engine:
                 out.rejects.append((offset, rec))
                 continue
             arrived = not isinstance(rec, Rekeyed)
+            front = 0
             if isinstance(rec, Rekeyed):
                 # Admitted, and forwarded to stage 2, where it arrived: here only its source's
                 # progress is kept.
@@ -260,6 +261,7 @@ class Engine:
                 obs = caller_obs(rec, self.trunks, self.numbering)
                 if obs is None:
                     out.admitted.append(rec)
+                    out.fronts.append(front)
                     out.to_trunk += 1
                     continue
                 heard[src] = now_ms
@@ -267,6 +269,7 @@ class Engine:
                     sources[src] = rec.start_ms
                 if arrived:
                     out.admitted.append(rec)
+                    out.fronts.append(front)
                     if (
                         self.rekey_partitions
                         and partition_for(obs.subject.encode(), self.rekey_partitions) != partition
@@ -274,8 +277,8 @@ class Engine:
                         out.moved.append(rec)
                         continue
                 rec = obs
-            elif rec.start_ms > sources.get(src, 0):
-                sources[src] = rec.start_ms
+            # (A derived observation does not move its source's front, only the source's
+            # Progress does: a spoofed call's start can be past what stage 1 promises.)
             if stage2:
                 incoming.append(rec)
             elif rec.kind in self.kinds:

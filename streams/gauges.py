@@ -183,6 +183,24 @@ class Gauges(Collector):
 
     # --- collect (scrape) ------------------------------------------------------------------
 
+    def lag(self) -> dict[str, object]:
+        """/health's ``lag``: per input topic, the state lag and Kafka's (messages, summed over
+        the partitions this worker holds; None while the cached read is stale), and stage 1's
+        event-time lag (seconds, its most behind partition)."""
+        cache, fresh = self.cache, self.fresh(self.cache.lag_at)
+        by_topic: dict[str, dict[str, int | None]] = {}
+        for name, values in (
+            ("state_messages", cache.state_lag),
+            ("kafka_messages", cache.kafka_lag),
+        ):
+            for (topic, _), n in values.items():
+                entry = by_topic.setdefault(topic, {"state_messages": None, "kafka_messages": None})
+                entry[name] = (entry[name] or 0) + n if fresh else None
+        now = time.time()
+        newest = [ms for ms in self.callers.engine.newest_by_partition().values() if ms > 0]
+        event_s = round(max(0.0, now - min(newest) / 1000), 1) if newest else None
+        return {"topics": by_topic, "event_time_s": event_s, "read_at": cache.lag_at or None}
+
     def fresh(self, at: float) -> bool:
         return time.time() - at <= STALE_AFTER * self.settings.metrics_refresh_s
 

@@ -46,6 +46,8 @@ class Outcome:
     # identities and moved CDRs alike), in order: only these are forwarded to stage 2, so a
     # CDR rejected here is rejected once, and each goes to stage 2 once, from where it arrived.
     admitted: list[CDR] = field(default_factory=list)
+    # and, for each, the partition's front before it (``Obs.after_ms``: a late CDR's place).
+    fronts: list[int] = field(default_factory=list)
     # Stage 1 with re-keying: admitted CDRs whose caller belongs to another partition, in
     # order, for the repartition topic (the target partition applies them to its state).
     moved: list[CDR] = field(default_factory=list)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from config.numbering import NumberClass, NumberingPlan, classify
@@ -46,17 +46,29 @@ class Obs(NamedTuple):
     cause: int  # Q.850 release cause, -1 when absent
     other: str  # the counterpart: callee of a caller, caller of a callee or block, "" if none
     source: int = -1  # the stage-1 partition it came from (derived observations), else -1
+    # Stage 1's front when the CDR was read: the newest start_time that had arrived on its
+    # partition before it (0: none, or not known). A late CDR takes its place in stage 2's
+    # canonical order there, not at its start time (docs/ordering.md, "Late records").
+    after_ms: int = 0
+
+    @property
+    def order_ms(self) -> int:
+        """Where stage 2's canonical order places it (streams.reorder.order_key)."""
+        return max(self.start_ms, self.after_ms)
 
     def to_wire(self) -> list[object]:
-        """The first eight fields; the source travels once per message."""
-        return list(self[:8])
+        """The first eight fields, and ``after_ms`` when it is past the start (a late CDR); the
+        source travels once per message."""
+        head = list(self[:8])
+        return [*head, self.after_ms] if self.after_ms > self.start_ms else head
 
     @classmethod
     def from_wire(cls, item: object, source: int) -> Obs | Reject:
         """Decode one derived-stream item; dialwatch wrote it, but check it all the same."""
-        if not isinstance(item, list) or len(item) != 8:
-            return Reject("bad_type", "derived item is not an 8-field array")
-        kind, subject, cdr_id, start, answered, duration, cause, other = item
+        if not isinstance(item, list) or len(item) not in (8, 9):
+            return Reject("bad_type", "derived item is not an 8- or 9-field array")
+        kind, subject, cdr_id, start, answered, duration, cause, other = item[:8]
+        after = item[8] if len(item) == 9 else 0
         ok = (
             kind in ("callee", "block", "trunk")
             and isinstance(subject, str)
@@ -69,10 +81,12 @@ class Obs(NamedTuple):
             and type(cause) is int
             and isinstance(other, str)
             and len(other) <= 24
+            and type(after) is int
+            and after >= 0
         )
         if not ok:
             return Reject("bad_type", "derived item has a field of the wrong type")
-        return cls(kind, subject, cdr_id, start, answered, duration, cause, other, source)
+        return cls(kind, subject, cdr_id, start, answered, duration, cause, other, source, after)
 
 
 def trunk_id(raw: str | None) -> str:
@@ -97,10 +111,19 @@ def is_spoofed(cdr: CDR, international_trunks: tuple[str, ...], plan: NumberingP
     )
 
 
-def _obs(kind: str, subject: str, cdr: CDR, other: str, source: int = -1) -> Obs:
+def _obs(kind: str, subject: str, cdr: CDR, other: str, source: int = -1, after: int = 0) -> Obs:
     cause = -1 if cdr.release_cause is None else cdr.release_cause
     return Obs(
-        kind, subject, cdr.cdr_id, cdr.start_ms, cdr.answered, cdr.duration_s, cause, other, source
+        kind,
+        subject,
+        cdr.cdr_id,
+        cdr.start_ms,
+        cdr.answered,
+        cdr.duration_s,
+        cause,
+        other,
+        source,
+        after if after > cdr.start_ms else 0,
     )
 
 
@@ -116,18 +139,21 @@ def derived_obs(
     international_trunks: tuple[str, ...],
     source: int,
     plan: NumberingPlan,
+    fronts: Sequence[int] = (),
 ) -> list[Obs]:
     """The callee, block and trunk observations of ``cdrs`` (read from stage-1 partition
-    ``source``), in order."""
+    ``source``), in order. ``fronts``: stage 1's front before each CDR (``Outcome.fronts``,
+    ``Obs.after_ms``); none given, each is placed at its start time."""
     out: list[Obs] = []
-    for cdr in cdrs:
+    for i, cdr in enumerate(cdrs):
+        after = fronts[i] if i < len(fronts) else 0
         if is_spoofed(cdr, international_trunks, plan):
-            out.append(_obs("trunk", trunk_id(cdr.ingress_trunk), cdr, cdr.caller, source))
+            out.append(_obs("trunk", trunk_id(cdr.ingress_trunk), cdr, cdr.caller, source, after))
             # The presented number still tells repeats apart (a spoofed flood is still a flood),
             # but marked, so it can never become a member to intercept.
-            out.append(_obs("callee", cdr.callee, cdr, UNASSERTED + cdr.caller, source))
+            out.append(_obs("callee", cdr.callee, cdr, UNASSERTED + cdr.caller, source, after))
             continue
-        out.append(_obs("callee", cdr.callee, cdr, cdr.caller, source))
+        out.append(_obs("callee", cdr.callee, cdr, cdr.caller, source, after))
         if classify(cdr.caller, plan) in _BLOCK_CLASSES:
-            out.append(_obs("block", cdr.caller[:-BLOCK_DIGITS], cdr, cdr.caller, source))
+            out.append(_obs("block", cdr.caller[:-BLOCK_DIGITS], cdr, cdr.caller, source, after))
     return out

@@ -3,13 +3,16 @@ source's progress has passed them, then released sorted by content, so the subje
 them in one order whatever the interleaving of the stage-1 partitions, the batching or the
 faults.
 
-A source (a stage-1 partition) tells its progress with every derived message it sends to
-every derived partition (``Progress``): ``front_ms``, the newest start_time that arrived on it,
-a promise that, for input in event-time order, no later observation of it starts earlier. An
-observation is released once its start_time is below every active source's front; a source
-that has read everything there is to read says so (``idle``) and stops holding the others
-back until it sends again. The held observations and the idle sources are stored with the
-partition's state and offset (``PartitionMeta.held``), so a restart resumes the same order.
+Each observation has a place in that order, ``Obs.order_ms``: its start_time, or, for a CDR
+that arrived on its stage-1 partition after a later one (a late CDR), that partition's front
+when it was read (``Obs.after_ms``). A source (a stage-1 partition) tells its progress with
+every derived message it sends to every derived partition (``Progress``): ``front_ms``, the
+newest start_time that arrived on it, a promise that no later observation of it has an earlier
+place, whatever the order of its input. An observation is released once its place is below
+every active source's front; a source that has read everything there is to read, and for
+``progress_idle_s``, says so (``idle``) and stops holding the others back until it sends again.
+The held observations and the idle sources are stored with the partition's state and offset
+(``PartitionMeta.held``), so a restart resumes the same order.
 """
 
 from __future__ import annotations
@@ -43,9 +46,11 @@ class Held:
 EMPTY = Held()
 
 
-def order_key(obs: Obs) -> tuple[int, str, str, str, str, int]:
-    """The canonical order: start time, then cdr id (then the rest, for identical ids)."""
-    return (obs.start_ms, obs.cdr_id, obs.kind, obs.subject, obs.other, obs.source)
+def order_key(obs: Obs) -> tuple[int, int, str, str, str, str, int]:
+    """The canonical order: its place (the start time, or for a late CDR stage 1's front when
+    it was read, ``Obs.order_ms``), then start time, then cdr id (then the rest, for identical
+    ids)."""
+    return (obs.order_ms, obs.start_ms, obs.cdr_id, obs.kind, obs.subject, obs.other, obs.source)
 
 
 def release_point(fronts: dict[int, int], idle: frozenset[int], sources: int) -> int | None:
@@ -70,7 +75,7 @@ def _count_before(ordered: list[Obs], point: int) -> int:
     lo, hi = 0, len(ordered)
     while lo < hi:
         mid = (lo + hi) // 2
-        if ordered[mid].start_ms < point:
+        if ordered[mid].order_ms < point:
             lo = mid + 1
         else:
             hi = mid
@@ -81,13 +86,11 @@ def encode(held: Held) -> bytes:
     """The stored form (``b""`` when nothing is held)."""
     if not held.observations and not held.idle:
         return b""
-    return orjson.dumps(
-        [sorted(held.idle), [[*obs.to_wire(), obs.source] for obs in held.observations]]
-    )
+    return orjson.dumps([sorted(held.idle), [list(obs) for obs in held.observations]])
 
 
 def decode(blob: bytes) -> Held:
     if not blob:
         return EMPTY
-    idle, items = orjson.loads(blob)
+    idle, items = orjson.loads(blob)  # items: Obs fields (written before after_ms: without it)
     return Held(tuple(Obs(*item) for item in items), frozenset(idle))

@@ -4,6 +4,7 @@ same aiohttp application."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import faust
@@ -32,6 +33,8 @@ class MetricsPage(Endpoint):
 
 
 class HealthPage(Endpoint):
+    lag: ClassVar[Callable[[], dict[str, object]]]  # streams.gauges.Gauges.lag
+
     async def get(self, request: Any) -> Any:
         callers, subjects, broker = self.ctx.callers, self.ctx.subjects, self.ctx.broker
         stages_ok = callers.healthy and subjects.healthy
@@ -41,6 +44,7 @@ class HealthPage(Endpoint):
             "store": "ok" if stages_ok else (callers.last_error or subjects.last_error),
             "broker": "ok" if broker.ok else "unreachable",
             "last_batch_at": callers.last_batch_at,
+            "lag": type(self).lag(),
         }
         return self.json(body, status=200 if healthy else 503)
 
@@ -51,11 +55,12 @@ ROUTES: tuple[tuple[str, type[Endpoint]], ...] = (
 )
 
 
-def register(app: faust.App, ctx: Context) -> None:
-    """Serve the endpoints, the API and the console on ``app``'s web server, over ``ctx``.
-    Raises ValueError (naming the file and line) for an unusable tokens file."""
+def register(app: faust.App, ctx: Context, lag: Callable[[], dict[str, object]]) -> None:
+    """Serve the endpoints, the API and the console on ``app``'s web server, over ``ctx``;
+    ``lag`` gives /health's lag (streams.gauges.Gauges.lag). Raises ValueError (naming the file
+    and line) for an unusable tokens file."""
     for path, view in ROUTES:
-        app.page(path)(type(view.__name__, (view,), {"ctx": ctx}))
+        app.page(path)(type(view.__name__, (view,), {"ctx": ctx, "lag": staticmethod(lag)}))
     recent = RecentAlerts(ctx.settings)
     web_app: web.Application = app.web.web_app  # type: ignore[attr-defined]
     web_app[DESK] = Desk(ctx, recent)

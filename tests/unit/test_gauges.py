@@ -110,6 +110,16 @@ async def test_lag_per_assigned_input_partition_both_views() -> None:
     assert value(m, kafka, {"topic": "c", "partition": "1"}) == 0
     assert value(m, kafka, {"topic": "d", "partition": "0"}) == 4  # never committed
     assert value(m, state, {"topic": "alerts", "partition": "0"}) is None
+    # /health's lag: the same cached reads, summed per topic
+    health = gauges.lag()
+    assert health["topics"] == {
+        "c": {"state_messages": 20 + 7, "kafka_messages": 30 + 0},
+        "r": {"state_messages": 0, "kafka_messages": 0},
+        "d": {"state_messages": 4, "kafka_messages": 4},
+    }
+    assert isinstance(health["event_time_s"], float) and health["read_at"] == gauges.cache.lag_at
+    gauges.cache.lag_at = time.time() - 10  # stale: the lag is not known
+    assert all(v is None for t in gauges.lag()["topics"].values() for v in t.values())  # type: ignore[attr-defined]
 
 
 async def test_event_time_lag_batch_sizes_and_alert_latency() -> None:

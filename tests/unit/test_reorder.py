@@ -171,6 +171,73 @@ async def test_any_interleaving_batching_and_workers_give_the_same_alerts(
     assert comparable(alerts) == await reference()
 
 
+def late_per_source(cdrs: list[CDR]) -> list[list[tuple[int, list[Obs]]]]:
+    """Like ``per_source``, but every fifth CDR delivered ten minutes late (within the allowed
+    lateness): each observation carries its source's front before it, as stage 1 sends it."""
+    late = [(c.start_ms + (600_000 if i % 5 == 2 else 0), i, c) for i, c in enumerate(cdrs)]
+    out: list[list[tuple[int, list[Obs]]]] = [[] for _ in range(SOURCES)]
+    fronts = [0] * SOURCES
+    for _, _, c in sorted(late, key=lambda x: (x[0], x[1])):
+        s = partition_for(c.caller.encode(), SOURCES)
+        observed = derived_obs([c], SETTINGS.international_trunks, s, CHINA, [fronts[s]])
+        fronts[s] = max(fronts[s], c.start_ms)
+        out[s].append((fronts[s], observed))
+    return out
+
+
+LATE_REFERENCE: list[bytes] = []
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), workers=st.sampled_from([1, 2]))
+async def test_late_records_take_the_same_place_whatever_the_timing(
+    data: st.DataObject, workers: int
+) -> None:
+    """A late CDR is placed at its source's front when it was read (``Obs.after_ms``), which
+    the timing does not change: the same alerts however the sources interleave and batch."""
+    sources = late_per_source(traffic())
+    assert any(o.after_ms for s in sources for _, obs in s for o in obs)  # some are late
+    if not LATE_REFERENCE:
+        LATE_REFERENCE.extend(comparable(await run(in_order(sources), [10_000], 1, -1)))
+    cuts = data.draw(st.lists(st.integers(1, 40), min_size=1, max_size=6), label="stage-1 cuts")
+    steps = sum(len(s) for s in sources)
+    order = data.draw(
+        st.lists(st.integers(0, SOURCES - 1), min_size=steps, max_size=steps), label="order"
+    )
+    order += [s for s in range(SOURCES) for _ in range(len(sources[s]))]
+    batches = data.draw(st.lists(st.integers(1, 60), min_size=1, max_size=5), label="batches")
+    handover = data.draw(st.integers(0, 200), label="handover")
+    alerts = await run(wire(sources, order, cuts), batches, workers, handover)
+    assert comparable(alerts) == LATE_REFERENCE
+
+
+async def test_stage1_tells_each_admitted_cdr_its_front_before_it() -> None:
+    callers = Engine(SETTINGS, POLICY, MemoryStore(), clock_ms=lambda: NOW_MS)
+    a, b, c = (cdr("13812345678", T0 + t, t, callee="13900000001") for t in (100, 400, 200))
+    first = await callers.process(0, [(0, a)])
+    second = await callers.process(0, [(1, b), (2, c)])
+    assert first.fronts == [0] and second.fronts == [a.start_ms, b.start_ms]
+    (late, *_) = derived_obs(second.admitted, (), 0, CHINA, second.fronts)[2:]
+    assert late.cdr_id == c.cdr_id and late.order_ms == b.start_ms > late.start_ms
+
+
+async def test_only_progress_moves_a_source_front() -> None:
+    """An observation can start past its source's promise (a spoofed call does not move stage
+    1's front): releasing up to it would put the source's next, earlier-placed observation
+    after it."""
+    stage2 = engine(MemoryStore())
+    messages = [
+        *[m for s in (1, 2) for m in progress_messages(s, 1, 5_000_000)],
+        *derived_messages([obs(1000, "a"), obs(1001, "b")], 0, 1, 500_000),
+        *derived_messages([obs(600, "c")], 0, 1, 1_200_000),
+    ]
+    released = []
+    for offset, (_, value) in enumerate(messages):
+        items = [(offset, item) for item in decode_derived(value)]
+        released += [o.cdr_id for o in (await stage2.process(0, items)).released]
+    assert released == ["c", "a", "b"]
+
+
 async def test_a_restart_resumes_the_held_observations() -> None:
     """Everything held back is stored with the offset: a fresh engine on the same store (a
     worker restarted) goes on in the same order."""
