@@ -22,240 +22,190 @@ the gate cannot see) and to records not near the future-skew limit (``usable``).
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
-import numpy as np
-
-from detectors.levels import scaled
-from detectors.selection import KindPlan
-from detectors.windows import WindowSpec
 from streams.cdr import CDR
 from streams.engine import Engine
+from streams.fastgate import HoldCheck, StageGate
 from streams.items import Item, Outcome, split_key, store_key
 from streams.observe import Obs, caller_obs, derived_obs
 from streams.reorder import Progress
 from streams.state.memory import MemoryStore
 
-_KEY_SHIFT = 40  # composite sort key: subject index above, bucket index below
 FUTURE_MARGIN_MS = 3_600_000  # records this close to the future-skew limit: reference path
 
 
-def detector_limits(plan: KindPlan) -> dict[tuple[str, str], int]:
-    """(detector, window) -> the lowest call threshold any of the detector's levels sets on
-    that window."""
-    low: dict[tuple[str, str], int] = {}
-    for detector, dp in plan.detectors:
-        for level in dp.levels:
-            for window, limit in level.thresholds.items():
-                key = (detector.name, window)
-                low[key] = min(low.get(key, limit), limit)
-    return low
-
-
-def window_calls(index: np.ndarray, starts: np.ndarray, spec: WindowSpec) -> np.ndarray:
-    """At each record, the calls of its subject in the window of ``spec`` ending in the
-    record's bucket, that bucket counted whole (an upper bound on what the engine counts
-    there). ``index`` (subject) and ``starts`` are sorted by (subject, start)."""
-    buckets = starts // (spec.bucket_s * 1000)
-    composite = (index << _KEY_SHIFT) + buckets
-    upper = np.searchsorted(composite, composite, side="right")
-    lower = np.searchsorted(composite, composite - (spec.n_buckets - 1), side="left")
-    calls: np.ndarray = upper - lower
-    return calls
-
-
-def could_fire(
-    engine: Engine,
-    kind_of: Callable[[str], str],
-    keys: Sequence[str],
-    starts: Sequence[int],
-    ids: Sequence[str],
-    reported: Collection[str] = frozenset(),
-) -> tuple[set[str], dict[str, frozenset[str]]]:
-    """(subjects, hot): the store keys among ``keys`` (one per observation) whose subject
-    could raise an alert, has a repeated id or a complaint report (``reported``: subjects);
-    and, per id of a record at which some detector's threshold can be reached, the detectors
-    that can (all of them for a reported subject or an ``always`` plan)."""
-    order: dict[str, int] = {}
-    index_list = [order.setdefault(k, len(order)) for k in keys]
-    names = list(order)
-    subjects: set[str] = set()
-    if len(set(zip(index_list, ids, strict=True))) < len(index_list):  # a repeated id
-        pairs: set[tuple[int, str]] = set()
-        for i, cdr_id in zip(index_list, ids, strict=True):
-            if (i, cdr_id) in pairs:
-                subjects.add(names[i])
-            pairs.add((i, cdr_id))
-    if not names:
-        return subjects, {}
-    index = np.asarray(index_list, dtype=np.int64)
-    start = np.asarray(starts, dtype=np.int64)
-    sort = np.lexsort((start, index))
-    index, start = index[sort], start[sort]
-    # One bit per detector; per subject, the lowest limit of each (detector, window).
-    bits: dict[str, int] = {}
-    for plan in engine.plans.values():
-        for detector, _ in plan.detectors:
-            bits.setdefault(detector.name, 1 << len(bits))
-    n = len(names)
-    everything = np.zeros(n, dtype=np.int64)
-    limits: dict[tuple[str, str], np.ndarray] = {}
-    specs: dict[str, WindowSpec] = {}
-    for i, key in enumerate(names):
-        kind, subject = split_key(key)
-        plan = engine.plans[kind_of(key)]
-        if plan.always or subject in reported:
-            everything[i] = sum(bits[d.name] for d, _ in plan.detectors)
-            continue
-        factor = engine.policy.factor(engine.number_class(kind, subject))
-        for (name, window), limit in detector_limits(plan).items():
-            if (name, window) not in limits:
-                limits[(name, window)] = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
-                specs[window] = next(s for s in plan.specs if s.name == window)
-            limits[(name, window)][i] = scaled(limit, factor)
-    mask = everything[index]
-    calls = {w: window_calls(index, start, spec) for w, spec in specs.items()}
-    for (name, window), lows in limits.items():
-        mask[calls[window] >= lows[index]] |= bits[name]
-    hot_rows = mask != 0
-    subjects.update(names[i] for i in np.unique(index[hot_rows]).tolist())
-    named = {b: d for d, b in bits.items()}
-    sets: dict[int, frozenset[str]] = {}
-    hot: dict[str, frozenset[str]] = {}
-    for k, m in zip(sort[hot_rows].tolist(), mask[hot_rows].tolist(), strict=True):
-        got = sets.get(m)
-        if got is None:
-            got = sets[m] = frozenset(d for b, d in named.items() if m & b)
-        cdr_id = ids[k]
-        before = hot.get(cdr_id)
-        hot[cdr_id] = got if before is None or before is got else before | got
-    return subjects, hot
-
-
-async def usable(
-    engine: Engine, derived: Engine | None, records: Sequence[CDR], partition: int
-) -> bool:
-    """Whether the fast path gives the reference's results for these sorted records: a fresh
-    in-memory store, no re-keying or outbox, nothing near the future-skew limit."""
-    if not records:
-        return False
+async def fresh(engine: Engine, derived: Engine | None, partition: int) -> bool:
+    """Whether the stores are fresh and in memory, with no re-keying or outbox: the fast path's
+    first condition (a scan into Redis adds to state the gate cannot see)."""
     for e in [engine] if derived is None else [engine, derived]:
         if not isinstance(e.store, MemoryStore) or e.rekey_partitions or e.outbox:
             return False
         if (await e.meta(partition)).offset != -1:
             return False
-    return records[-1].start_ms <= engine.clock_ms() + engine.skew_ms - FUTURE_MARGIN_MS
+    return True
+
+
+def usable(engine: Engine, gates: Gates) -> bool:
+    """Whether the fast path gives the reference's results for what the gate pass saw: some
+    record, none near the future-skew limit, no stage-2 hold over its cap."""
+    if not gates.records or gates.forced:
+        return False
+    return gates.newest_ms <= engine.clock_ms() + engine.skew_ms - FUTURE_MARGIN_MS
+
+
+def batches(records: Iterable[CDR], size: int) -> Iterator[tuple[list[CDR], bool]]:
+    """(batch, whether it is the last) of ``size`` records, as the reference cuts them."""
+    chunk: list[CDR] = []
+    for rec in records:
+        if len(chunk) == size:
+            yield chunk, False
+            chunk = []
+        chunk.append(rec)
+    if chunk:
+        yield chunk, True
+
+
+@dataclass
+class Gates:
+    """What the gate pass (``gate_pass``) found."""
+
+    first: StageGate
+    second: StageGate | None
+    records: int = 0
+    newest_ms: int = 0
+    forced: bool = False
+
+
+def gate_pass(
+    engine: Engine,
+    derived: Engine | None,
+    records: Iterable[CDR],
+    partition: int,
+    reported: Collection[str],
+) -> Gates:
+    """The first pass over the records in replay order: both stages' gates."""
+    trunks, plan = engine.trunks, engine.numbering
+    gates = Gates(
+        StageGate(engine, lambda k: "number", reported),
+        None if derived is None else StageGate(derived, lambda k: split_key(k)[0], reported),
+    )
+    hold = HoldCheck((derived or engine).settings.reorder_max_held)
+    for chunk, _ in batches(records, engine.settings.chunk_records):
+        callers = [caller_obs(r, trunks, plan) for r in chunk]
+        mine = [o for o in callers if o is not None]
+        gates.first.add([o.subject for o in mine], mine)
+        if gates.second is not None:
+            observed = derived_obs(chunk, trunks, partition, plan)
+            gates.second.add([_key(o) for o in observed], observed)
+            hold.add(callers, observed)
+        gates.records += len(chunk)
+        gates.newest_ms = chunk[-1].start_ms
+    gates.first.finish()
+    if gates.second is not None:
+        gates.second.finish()
+    gates.forced = hold.forced
+    return gates
 
 
 def reference_forces(
     callers: Sequence[Obs | None], observed: Sequence[Sequence[Obs]], batch: int, cap: int
 ) -> bool:
     """Whether the reference replay's stage 2 would hold more than ``cap`` observations after
-    some chunk (streams.reorder.release then lets the oldest go early). After chunk n it holds
-    the observations so far that start at or after stage 1's front (the newest caller start so
-    far; 0 before any); the records are sorted, so every later chunk's observations start at
-    or after it too, and the count is (all starting there) - (those of later chunks). The last
-    chunk is idle and releases everything."""
-    starts = np.sort(np.asarray([o.start_ms for chunk in observed for o in chunk], np.int64))
-    later = len(starts)
-    front = 0
-    for n in range(len(observed) - 1):
-        later -= len(observed[n])
-        for o in callers[n * batch : (n + 1) * batch]:
-            if o is not None and o.start_ms > front:
-                front = o.start_ms
-        held = len(starts) - int(np.searchsorted(starts, front, side="left")) - later
-        if held > cap:
-            return True
-    return False
+    some chunk but the last (streams.fastgate.HoldCheck over in-memory chunks)."""
+    hold = HoldCheck(cap)
+    for n, chunk in enumerate(observed):
+        hold.add(callers[n * batch : (n + 1) * batch], chunk)
+    return hold.forced
 
 
 def _key(o: Obs) -> str:
     return store_key(o.kind, o.subject)
 
 
+class _Held:
+    """Stage 2's hot map across batches: an observation may be held and released in a later
+    batch than the one it came in, so its entry stays until stage 1's front has passed it."""
+
+    def __init__(self) -> None:
+        self.hot: dict[str, frozenset[str]] = {}
+        self._newest: dict[str, int] = {}
+        self._order: deque[tuple[int, str]] = deque()
+
+    def add(self, hot: dict[str, frozenset[str]], starts: dict[str, int]) -> None:
+        for cdr_id, names in hot.items():
+            before = self.hot.get(cdr_id)
+            self.hot[cdr_id] = names if before is None else before | names
+            start = starts[cdr_id]
+            self._newest[cdr_id] = max(self._newest.get(cdr_id, start), start)
+            self._order.append((start, cdr_id))
+
+    def released(self, front_ms: int) -> None:
+        while self._order and self._order[0][0] < front_ms:
+            _, cdr_id = self._order.popleft()
+            if self._newest.get(cdr_id, front_ms) < front_ms:
+                del self.hot[cdr_id], self._newest[cdr_id]
+
+
 async def replay_fast(
     engine: Engine,
     derived: Engine | None,
-    records: Sequence[CDR],
+    records: Iterable[CDR],
     partition: int,
-    reported: Collection[str],
+    gates: Gates,
     emit: Callable[[Outcome, int], None],
     totals: Counter[str],
     progress: Callable[[int], None] | None = None,
-) -> bool:
-    """Replay sorted records as streams.scan.replay_reference does; ``emit(outcome, stage)``
-    gets each engine's outcome, ``totals`` the stage-1 counts the engine did not see. False,
-    before anything is emitted, when the reference's stage 2 would hold more than
-    ``reorder_max_held`` observations (it then releases some early, which the fast path,
-    holding only the subjects that can fire, cannot reproduce): the caller replays with the
-    reference instead."""
+) -> None:
+    """Replay the records (in the order ``gate_pass`` saw them) as
+    streams.scan.replay_reference does; ``emit(outcome, stage)`` gets each engine's outcome,
+    ``totals`` the stage-1 counts the engine did not see."""
     trunks, plan = engine.trunks, engine.numbering
     first = (await engine.meta(partition)).offset + 1
     second = (await derived.meta(partition)).offset + 1 if derived else 0
-    batch = engine.settings.chunk_records
-    callers = [caller_obs(r, trunks, plan) for r in records]
-    mine = [(i, o) for i, o in enumerate(callers) if o is not None]
-    gate1, hot1 = could_fire(
-        engine,
-        lambda k: "number",
-        [o.subject for _, o in mine],
-        [o.start_ms for _, o in mine],
-        [o.cdr_id for _, o in mine],
-        reported,
-    )
-    del mine
-    observed: list[list[Obs]] = []
-    gate2: set[str] = set()
-    hot2: dict[str, frozenset[str]] = {}
-    if derived is not None:
-        observed = [
-            derived_obs(records[i : i + batch], trunks, partition, plan)
-            for i in range(0, len(records), batch)
-        ]
-        flat = [o for chunk in observed for o in chunk]
-        gate2, hot2 = could_fire(
-            derived,
-            lambda k: split_key(k)[0],
-            [_key(o) for o in flat],
-            [o.start_ms for o in flat],
-            [o.cdr_id for o in flat],
-            reported,
-        )
-        del flat
-        if reference_forces(callers, observed, batch, derived.settings.reorder_max_held):
-            return False
-    for n, i in enumerate(range(0, len(records), batch)):
-        chunk = records[i : i + batch]
+    gate1 = gates.first.subjects()
+    gate2 = gates.second.subjects() if gates.second is not None else set()
+    row1 = row2 = done = 0
+    held = _Held()
+    for chunk, last in batches(records, engine.settings.chunk_records):
+        callers = [caller_obs(r, trunks, plan) for r in chunk]
+        mine = [o.cdr_id for o in callers if o is not None]
+        hot1 = gates.first.hot_map(row1, mine)
+        row1 += len(mine)
         items: list[Item] = []
         elsewhere: int | None = None
         skipped = spoofed = 0
-        for j, rec in enumerate(chunk):
-            obs = callers[i + j]
+        for j, (rec, obs) in enumerate(zip(chunk, callers, strict=True)):
             if obs is None:
                 spoofed += 1
             elif obs.subject in gate1:
-                items.append((first + i + j, rec))
+                items.append((first + done + j, rec))
             else:
                 skipped += 1
                 elsewhere = rec.start_ms if elsewhere is None else max(elsewhere, rec.start_ms)
-        items.append((first + i + len(chunk) - 1, None))
+        items.append((first + done + len(chunk) - 1, None))
         outcome = await engine.process(partition, items, elsewhere_ms=elsewhere, hot=hot1)
         totals["accepted"] += skipped
         totals["to_trunk"] += spoofed
         emit(outcome, 1)
-        if derived is not None:
+        if derived is not None and gates.second is not None:
             # The reference's offsets and progress (its chunk's observations, then a Progress,
             # the last one idle); stage 2's release point and watermark come from the progress
-            # alone, so the observations left out change neither.
-            obs_chunk = observed[n]
-            observed[n] = []
-            items = [(second + j, o) for j, o in enumerate(obs_chunk) if _key(o) in gate2]
-            last = i + batch >= len(records)
-            items.append((second + len(obs_chunk), Progress(partition, outcome.front_ms, last)))
-            emit(await derived.process(partition, items, hot=hot2), 2)
-            second += len(obs_chunk) + 1
+            # alone, so the observations left out change neither. A held observation is
+            # evaluated when released, perhaps batches later: its hot entry waits (_Held).
+            observed = derived_obs(chunk, trunks, partition, plan)
+            held.add(
+                gates.second.hot_map(row2, [o.cdr_id for o in observed]),
+                {o.cdr_id: o.start_ms for o in observed},
+            )
+            row2 += len(observed)
+            items = [(second + j, o) for j, o in enumerate(observed) if _key(o) in gate2]
+            items.append((second + len(observed), Progress(partition, outcome.front_ms, last)))
+            emit(await derived.process(partition, items, hot=held.hot), 2)
+            held.released(outcome.front_ms)
+            second += len(observed) + 1
+        done += len(chunk)
         if progress is not None:
-            progress(i + len(chunk))
-    return True
+            progress(done)

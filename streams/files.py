@@ -8,8 +8,9 @@ import gzip
 import io
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import tzinfo
+from itertools import chain
 from pathlib import Path
 from typing import IO, TextIO
 
@@ -23,6 +24,7 @@ from streams.formats.contract import Contract
 
 FORMATS = "CSV with a header row or JSON Lines"
 Located = tuple[int, CDR | Reject]  # (line number, 1-based; the record or why not)
+CHUNK_CHARS = 1 << 20  # characters read at a time
 
 
 def open_text(path: str) -> IO[str]:
@@ -72,17 +74,25 @@ def read_located(
     fmt: Format | None = None,
 ) -> Iterator[Located]:
     """Every record of one file with its line number. The contract (the default) is sniffed
-    from the first non-blank character: ``[`` or ``{`` JSON Lines, else CSV."""
-    text = read_text(path)
+    from the first non-blank character: ``[`` or ``{`` JSON Lines, else CSV. The contract is
+    read as a stream (a chunk at a time, memory bounded by the longest line); other formats
+    read the whole text first."""
     if fmt is None or isinstance(fmt, Contract):
-        stripped = text.lstrip()
-        if not stripped:
-            return
-        if stripped[0] in "[{":
-            yield from _jsonl(text, plan, tz)
+        lines = text_lines(path)
+        ahead: list[str] = []
+        for line in lines:
+            ahead.append(line)
+            if line.strip():
+                break
         else:
-            yield from _csv(path, text, plan, tz)
+            return
+        stream = chain(ahead, lines)
+        if ahead[-1].lstrip()[0] in "[{":
+            yield from _jsonl(stream, plan, tz)
+        else:
+            yield from _csv(path, stream, plan, tz)
         return
+    text = read_text(path)
     try:
         for number, row in fmt.read_text(text):
             yield number, row if isinstance(row, Reject) else parse_record(row, plan, tz)
@@ -90,8 +100,36 @@ def read_located(
         raise InputError(f"{path}: not valid CSV for {fmt.name}: {_csv_reason(exc)}") from exc
 
 
-def _csv(path: str, text: str, plan: NumberingPlan, tz: tzinfo | None) -> Iterator[Located]:
-    reader = csv.DictReader(io.StringIO(text))
+def text_lines(path: str) -> Iterator[str]:
+    """The file's lines, each with its ending: only "\\n" ends a line (as ``str.split``), so a
+    stray "\\r" or U+2028 reads as it did from the whole text. InputError for binary data or
+    a broken gzip stream, where it is met."""
+    with open_text(path) as fh:
+        rest = ""
+        while True:
+            try:
+                chunk = fh.read(CHUNK_CHARS)
+            except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+                raise InputError(f"{path}: not a valid gzip file ({exc})") from exc
+            except OSError as exc:
+                raise path_error(path, exc) from exc
+            if not chunk:
+                break
+            if "\x00" in chunk:
+                raise InputError(f"{path}: binary data, not CDRs ({FORMATS})")
+            parts = chunk.split("\n")
+            parts[0] = rest + parts[0]
+            rest = parts.pop()
+            for part in parts:
+                yield part + "\n"
+        if rest:
+            yield rest
+
+
+def _csv(
+    path: str, lines: Iterable[str], plan: NumberingPlan, tz: tzinfo | None
+) -> Iterator[Located]:
+    reader = csv.DictReader(lines)
     try:
         missing = [name for name in REQUIRED if name not in (reader.fieldnames or ())]
         if missing:
@@ -114,9 +152,8 @@ def _csv_reason(exc: csv.Error) -> str:
     return reason
 
 
-def _jsonl(text: str, plan: NumberingPlan, tz: tzinfo | None) -> Iterator[Located]:
-    # Only "\n" ends a line: JSON strings may hold U+2028 and friends unescaped.
-    for number, line in enumerate(text.split("\n"), 1):
+def _jsonl(lines: Iterable[str], plan: NumberingPlan, tz: tzinfo | None) -> Iterator[Located]:
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import TextIO
 
 import orjson
@@ -18,12 +18,13 @@ from streams.cdr import CDR, Reject
 from streams.complaints import Complaint, decode_complaints, record
 from streams.engine import Engine
 from streams.errors import InputError
-from streams.fastscan import replay_fast, usable
+from streams.fastscan import batches, fresh, gate_pass, replay_fast, usable
 from streams.files import RejectLog, read_located
 from streams.formats import Format
 from streams.items import Item, Outcome
 from streams.observe import derived_obs
 from streams.reorder import Progress
+from streams.timeorder import OnReject, in_time_order
 
 SCAN_PARTITION = 0
 
@@ -66,39 +67,50 @@ async def scan(
     reported: set[str] = set()
     if complaints is not None:
         reported = await load_complaints(engine, complaints, totals)
-    records: list[CDR] = []
     paths = list(paths)
-    for path in paths:
-        for line, rec in read_located(path, engine.numbering, engine.tz, fmt):
-            if isinstance(rec, Reject):
-                totals[f"rejected:{rec.reason}"] += 1
-                if rejects is not None:
-                    rejects.write(path, line, rec)
-            else:
-                records.append(rec)
-    totals["read"] = len(records) + sum(v for k, v in totals.items() if k.startswith("rejected"))
-    if not totals["read"]:
-        names = ", ".join("standard input" if p == "-" else p for p in paths)
-        raise InputError(f"no CDRs in {names}: the input is empty")
-    records.sort(key=lambda r: r.start_ms)  # stable: ties keep file order
-    progress = err.isatty()
-    ticks = _Progress(err, len(records), engine.settings.chunk_records) if progress else None
+    counted = Counter[str]()
+
+    def reject(n: int, line: int, rec: Reject) -> None:
+        counted[rec.reason] += 1
+        if rejects is not None:
+            rejects.write(paths[n], line, rec)
+
+    def ordered(on_reject: OnReject = reject) -> Iterator[CDR]:
+        files = (read_located(p, engine.numbering, engine.tz, fmt) for p in paths)
+        return in_time_order(files, engine.lateness_ms, on_reject)
 
     def emit(outcome: Outcome, stage: int) -> None:
         _count(outcome, totals, out, engine, stage)
 
-    fast = engine.settings.scan_path == "fast" and await usable(
-        engine, derived, records, SCAN_PARTITION
+    progress = err.isatty()
+    # Two passes (the gate, then the replay) need files that can be read twice: not stdin.
+    fast = (
+        engine.settings.scan_path == "fast"
+        and "-" not in paths
+        and await fresh(engine, derived, SCAN_PARTITION)
     )
-    if not (
-        fast
-        and await replay_fast(
-            engine, derived, records, SCAN_PARTITION, reported, emit, totals, ticks
-        )
-    ):
-        await replay_reference(engine, derived, records, emit, ticks)
+    ticks: _Progress | None = None
+    if fast:
+        gates = gate_pass(engine, derived, ordered(), SCAN_PARTITION, reported)
+        n_records = gates.records
+        _read(totals, counted, n_records, paths)
+        ticks = _Progress(err, n_records, engine.settings.chunk_records) if progress else None
+        if usable(engine, gates):
+            replay = replay_fast(
+                engine, derived, ordered(_ignore), SCAN_PARTITION, gates, emit, totals, ticks
+            )
+        else:
+            replay = replay_reference(engine, derived, ordered(_ignore), emit, ticks)
+        del gates
+        await replay
+    else:
+        tally = _Tally(ordered())
+        ticks = _Progress(err, None, engine.settings.chunk_records) if progress else None
+        await replay_reference(engine, derived, tally, emit, ticks)
+        n_records = tally.count
+        _read(totals, counted, n_records, paths)
     if progress:  # on a pipe there is no progress line, so no line to end
-        err.write(f"\r{len(records):,} of {len(records):,} records\n")
+        err.write(f"\r{n_records:,} of {n_records:,} records\n")
     out.flush()
     seconds = time.perf_counter() - started
     totals["seconds_x1000"] = int(seconds * 1000)
@@ -106,22 +118,48 @@ async def scan(
     return totals
 
 
+def _ignore(n: int, line: int, rec: Reject) -> None:
+    """The replay pass's rejects: the gate pass counted them."""
+
+
+def _read(totals: Counter[str], rejected: Counter[str], records: int, paths: list[str]) -> None:
+    for reason, n in rejected.items():
+        totals[f"rejected:{reason}"] += n
+    totals["read"] = records + rejected.total()
+    if not totals["read"]:
+        names = ", ".join("standard input" if p == "-" else p for p in paths)
+        raise InputError(f"no CDRs in {names}: the input is empty")
+
+
+class _Tally:
+    """The records of a single pass, counted as they go by."""
+
+    def __init__(self, records: Iterable[CDR]) -> None:
+        self.records, self.count = records, 0
+
+    def __iter__(self) -> Iterator[CDR]:
+        for rec in self.records:
+            self.count += 1
+            yield rec
+
+
 class _Progress:
     """The progress line on a terminal: every 50 batches."""
 
-    def __init__(self, err: TextIO, total: int, batch: int) -> None:
+    def __init__(self, err: TextIO, total: int | None, batch: int) -> None:
         self.err, self.total, self.every, self.next = err, total, batch * 50, 0
 
     def __call__(self, done: int) -> None:
         if done > self.next or done == self.total:
-            self.err.write(f"\r{done:,} of {self.total:,} records")
+            of = "" if self.total is None else f" of {self.total:,}"
+            self.err.write(f"\r{done:,}{of} records")
             self.next += self.every
 
 
 async def replay_reference(
     engine: Engine,
     derived: Engine | None,
-    records: Sequence[CDR],
+    records: Iterable[CDR],
     emit: Callable[[Outcome, int], None],
     progress: Callable[[int], None] | None = None,
 ) -> None:
@@ -130,23 +168,23 @@ async def replay_reference(
     trunks = engine.settings.international_trunks
     first = (await engine.meta(SCAN_PARTITION)).offset + 1
     second = (await derived.meta(SCAN_PARTITION)).offset + 1 if derived else 0
-    batch = engine.settings.chunk_records  # records per store round trip, as in the worker
-    for i in range(0, len(records), batch):
-        chunk = records[i : i + batch]
-        items: list[Item] = [(first + i + j, r) for j, r in enumerate(chunk)]
+    done = 0
+    # Records per store round trip, as in the worker.
+    for chunk, last in batches(records, engine.settings.chunk_records):
+        items: list[Item] = [(first + done + j, r) for j, r in enumerate(chunk)]
         outcome = await engine.process(SCAN_PARTITION, items)
         emit(outcome, 1)
         if derived is not None:
             observed = derived_obs(outcome.admitted, trunks, SCAN_PARTITION, engine.numbering)
             # Each chunk ends with its progress, as a worker's derived message does; the last
             # tells stage 2 the input is read, releasing what it holds (streams.reorder).
-            last = i + batch >= len(records)
             items = [(second + j, o) for j, o in enumerate(observed)]
             items.append((second + len(observed), Progress(SCAN_PARTITION, outcome.front_ms, last)))
             second += len(items)
             emit(await derived.process(SCAN_PARTITION, items), 2)
+        done += len(chunk)
         if progress is not None:
-            progress(i + len(chunk))
+            progress(done)
 
 
 def _count(

@@ -23,7 +23,9 @@ from config.settings import Settings
 from detectors.windows import WindowSpec
 from streams.cdr import CDR
 from streams.factory import build_engines
-from streams.fastscan import reference_forces, window_calls
+from streams import fastgate
+from streams.fastgate import window_calls
+from streams.fastscan import reference_forces
 from streams.files import read_located
 from streams.observe import caller_obs, derived_obs
 from streams.scan import scan
@@ -32,6 +34,14 @@ from streams.tools.simulate import write_jsonl
 
 NOW_MS = int(datetime(2026, 11, 3, tzinfo=UTC).timestamp() * 1000)
 DAY = datetime(2026, 11, 2, 1, 0, tzinfo=UTC)  # 09:00 in Shanghai
+
+
+@pytest.fixture(autouse=True)
+def small_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small gate slices (each with the rows before it as context) and a small filter, so the
+    streaming gate's slicing and its filter's false hits are exercised at test sizes."""
+    monkeypatch.setattr(fastgate, "SLICE_ROWS", 37)
+    monkeypatch.setattr(fastgate, "FILTER_BITS", 1 << 20)
 
 
 def scan_both(
@@ -95,8 +105,14 @@ def burst_stream(seed: int) -> list[dict[str, object]]:
     for n in range(0, 400, 37):
         out.append(dict(out[n]))  # duplicates, later in the file
     out.append({**out[5], "attestation": "C"})
-    out.reverse()  # out of order: the scan sorts
-    return out
+    # Out of order, each record at most 25 minutes behind the newest before it (the lateness
+    # is 30): the scan's reorder buffer puts them back in order (streams.timeorder).
+    jitter = rng.integers(0, 25 * 60, len(out))
+    keys = [
+        datetime.fromisoformat(str(r["start_time"])).timestamp() + j
+        for r, j in zip(out, jitter, strict=True)
+    ]
+    return [r for _, r in sorted(zip(keys, out, strict=True), key=lambda kv: kv[0], reverse=False)]
 
 
 def record(
@@ -212,4 +228,48 @@ def test_window_calls_counts_the_window_ending_in_each_records_bucket() -> None:
     index = np.array([0, 0, 0, 0, 1, 1], dtype=np.int64)
     starts = np.array([0, 59_000, 60_000, 200_000, 0, 190_000], dtype=np.int64)
     # subject 0: buckets 0,0,1,3 -> windows (-2..0)=2, (-2..0)=2, (-1..1)=3, (1..3)=2
-    assert window_calls(index, starts, spec).tolist() == [2, 2, 3, 2, 1, 1]
+    calls, known = window_calls(np.zeros(0, np.int64), index, starts, spec)
+    assert calls.tolist() == [2, 2, 3, 2, 1, 1]
+    assert known.tolist() == sorted(known.tolist()) and len(known) == 6
+    # In two slices, the first's keys the second's context: the same counts.
+    head, context = window_calls(np.zeros(0, np.int64), index[:3], starts[:3], spec)
+    tail, _ = window_calls(context, index[3:], starts[3:], spec)
+    assert head.tolist() + tail.tolist() == [2, 2, 3, 2, 1, 1]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    pairs=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 60)), min_size=1, max_size=400),
+    bits=st.sampled_from([1 << 10, 1 << 14, 1 << 20]),
+)
+def test_the_repeat_filter_never_misses_a_repeated_id(
+    pairs: list[tuple[int, int]], bits: int
+) -> None:
+    """Every subject with a repeated (subject, id) is gated, however small the filter (a false
+    hit only gates more), across slices."""
+    engine, _ = build_engines(Settings(redis=None))
+    old = fastgate.FILTER_BITS
+    fastgate.FILTER_BITS = bits
+    try:
+        gate = fastgate.StageGate(engine, lambda k: "number", frozenset())
+        obs = [
+            caller_obs(
+                CDR(f"i{i}", f"1380000{s:04d}", "13900139000", NOW_MS - 10**8 + 1000 * n, 0, False),
+                (),
+                engine.numbering,
+            )
+            for n, (s, i) in enumerate(pairs)
+        ]
+        for n in range(0, len(obs), 50):
+            chunk = [o for o in obs[n : n + 50] if o is not None]
+            gate.add([o.subject for o in chunk], chunk)
+        gate.finish()
+    finally:
+        fastgate.FILTER_BITS = old
+    seen: set[tuple[int, int]] = set()
+    repeated = set()
+    for s, i in pairs:
+        if (s, i) in seen:
+            repeated.add(f"1380000{s:04d}")
+        seen.add((s, i))
+    assert repeated <= gate.subjects()
