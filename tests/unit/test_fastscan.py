@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 
 from config.settings import Settings
 from detectors.windows import WindowSpec
+from streams import fastgate
 from streams.cdr import CDR
 from streams.factory import build_engines
-from streams import fastgate
 from streams.fastgate import window_calls
 from streams.fastscan import reference_forces
 from streams.files import read_located
