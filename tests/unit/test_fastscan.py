@@ -239,37 +239,39 @@ def test_window_calls_counts_the_window_ending_in_each_records_bucket() -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(
-    pairs=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 60)), min_size=1, max_size=400),
+    pairs=st.lists(st.tuples(st.integers(0, 200), st.integers(0, 10**6)), min_size=1, max_size=300),
+    copies=st.lists(st.integers(0, 10**6), max_size=20),
     bits=st.sampled_from([1 << 10, 1 << 14, 1 << 20]),
 )
 def test_the_repeat_filter_never_misses_a_repeated_id(
-    pairs: list[tuple[int, int]], bits: int
+    pairs: list[tuple[int, int]], copies: list[int], bits: int
 ) -> None:
     """Every subject with a repeated (subject, id) is gated, however small the filter (a false
-    hit only gates more), across slices."""
+    hit only gates more), across slices: the copies come after the rest, in later slices."""
+    pairs = pairs + [pairs[c % len(pairs)] for c in copies]
     engine, _ = build_engines(Settings(redis=None))
-    old = fastgate.FILTER_BITS
-    fastgate.FILTER_BITS = bits
+    old = fastgate.FILTER_BITS, fastgate.SLICE_ROWS
+    fastgate.FILTER_BITS, fastgate.SLICE_ROWS = bits, 1  # a slice per add below
     try:
         gate = fastgate.StageGate(engine, lambda k: "number", frozenset())
-        obs = [
-            caller_obs(
-                CDR(f"i{i}", f"1380000{s:04d}", "13900139000", NOW_MS - 10**8 + 1000 * n, 0, False),
-                (),
-                engine.numbering,
+        obs = []
+        for n, (s, i) in enumerate(pairs):
+            start = NOW_MS - 10**10 + 7_200_000 * n  # two hours apart: no threshold is reached
+            o = caller_obs(
+                CDR(f"i{i}", f"1380{s:07d}", "13900139000", start, 0, False), (), engine.numbering
             )
-            for n, (s, i) in enumerate(pairs)
-        ]
-        for n in range(0, len(obs), 50):
-            chunk = [o for o in obs[n : n + 50] if o is not None]
-            gate.add([o.subject for o in chunk], chunk)
+            assert o is not None
+            obs.append(o)
+        for n in range(0, len(obs), 3):
+            gate.add([o.subject for o in obs[n : n + 3]], obs[n : n + 3])
         gate.finish()
     finally:
-        fastgate.FILTER_BITS = old
+        fastgate.FILTER_BITS, fastgate.SLICE_ROWS = old
     seen: set[tuple[int, int]] = set()
     repeated = set()
     for s, i in pairs:
         if (s, i) in seen:
-            repeated.add(f"1380000{s:04d}")
+            repeated.add(f"1380{s:07d}")
         seen.add((s, i))
     assert repeated <= gate.subjects()
+    assert not len(gate.hot_pos)  # only repeats (and false hits) gate here
