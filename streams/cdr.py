@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
@@ -146,32 +146,59 @@ def _parse(obj: Mapping[str, Any], plan: NumberingPlan, tz: tzinfo | None) -> CD
     for name in REQUIRED:
         if obj.get(name) is None:
             raise _Invalid("missing_field", f"missing {name}")
-    cdr_id = obj["cdr_id"]
-    if isinstance(cdr_id, int) and not isinstance(cdr_id, bool):
-        cdr_id = str(cdr_id)
-    if not isinstance(cdr_id, str) or not cdr_id or len(cdr_id) > MAX_ID_LEN:
+    # In the CDR's field order, which is the order the fields are checked in.
+    return CDR(*[read(obj.get(name), plan, tz) for name, read in _READERS])
+
+
+def _cdr_id(value: object, plan: NumberingPlan, tz: tzinfo | None) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LEN:
         raise _Invalid("bad_id", "cdr_id must be a non-empty string of at most 128 characters")
-    caller = _number(obj["caller"], "caller", plan)
-    callee = _number(obj["callee"], "callee", plan)
-    start_ms = _start_ms(obj["start_time"], tz)
-    duration_s = _duration(obj["duration_s"])
-    answered = _bool(obj["answered"], "answered")
-    cause = obj.get("release_cause")
-    release_cause = None if cause in (None, "") else _int(cause, "release_cause", 0, 127)
-    intercepted = obj.get("intercepted")
-    return CDR(
-        cdr_id=cdr_id,
-        caller=caller,
-        callee=callee,
-        start_ms=start_ms,
-        duration_s=duration_s,
-        answered=answered,
-        release_cause=release_cause,
-        direction=_text(obj.get("direction"), "direction"),
-        ingress_trunk=_text(obj.get("ingress_trunk"), "ingress_trunk"),
-        attestation=_text(obj.get("attestation"), "attestation"),
-        intercepted=False if intercepted in (None, "") else _bool(intercepted, "intercepted"),
-    )
+    return value
+
+
+def _release_cause(value: object, plan: NumberingPlan, tz: tzinfo | None) -> int | None:
+    return None if value in (None, "") else _int(value, "release_cause", 0, 127)
+
+
+def _intercepted(value: object, plan: NumberingPlan, tz: tzinfo | None) -> bool:
+    return False if value in (None, "") else _bool(value, "intercepted")
+
+
+def _text_field(name: str) -> Callable[[object, NumberingPlan, tzinfo | None], str | None]:
+    return lambda value, plan, tz: _text(value, name)
+
+
+# Input field -> its reading, in the order of CDR's fields (one per field).
+_READERS: tuple[tuple[str, Callable[[object, NumberingPlan, tzinfo | None], Any]], ...] = (
+    ("cdr_id", _cdr_id),
+    ("caller", lambda value, plan, tz: _number(value, "caller", plan)),
+    ("callee", lambda value, plan, tz: _number(value, "callee", plan)),
+    ("start_time", lambda value, plan, tz: _start_ms(value, tz)),
+    ("duration_s", lambda value, plan, tz: _duration(value)),
+    ("answered", lambda value, plan, tz: _bool(value, "answered")),
+    ("release_cause", _release_cause),
+    ("direction", _text_field("direction")),
+    ("ingress_trunk", _text_field("ingress_trunk")),
+    ("attestation", _text_field("attestation")),
+    ("intercepted", _intercepted),
+)
+FIELDS = tuple(name for name, _ in _READERS)
+
+
+def read_field(name: str, values: Iterable[object], plan: NumberingPlan, tz: tzinfo | None = None) -> list[Any]:
+    """Each of ``values`` of input field ``name`` read as ``parse_record`` reads it: the CDR's
+    value, or the Reject it gives (columnar readers, streams.fastcsv, check each distinct value
+    once). A None of a required field is not read here (``missing_field``)."""
+    read = dict(_READERS)[name]
+    out: list[Any] = []
+    for value in values:
+        try:
+            out.append(read(value, plan, tz))
+        except _Invalid as exc:
+            out.append(Reject(exc.reason, exc.detail))
+    return out
 
 
 def parse_start_ms(value: object, tz: tzinfo | None = None) -> int | Reject:

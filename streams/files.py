@@ -8,7 +8,7 @@ import gzip
 import io
 import sys
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import tzinfo
 from itertools import chain
 from pathlib import Path
@@ -72,25 +72,25 @@ def read_located(
     plan: NumberingPlan,
     tz: tzinfo | None = None,
     fmt: Format | None = None,
+    columnar: bool = True,
 ) -> Iterator[Located]:
     """Every record of one file with its line number. The contract (the default) is sniffed
     from the first non-blank character: ``[`` or ``{`` JSON Lines, else CSV. The contract is
-    read as a stream (a chunk at a time, memory bounded by the longest line); other formats
-    read the whole text first."""
+    read as a stream (a block of lines at a time); a contract CSV column-wise
+    (streams.fastcsv) unless ``columnar`` is false. Other formats read the whole text first."""
     if fmt is None or isinstance(fmt, Contract):
-        lines = text_lines(path)
+        blocks = text_blocks(path)
         ahead: list[str] = []
-        for line in lines:
-            ahead.append(line)
-            if line.strip():
+        for block in blocks:
+            ahead.append(block)
+            if block.strip():
                 break
         else:
             return
-        stream = chain(ahead, lines)
-        if ahead[-1].lstrip()[0] in "[{":
-            yield from _jsonl(stream, plan, tz)
+        if "".join(ahead).lstrip()[0] in "[{":
+            yield from _jsonl(_lines(chain(ahead, blocks)), plan, tz)
         else:
-            yield from _csv(path, stream, plan, tz)
+            yield from _csv(path, chain(ahead, blocks), plan, tz, columnar)
         return
     text = read_text(path)
     try:
@@ -100,10 +100,10 @@ def read_located(
         raise InputError(f"{path}: not valid CSV for {fmt.name}: {_csv_reason(exc)}") from exc
 
 
-def text_lines(path: str) -> Iterator[str]:
-    """The file's lines, each with its ending: only "\\n" ends a line (as ``str.split``), so a
-    stray "\\r" or U+2028 reads as it did from the whole text. InputError for binary data or
-    a broken gzip stream, where it is met."""
+def text_blocks(path: str) -> Iterator[str]:
+    """The file's text in blocks of whole lines: only "\\n" ends a line (as ``str.split``),
+    so a stray "\\r" or U+2028 reads as it did from the whole text. InputError for binary
+    data or a broken gzip stream, where it is met."""
     with open_text(path) as fh:
         rest = ""
         while True:
@@ -117,31 +117,57 @@ def text_lines(path: str) -> Iterator[str]:
                 break
             if "\x00" in chunk:
                 raise InputError(f"{path}: binary data, not CDRs ({FORMATS})")
-            parts = chunk.split("\n")
-            parts[0] = rest + parts[0]
-            rest = parts.pop()
-            for part in parts:
-                yield part + "\n"
+            cut = chunk.rfind("\n") + 1
+            if cut:
+                yield rest + chunk[:cut]
+                rest = chunk[cut:]
+            else:
+                rest += chunk
         if rest:
             yield rest
 
 
+def _lines(blocks: Iterable[str]) -> Iterator[str]:
+    for block in blocks:
+        yield from block.split("\n")[:-1] if block.endswith("\n") else block.split("\n")
+
+
 def _csv(
-    path: str, lines: Iterable[str], plan: NumberingPlan, tz: tzinfo | None
+    path: str, blocks: Iterable[str], plan: NumberingPlan, tz: tzinfo | None, columnar: bool
 ) -> Iterator[Located]:
+    blocks = iter(blocks)
+    first = next(blocks)
+    head, _, rest = first.partition("\n")
+    header = head.split(",")
+    if columnar and not {'"', "\r"} & set(head) and head.strip():
+        from streams import fastcsv  # pyarrow is imported only to read a CSV
+
+        if fastcsv.usable_header(header):
+            _check_header(path, header)
+            try:
+                yield from fastcsv.read_blocks(header, chain([rest], blocks), plan, tz)
+            except fastcsv.CsvError as exc:
+                reason = _csv_reason(exc.error)
+                raise InputError(f"{path}: line {exc.line}: not valid CSV: {reason}") from exc
+            return
+    lines = (line + "\n" for line in _lines(chain([first], blocks)))
     reader = csv.DictReader(lines)
     try:
-        missing = [name for name in REQUIRED if name not in (reader.fieldnames or ())]
-        if missing:
-            raise InputError(
-                f"{path}: not CDRs: the CSV header lacks {', '.join(missing)} ({FORMATS};"
-                " --format names other layouts)"
-            )
+        _check_header(path, reader.fieldnames or ())
         for row in reader:
             yield reader.line_num, parse_record(row, plan, tz)
     except csv.Error as exc:
         reason = _csv_reason(exc)
         raise InputError(f"{path}: line {reader.line_num}: not valid CSV: {reason}") from exc
+
+
+def _check_header(path: str, names: Sequence[str]) -> None:
+    missing = [name for name in REQUIRED if name not in names]
+    if missing:
+        raise InputError(
+            f"{path}: not CDRs: the CSV header lacks {', '.join(missing)} ({FORMATS};"
+            " --format names other layouts)"
+        )
 
 
 def _csv_reason(exc: csv.Error) -> str:
