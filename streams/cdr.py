@@ -187,7 +187,9 @@ _READERS: tuple[tuple[str, Callable[[object, NumberingPlan, tzinfo | None], Any]
 FIELDS = tuple(name for name, _ in _READERS)
 
 
-def read_field(name: str, values: Iterable[object], plan: NumberingPlan, tz: tzinfo | None = None) -> list[Any]:
+def read_field(
+    name: str, values: Iterable[object], plan: NumberingPlan, tz: tzinfo | None = None
+) -> list[Any]:
     """Each of ``values`` of input field ``name`` read as ``parse_record`` reads it: the CDR's
     value, or the Reject it gives (columnar readers, streams.fastcsv, check each distinct value
     once). A None of a required field is not read here (``missing_field``)."""

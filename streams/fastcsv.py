@@ -54,7 +54,11 @@ def read_blocks(
         if '"' in block:  # a quoted field may span lines: the csv module from here on
             yield from _python(names, _chain_lines(block, blocks), plan, tz, line)
             return
-        rows = None if "\r" in block or "\n\n" in block or block.startswith("\n") else _arrow(names, block)
+        rows = (
+            None
+            if "\r" in block or "\n\n" in block or block.startswith("\n")
+            else _arrow(names, block)
+        )
         if rows is None:
             yield from _python(names, _split(block), plan, tz, line)
         else:

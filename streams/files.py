@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import tzinfo
 from itertools import chain
 from pathlib import Path
+from types import ModuleType
 from typing import IO, TextIO
 
 import orjson
@@ -139,17 +140,15 @@ def _csv(
     first = next(blocks)
     head, _, rest = first.partition("\n")
     header = head.split(",")
-    if columnar and not {'"', "\r"} & set(head) and head.strip():
-        from streams import fastcsv  # pyarrow is imported only to read a CSV
-
-        if fastcsv.usable_header(header):
-            _check_header(path, header)
-            try:
-                yield from fastcsv.read_blocks(header, chain([rest], blocks), plan, tz)
-            except fastcsv.CsvError as exc:
-                reason = _csv_reason(exc.error)
-                raise InputError(f"{path}: line {exc.line}: not valid CSV: {reason}") from exc
-            return
+    fastcsv = _columnar() if columnar and not {'"', "\r"} & set(head) and head.strip() else None
+    if fastcsv is not None and fastcsv.usable_header(header):
+        _check_header(path, header)
+        try:
+            yield from fastcsv.read_blocks(header, chain([rest], blocks), plan, tz)
+        except fastcsv.CsvError as exc:
+            reason = _csv_reason(exc.error)
+            raise InputError(f"{path}: line {exc.line}: not valid CSV: {reason}") from exc
+        return
     lines = (line + "\n" for line in _lines(chain([first], blocks)))
     reader = csv.DictReader(lines)
     try:
@@ -159,6 +158,16 @@ def _csv(
     except csv.Error as exc:
         reason = _csv_reason(exc)
         raise InputError(f"{path}: line {reader.line_num}: not valid CSV: {reason}") from exc
+
+
+def _columnar() -> ModuleType | None:
+    """streams.fastcsv, imported only to read a CSV (pyarrow's start-up); None without pyarrow
+    (a set-up from before it was a dependency): the csv module reads, with the same result."""
+    try:
+        from streams import fastcsv
+    except ImportError:
+        return None
+    return fastcsv
 
 
 def _check_header(path: str, names: Sequence[str]) -> None:

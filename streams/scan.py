@@ -76,7 +76,8 @@ async def scan(
             rejects.write(paths[n], line, rec)
 
     def ordered(on_reject: OnReject = reject) -> Iterator[CDR]:
-        files = (read_located(p, engine.numbering, engine.tz, fmt) for p in paths)
+        columnar = engine.settings.csv_reader == "columnar"
+        files = (read_located(p, engine.numbering, engine.tz, fmt, columnar) for p in paths)
         return in_time_order(files, engine.lateness_ms, on_reject)
 
     def emit(outcome: Outcome, stage: int) -> None:

@@ -4,6 +4,7 @@ same CDRs and Rejects (reasons and details) at the same line numbers, on any tex
 from __future__ import annotations
 
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -11,11 +12,9 @@ from hypothesis import strategies as st
 
 from config.numbering import CHINA
 from streams import files
-from streams.cdr import CDR
+from streams.cdr import CDR, Reject
 from streams.errors import InputError
 from streams.files import read_located
-
-from zoneinfo import ZoneInfo
 
 TZ = ZoneInfo("Asia/Shanghai")
 HEADERS = [
@@ -46,7 +45,14 @@ VALUES = {
     "intercepted": ["", "true", "no", "perhaps"],
     "extra": ["", "z"],
 }
-ODD_LINES = ["", "   ", "a,b", '"q,1",13800138000,13900139000,1793581260,1,true', "\r", "x,\u2028,y"]
+ODD_LINES = [
+    "",
+    "   ",
+    "a,b",
+    '"q,1",13800138000,13900139000,1793581260,1,true',
+    "\r",
+    "x,\u2028,y",
+]
 
 
 @st.composite
@@ -70,7 +76,7 @@ def csv_texts(draw: st.DrawFn) -> str:
 
 def both(path: Path, chunk: int, monkeypatch: pytest.MonkeyPatch) -> tuple[object, object]:
     monkeypatch.setattr(files, "CHUNK_CHARS", chunk)
-    results = []
+    results: list[object] = []
     for columnar in (True, False):
         try:
             results.append(list(read_located(str(path), CHINA, TZ, columnar=columnar)))
@@ -79,7 +85,9 @@ def both(path: Path, chunk: int, monkeypatch: pytest.MonkeyPatch) -> tuple[objec
     return results[0], results[1]
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(text=csv_texts(), chunk=st.sampled_from([7, 64, 1 << 20]))
 def test_any_text_reads_as_the_csv_module_reads_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, chunk: int
@@ -96,7 +104,9 @@ def test_a_plain_file_is_read_column_wise(tmp_path: Path, monkeypatch: pytest.Mo
     rows = [f"c{n},13800138000,1390013{n:04d},{1793581260 + n},{n % 7},true" for n in range(500)]
     rows[17] = "c17,13800138000,13900139000,soon,1,true"
     path = tmp_path / "p.csv"
-    path.write_text("cdr_id,caller,callee,start_time,duration_s,answered\n" + "\n".join(rows) + "\n")
+    path.write_text(
+        "cdr_id,caller,callee,start_time,duration_s,answered\n" + "\n".join(rows) + "\n"
+    )
     from streams import fastcsv
 
     calls: list[int] = []
@@ -110,7 +120,7 @@ def test_a_plain_file_is_read_column_wise(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(fastcsv, "_python", None)  # any fallback would fail
     got = list(read_located(str(path), CHINA, TZ))
     assert calls
-    assert len(got) == 500 and got[17][0] == 19 and got[17][1][0] == "bad_time"
+    assert len(got) == 500 and got[17] == (19, Reject("bad_time", "start_time is not ISO-8601"))
     assert got[0] == (2, CDR("c0", "13800138000", "13900130000", 1793581260000, 0, True))
     monkeypatch.undo()
     assert got == list(read_located(str(path), CHINA, TZ, columnar=False))
