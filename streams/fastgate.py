@@ -82,8 +82,10 @@ class StageGate:
                 self.bits.setdefault(detector.name, 1 << len(self.bits))
         self.order: dict[str, int] = {}
         self.names: list[str] = []
-        self.everything = array("q")
-        self.limits: dict[tuple[str, str], array[int]] = {}
+        self.profile = array("q")  # subject -> its class: plan, factor, reported
+        self._profiles: dict[tuple[str, float | None], int] = {}
+        self.everything: list[int] = []  # class -> detector bits always evaluated
+        self.limits: dict[tuple[str, str], list[int]] = {}  # class -> lowest limit
         self.specs: dict[str, WindowSpec] = {}
         self.gated: set[int] = set()
         self.seen = np.zeros(FILTER_BITS // 64, dtype=np.uint64)
@@ -104,21 +106,37 @@ class StageGate:
         i = self.order[key] = len(self.names)
         self.names.append(key)
         kind, subject = split_key(key)
-        plan = self.engine.plans[self.kind_of(key)]
+        plan_kind = self.kind_of(key)
+        plan = self.engine.plans[plan_kind]
+        if plan.always or subject in self.reported:
+            profile: tuple[str, float | None] = (plan_kind, None)
+        else:
+            profile = (
+                plan_kind,
+                self.engine.policy.factor(self.engine.number_class(kind, subject)),
+            )
+        number = self._profiles.get(profile)
+        if number is None:
+            number = self._profiles[profile] = len(self._profiles)
+            self._add_profile(plan, profile[1])
+        self.profile.append(number)
+        return i
+
+    def _add_profile(self, plan: KindPlan, factor: float | None) -> None:
+        """A subject class's detector bits (all: every detector evaluated) or limits."""
+        number = len(self.everything)
         for column in self.limits.values():
             column.append(_NONE)
-        if plan.always or subject in self.reported:
+        if factor is None:
             self.everything.append(sum(self.bits[d.name] for d, _ in plan.detectors))
-            return i
+            return
         self.everything.append(0)
-        factor = self.engine.policy.factor(self.engine.number_class(kind, subject))
         for (name, window), limit in detector_limits(plan).items():
             if (name, window) not in self.limits:
-                self.limits[(name, window)] = array("q", [_NONE] * len(self.names))
+                self.limits[(name, window)] = [_NONE] * (number + 1)
                 self.specs[window] = next(s for s in plan.specs if s.name == window)
                 self._context[window] = np.zeros(0, np.int64)
-            self.limits[(name, window)][i] = scaled(limit, factor)
-        return i
+            self.limits[(name, window)][number] = scaled(limit, factor)
 
     def add(self, keys: Sequence[str], observations: Sequence[Obs]) -> None:
         for key, o in zip(keys, observations, strict=True):
@@ -163,7 +181,8 @@ class StageGate:
         first_row = self.rows
         self.rows += len(index)
         self._index, self._start, self._hash = array("q"), array("q"), array("Q")
-        mask = np.frombuffer(self.everything, np.int64)[index]
+        profile = np.frombuffer(self.profile, np.int64)[index]
+        mask = np.asarray(self.everything, np.int64)[profile]
         calls: dict[str, np.ndarray] = {}
         newest = int(start.max())
         for window, spec in self.specs.items():
@@ -172,7 +191,7 @@ class StageGate:
             oldest = newest // (spec.bucket_s * 1000) - spec.n_buckets + 1
             self._context[window] = known[(known & _BUCKETS) >= oldest]
         for (name, window), lows in self.limits.items():
-            mask[calls[window] >= np.frombuffer(lows, np.int64)[index]] |= self.bits[name]
+            mask[calls[window] >= np.asarray(lows, np.int64)[profile]] |= self.bits[name]
         hot = mask != 0
         self.gated.update(np.unique(index[hot]).tolist())
         self._hot_pos.append(np.flatnonzero(hot) + first_row)

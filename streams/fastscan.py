@@ -22,6 +22,8 @@ the gate cannot see) and to records not near the future-skew limit (``usable``).
 
 from __future__ import annotations
 
+import marshal
+import tempfile
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -79,14 +81,54 @@ class Gates:
     forced: bool = False
 
 
+class Spill:
+    """The first pass's records in replay order, kept in a temporary file (marshalled tuples,
+    a batch at a time) for the second: it reads them back instead of reading, parsing and
+    reordering the files again (about a fifth of the cost), and standard input can be read
+    twice. On disk, about 100 bytes a record; deleted on close."""
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+
+    def write(self, chunk: Sequence[CDR]) -> None:
+        data = marshal.dumps([_fields(r) for r in chunk])
+        self.file.write(len(data).to_bytes(8, "little") + data)
+
+    def read(self) -> Iterator[CDR]:
+        self.file.seek(0)
+        while size := int.from_bytes(self.file.read(8), "little"):
+            yield from (CDR(*t) for t in marshal.loads(self.file.read(size)))
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _fields(r: CDR) -> tuple[object, ...]:
+    return (
+        r.cdr_id,
+        r.caller,
+        r.callee,
+        r.start_ms,
+        r.duration_s,
+        r.answered,
+        r.release_cause,
+        r.direction,
+        r.ingress_trunk,
+        r.attestation,
+        r.intercepted,
+    )
+
+
 def gate_pass(
     engine: Engine,
     derived: Engine | None,
     records: Iterable[CDR],
     partition: int,
     reported: Collection[str],
+    keep: Callable[[Sequence[CDR]], None] | None = None,
 ) -> Gates:
-    """The first pass over the records in replay order: both stages' gates."""
+    """The first pass over the records in replay order: both stages' gates; ``keep`` gets
+    each batch (``Spill.write``)."""
     trunks, plan = engine.trunks, engine.numbering
     gates = Gates(
         StageGate(engine, lambda k: "number", reported),
@@ -94,6 +136,8 @@ def gate_pass(
     )
     hold = HoldCheck((derived or engine).settings.reorder_max_held)
     for chunk, _ in batches(records, engine.settings.chunk_records):
+        if keep is not None:
+            keep(chunk)
         callers = [caller_obs(r, trunks, plan) for r in chunk]
         mine = [o for o in callers if o is not None]
         gates.first.add([o.subject for o in mine], mine)

@@ -18,7 +18,7 @@ from streams.cdr import CDR, Reject
 from streams.complaints import Complaint, decode_complaints, record
 from streams.engine import Engine
 from streams.errors import InputError
-from streams.fastscan import batches, fresh, gate_pass, replay_fast, usable
+from streams.fastscan import Spill, batches, fresh, gate_pass, replay_fast, usable
 from streams.files import RejectLog, read_located
 from streams.formats import Format
 from streams.items import Item, Outcome
@@ -84,26 +84,23 @@ async def scan(
         _count(outcome, totals, out, engine, stage)
 
     progress = err.isatty()
-    # Two passes (the gate, then the replay) need files that can be read twice: not stdin.
-    fast = (
-        engine.settings.scan_path == "fast"
-        and "-" not in paths
-        and await fresh(engine, derived, SCAN_PARTITION)
-    )
     ticks: _Progress | None = None
-    if fast:
-        gates = gate_pass(engine, derived, ordered(), SCAN_PARTITION, reported)
-        n_records = gates.records
-        _read(totals, counted, n_records, paths)
-        ticks = _Progress(err, n_records, engine.settings.chunk_records) if progress else None
-        if usable(engine, gates):
-            replay = replay_fast(
-                engine, derived, ordered(_ignore), SCAN_PARTITION, gates, emit, totals, ticks
-            )
-        else:
-            replay = replay_reference(engine, derived, ordered(_ignore), emit, ticks)
-        del gates
-        await replay
+    if engine.settings.scan_path == "fast" and await fresh(engine, derived, SCAN_PARTITION):
+        # Two passes: the gate (streams.fastgate), then the replay of the kept records.
+        spill = Spill()
+        try:
+            gates = gate_pass(engine, derived, ordered(), SCAN_PARTITION, reported, spill.write)
+            n_records = gates.records
+            _read(totals, counted, n_records, paths)
+            ticks = _Progress(err, n_records, engine.settings.chunk_records) if progress else None
+            if usable(engine, gates):
+                await replay_fast(
+                    engine, derived, spill.read(), SCAN_PARTITION, gates, emit, totals, ticks
+                )
+            else:
+                await replay_reference(engine, derived, spill.read(), emit, ticks)
+        finally:
+            spill.close()
     else:
         tally = _Tally(ordered())
         ticks = _Progress(err, None, engine.settings.chunk_records) if progress else None
@@ -117,10 +114,6 @@ async def scan(
     totals["seconds_x1000"] = int(seconds * 1000)
     _summary(totals, seconds, err)
     return totals
-
-
-def _ignore(n: int, line: int, rec: Reject) -> None:
-    """The replay pass's rejects: the gate pass counted them."""
 
 
 def _read(totals: Counter[str], rejected: Counter[str], records: int, paths: list[str]) -> None:
