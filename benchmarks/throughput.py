@@ -17,7 +17,8 @@ arrays of 500 per message. Then, one after the other, each stage reads the same 
 3. the dialwatch worker (python -m streams worker, Redis store, both stages) on the single-CDR
    topic;
 4. the same on the batched topic;
-5. dialwatch scan on the same records from a JSON Lines file, in-process store.
+5. dialwatch scan on the same records from a JSON Lines file, in-process store, and from the
+   contract CSV (its column-wise reader, streams.fastcsv; the alert ids must be the same).
 
 If the worker fails on the batched topic, it is run again on it with DIALWATCH_BATCH_MAX=20.
 Then two extras: the alert latency of a fresh worker fed live traffic at half its measured rate
@@ -68,7 +69,7 @@ from config.settings import Settings
 from streams.cdr import CDR, parse_records
 from streams.observe import derived_obs
 from streams.tools import simulate as sim
-from streams.tools.scenario import ScenarioSpec, generate_scenario
+from streams.tools.scenario import ScenarioSpec, generate_scenario, write_scenario_csv
 from streams.tools.services import Service, free_port, start_broker, start_redis
 from streams.tools.simulate import default_start
 from streams.topics import create_topics
@@ -524,7 +525,12 @@ def _run_scan(
 
 
 def run_scan(
-    stage: Stage, path: Path, allowlist: Path, workdir: Path, scan_path: str = "fast"
+    stage: Stage,
+    path: Path,
+    allowlist: Path,
+    workdir: Path,
+    scan_path: str = "fast",
+    name: str | None = None,
 ) -> None:
     env = _env(
         DIALWATCH_REDIS="", DIALWATCH_ALLOWLIST_FILE=str(allowlist), DIALWATCH_SCAN_PATH=scan_path
@@ -533,9 +539,10 @@ def run_scan(
     empty.write_bytes(b"")
     # Start-up varies by tens of milliseconds from run to run (more than a small file's work):
     # subtract the cheaper of two empty runs, one on each side of the real one.
-    _, base, base_wall = _run_scan(empty, env, workdir, f"scan-{scan_path}-empty", expect=1)
-    stderr, usage, wall = _run_scan(path, env, workdir, f"scan-{scan_path}")
-    _, again, again_wall = _run_scan(empty, env, workdir, f"scan-{scan_path}-empty", expect=1)
+    name = name or f"scan-{scan_path}"
+    _, base, base_wall = _run_scan(empty, env, workdir, f"{name}-empty", expect=1)
+    stderr, usage, wall = _run_scan(path, env, workdir, name)
+    _, again, again_wall = _run_scan(empty, env, workdir, f"{name}-empty", expect=1)
     if again.ru_utime + again.ru_stime < base.ru_utime + base.ru_stime:
         base, base_wall = again, again_wall
     match = re.search(r"scanned ([\d,]+) records in ([\d.]+) s", stderr)
@@ -547,7 +554,7 @@ def run_scan(
     base_cpu = base.ru_utime + base.ru_stime
     stage.cpu_s = cpu - base_cpu
     stage.peak_rss_kb = int(usage.ru_maxrss)
-    alerts = (workdir / f"scan-{scan_path}.alerts.jsonl").read_bytes().count(b"\n")
+    alerts = (workdir / f"{name}.alerts.jsonl").read_bytes().count(b"\n")
     stage.extra.update(
         process_wall_s=round(wall, 3),
         process_cdrs_per_s=round(stage.records / wall, 1),
@@ -556,6 +563,10 @@ def run_scan(
         startup_wall_s=round(base_wall, 3),
         alerts=alerts,
     )
+
+
+def alert_ids(path: Path) -> list[str]:
+    return [str(orjson.loads(line)["alert_id"]) for line in path.read_bytes().splitlines()]
 
 
 def run_duckdb(stage: Stage, path: Path, workdir: Path) -> None:
@@ -743,6 +754,7 @@ STAGES = (
     ("worker_batched", f"worker, {BATCH} CDRs/msg"),
     ("worker_batched_bounded", f"worker, {BATCH}/msg, BATCH_MAX={BOUNDED_BATCH_MAX}"),
     ("scan", "dialwatch scan, JSONL"),
+    ("scan_csv", "dialwatch scan, CSV"),
     ("scan_reference", "scan, reference path"),
     ("duckdb", "DuckDB, seed's rule, 1 thr"),
     ("alert_latency", "worker, live at half its rate"),
@@ -757,6 +769,8 @@ RATIOS = (
     ("scan", "aiokafka_single"),
     ("scan", "scan_reference"),
     ("scan", "duckdb"),
+    ("scan_csv", "scan"),
+    ("scan_csv", "duckdb"),
 )
 # The reference scan costs about 200 CPU us per CDR: above this many records it is not run.
 REFERENCE_MAX = 400_000
@@ -970,6 +984,8 @@ def main(argv: list[str] | None = None) -> int:
         allowlist.write_text("\n".join(allowlist_numbers) + "\n")
         jsonl = workdir / "cdrs.jsonl"
         sim.write_jsonl(jsonl, records)
+        csv_file = workdir / "cdrs.csv"  # the same records as the contract CSV
+        write_scenario_csv(csv_file, records)
         single, batched = f"bench-{run}-cdrs-single", f"bench-{run}-cdrs-batched"
         if not args.scan_only:
             create_topics(kafka, {single: args.partitions, batched: args.partitions})
@@ -1048,6 +1064,15 @@ def main(argv: list[str] | None = None) -> int:
                     ),
                 )
             attempt("scan", lambda: run_scan(stages["scan"], jsonl, allowlist, workdir))
+            attempt(
+                "scan_csv",
+                lambda: run_scan(stages["scan_csv"], csv_file, allowlist, workdir, name="scan-csv"),
+            )
+            if stages["scan"].ok and stages["scan_csv"].ok:
+                same = alert_ids(workdir / "scan-fast.alerts.jsonl") == alert_ids(
+                    workdir / "scan-csv.alerts.jsonl"
+                )
+                stages["scan_csv"].extra["same_alert_ids_as_jsonl"] = same
             if len(records) > REFERENCE_MAX:
                 stages["scan_reference"].skipped = f"over {REFERENCE_MAX:,} records"
             else:

@@ -9,9 +9,11 @@ records in event-time order, in memory bounded by the longest window, not by the
   ending with the record's), so the rows are evaluated in slices of at least ``SLICE_ROWS``,
   each with the rows before it that fall in its longest window as context (numpy, as
   ``window_calls``).
-- Repeated ids: a Bloom filter over (subject, id) hashes (``FILTER_BITS`` bits, four probes).
-  It never misses a repeat, so every subject with one goes to the engine; a false hit only
-  sends a subject to the engine too, which is the reference's own treatment (exact either way).
+- Repeated ids: the (subject, id) hashes, a sorted array up to ``EXACT_MAX`` of them, then a
+  Bloom filter (``FILTER_BITS`` bits, four probes). Neither misses a repeat, so every subject
+  with one goes to the engine; a false hit (a hash collision, the filter's false positive)
+  only sends a subject to the engine too, which is the reference's own treatment (exact
+  either way).
 - The hot records are kept as (position, detector bits) of the rows with a bit set: the only
   part that grows with the input (16 bytes per hot row).
 """
@@ -32,6 +34,7 @@ from streams.items import split_key
 from streams.observe import Obs
 
 SLICE_ROWS = 1 << 18
+EXACT_MAX = 1 << 22  # (subject, id) hashes kept exactly (32 MiB), then the filter
 FILTER_BITS = 1 << 29  # 64 MiB
 # Four probes per key: the hash times four odd constants, top bits (multiplicative hashing).
 _MULTIPLIERS = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93)
@@ -88,7 +91,8 @@ class StageGate:
         self.limits: dict[tuple[str, str], list[int]] = {}  # class -> lowest limit
         self.specs: dict[str, WindowSpec] = {}
         self.gated: set[int] = set()
-        self.seen = np.zeros(FILTER_BITS // 64, dtype=np.uint64)
+        self.seen: np.ndarray | None = None  # the filter, once the exact hashes are too many
+        self._known = np.zeros(0, np.uint64)  # the (subject, id) hashes so far, sorted
         self.rows = 0
         self._index = array("q")
         self._start = array("q")
@@ -153,23 +157,46 @@ class StageGate:
         self.hot_mask = np.concatenate([np.zeros(0, np.int64), *self._hot_mask])
         self._hot_pos, self._hot_mask = [], []
         self._context = {w: np.zeros(0, np.int64) for w in self._context}
-        self.seen = np.zeros(0, np.uint64)
+        self.seen, self._known = None, np.zeros(0, np.uint64)
 
     def subjects(self) -> set[str]:
         return {self.names[i] for i in self.gated}
 
     def _repeats(self, hashes: np.ndarray, index: np.ndarray) -> None:
-        """Subjects whose (subject, id) was met before: in the filter or earlier in the slice."""
-        shift = np.uint64(64 - FILTER_BITS.bit_length() + 1)
-        probes = [(hashes * np.uint64(m)) >> shift for m in _MULTIPLIERS]
-        hit = np.ones(len(hashes), dtype=bool)
-        for p in probes:
-            hit &= ((self.seen[p >> np.uint64(6)] >> (p & np.uint64(63))) & np.uint64(1)) == 1
+        """Subjects whose (subject, id) was met before: earlier in the slice, or in the sorted
+        hashes so far (exact) until there are ``EXACT_MAX``, then in the filter."""
         _, first = np.unique(hashes, return_index=True)
-        again = np.ones(len(hashes), dtype=bool)
-        again[first] = False
-        self.gated.update(np.unique(index[hit | again]).tolist())
-        for p in probes:
+        hit = np.ones(len(hashes), dtype=bool)
+        hit[first] = False
+        if self.seen is None:
+            known = self._known
+            at = np.minimum(np.searchsorted(known, hashes), max(len(known) - 1, 0))
+            if len(known):
+                hit |= known[at] == hashes
+            self._known = np.union1d(known, hashes)
+            if len(self._known) > EXACT_MAX:
+                self.seen = np.zeros(FILTER_BITS // 64, dtype=np.uint64)
+                self._mark(self._known)
+                self._known = np.zeros(0, np.uint64)
+        else:
+            hit |= self._in_filter(hashes)
+            self._mark(hashes)
+        self.gated.update(np.unique(index[hit]).tolist())
+
+    def _probes(self, hashes: np.ndarray) -> list[np.ndarray]:
+        shift = np.uint64(64 - FILTER_BITS.bit_length() + 1)
+        return [(hashes * np.uint64(m)) >> shift for m in _MULTIPLIERS]
+
+    def _in_filter(self, hashes: np.ndarray) -> np.ndarray:
+        assert self.seen is not None
+        found = np.ones(len(hashes), dtype=bool)
+        for p in self._probes(hashes):
+            found &= ((self.seen[p >> np.uint64(6)] >> (p & np.uint64(63))) & np.uint64(1)) == 1
+        return found
+
+    def _mark(self, hashes: np.ndarray) -> None:
+        assert self.seen is not None
+        for p in self._probes(hashes):
             np.bitwise_or.at(self.seen, p >> np.uint64(6), np.uint64(1) << (p & np.uint64(63)))
 
     def _evaluate(self) -> None:

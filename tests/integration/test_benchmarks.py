@@ -71,7 +71,10 @@ def test_throughput_benchmark_writes_every_figure(tmp_path: Path) -> None:
         ("scan", "aiokafka_single"),
         ("scan", "scan_reference"),
         ("scan", "duckdb"),
+        ("scan_csv", "scan"),
+        ("scan_csv", "duckdb"),
     }
+    assert stages["scan_csv"]["same_alert_ids_as_jsonl"] is True
     for ratio in doc["ratios"]:
         assert positive(ratio["rate_ratio"]) and positive(ratio["cpu_per_cdr_ratio"]), ratio
     assert "worker, 1 CDR/msg / Faust floor" in done.stdout.decode()

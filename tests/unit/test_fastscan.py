@@ -42,6 +42,7 @@ def small_slices(monkeypatch: pytest.MonkeyPatch) -> None:
     streaming gate's slicing and its filter's false hits are exercised at test sizes."""
     monkeypatch.setattr(fastgate, "SLICE_ROWS", 37)
     monkeypatch.setattr(fastgate, "FILTER_BITS", 1 << 20)
+    monkeypatch.setattr(fastgate, "EXACT_MAX", 500)
 
 
 def scan_both(
@@ -241,7 +242,7 @@ def test_window_calls_counts_the_window_ending_in_each_records_bucket() -> None:
 @given(
     pairs=st.lists(st.tuples(st.integers(0, 200), st.integers(0, 10**6)), min_size=1, max_size=300),
     copies=st.lists(st.integers(0, 10**6), max_size=20),
-    bits=st.sampled_from([1 << 10, 1 << 14, 1 << 20]),
+    bits=st.sampled_from([1 << 10, 1 << 14, 1 << 20, 0]),
 )
 def test_the_repeat_filter_never_misses_a_repeated_id(
     pairs: list[tuple[int, int]], copies: list[int], bits: int
@@ -250,8 +251,11 @@ def test_the_repeat_filter_never_misses_a_repeated_id(
     hit only gates more), across slices: the copies come after the rest, in later slices."""
     pairs = pairs + [pairs[c % len(pairs)] for c in copies]
     engine, _ = build_engines(Settings(redis=None))
-    old = fastgate.FILTER_BITS, fastgate.SLICE_ROWS
-    fastgate.FILTER_BITS, fastgate.SLICE_ROWS = bits, 1  # a slice per add below
+    old = fastgate.FILTER_BITS, fastgate.SLICE_ROWS, fastgate.EXACT_MAX
+    # A slice per add below; bits 0: the exact hashes throughout, else the filter from the
+    # 20th hash on.
+    fastgate.FILTER_BITS, fastgate.SLICE_ROWS = bits or 1 << 10, 1
+    fastgate.EXACT_MAX = 10**9 if not bits else 20
     try:
         gate = fastgate.StageGate(engine, lambda k: "number", frozenset())
         obs = []
@@ -266,7 +270,7 @@ def test_the_repeat_filter_never_misses_a_repeated_id(
             gate.add([o.subject for o in obs[n : n + 3]], obs[n : n + 3])
         gate.finish()
     finally:
-        fastgate.FILTER_BITS, fastgate.SLICE_ROWS = old
+        fastgate.FILTER_BITS, fastgate.SLICE_ROWS, fastgate.EXACT_MAX = old
     seen: set[tuple[int, int]] = set()
     repeated = set()
     for s, i in pairs:
