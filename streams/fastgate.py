@@ -143,10 +143,16 @@ class StageGate:
             self.limits[(name, window)][number] = scaled(limit, factor)
 
     def add(self, keys: Sequence[str], observations: Sequence[Obs]) -> None:
-        for key, o in zip(keys, observations, strict=True):
-            self._index.append(self._subject(key))
-            self._start.append(o.start_ms)
-            self._hash.append(hash((key, o.cdr_id)) & _MASK64)
+        order = self.order
+        index = [order.get(k, -1) for k in keys]
+        for j, i in enumerate(index):
+            if i < 0:
+                index[j] = self._subject(keys[j])
+        self._index.extend(index)
+        self._start.extend([o.start_ms for o in observations])
+        self._hash.extend(
+            [hash((k, o.cdr_id)) & _MASK64 for k, o in zip(keys, observations, strict=True)]
+        )
         context = max((len(c) for c in self._context.values()), default=0)
         if len(self._index) >= max(SLICE_ROWS, context // 2):
             self._evaluate()
