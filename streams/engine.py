@@ -20,26 +20,25 @@ from __future__ import annotations
 import time
 from bisect import bisect_left, insort
 from collections.abc import Callable, Collection, Container, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from zoneinfo import ZoneInfo
 
 import orjson
 
-from config.numbering import classify, plan_from_setting
-from config.policy import SEVERITIES, DetectorPolicy, Policy
+from config.numbering import plan_from_setting
+from config.policy import DetectorPolicy, Policy
 from config.settings import Settings
-from detectors.alerts import clear_alert, episode_id, raise_alert
 from detectors.catalogue import load_all
 from detectors.features import call_features
 from detectors.levels import scaled
-from detectors.pseudonym import pseudonym
 from detectors.registry import Detector, check_policy
 from detectors.selection import kind_plan
-from detectors.snapshot import N_FEATURES, Finding, Tally, WindowSnapshot
+from detectors.snapshot import N_FEATURES, Tally, WindowSnapshot
 from detectors.windows import WindowSpec, bucket_of, busiest_window_end, sum_in_window, window_specs
 from streams.cdr import CDR, Reject
 from streams.complaints import Reports
 from streams.complaints import active as complaint_reports
+from streams.episodes import Episodes, Subject
 from streams.items import (
     CALLER_KINDS,
     Item,
@@ -47,36 +46,21 @@ from streams.items import (
     Prepared,
     Rekeyed,
     id_hash,
-    split_key,
     store_key,
 )
 from streams.observe import UNASSERTED, Obs, caller_obs
 from streams.reorder import FOREVER, Held, Progress, release, release_point
 from streams.reorder import decode as decode_held
 from streams.reorder import encode as encode_held
-from streams.state.base import Changes, Episode, NumberState, PartitionMeta, Store
+from streams.state.base import Changes, NumberState, PartitionMeta, Store
 from streams.state.blob import episodes_blob, from_blobs, windows_blob
 from streams.state.prune import Retention, prune
 from streams.topics import partition_for
 
 SOURCE_IDLE_MS = 60_000  # stage 1: a source silent this long (wall clock) stops holding back
-_MEMBER = ">"
 # window name -> (end bucket, feature sums, spec) of a subject's newest window (Engine._window)
 WindowCache = dict[str, tuple[int, list[int], WindowSpec]]
-NO_REPORTS = Reports(0, None)  # episode key "detector>member" for a member's own episode
-
-
-@dataclass(frozen=True, slots=True)
-class Subject:
-    """One subject as the engine's steps name it: what it is and how its thresholds scale."""
-
-    kind: str  # detectors.snapshot.KINDS
-    subject: str  # normalised number, callee, block prefix or trunk id
-    key: str  # its store key (store_key)
-    number_class: str
-    # The factor on every call threshold: the class's, times the complaint factor when the
-    # record being evaluated has a report in the horizon.
-    factor: float
+NO_REPORTS = Reports(0, None)
 
 
 class Engine:
@@ -95,7 +79,6 @@ class Engine:
         self.settings = settings
         self.policy = policy
         self.store = store
-        self.allowlist = allowlist
         self.clock_ms = clock_ms
         self.kinds = frozenset(kinds)
         # Stage 2: how many stage-1 partitions feed each derived partition. Until all have been
@@ -114,7 +97,7 @@ class Engine:
         self._heard: dict[int, dict[int, int]] = {}
         self.numbering = plan_from_setting(settings.numbering_plan)
         self.tz = ZoneInfo(settings.timezone)
-        self.pseudonym_key = settings.pseudonym_key.encode()
+        self.episodes = Episodes(settings, policy, self.numbering, allowlist)
         self.trunks = settings.international_trunks
         self.specs = {
             s.name: s
@@ -167,6 +150,17 @@ class Engine:
     def newest_by_partition(self) -> dict[int, int]:
         """Newest applied start_time (ms) of each partition this process holds (metrics)."""
         return {p: m.newest_ms for p, m in self._meta.items()}
+
+    @property
+    def allowlist(self) -> Container[str]:
+        return self.episodes.allowlist
+
+    @allowlist.setter
+    def allowlist(self, allowlist: Container[str]) -> None:
+        self.episodes.allowlist = allowlist
+
+    def number_class(self, kind: str, subject: str) -> str:
+        return self.episodes.number_class(kind, subject)
 
     async def meta(self, partition: int) -> PartitionMeta:
         meta = self._meta.get(partition)
@@ -334,7 +328,7 @@ class Engine:
             state = from_blobs(read.windows.get(key), read.episodes.get(key))
             had_episodes = bool(state.episodes)
             self._apply(key, state, records, now_ms, out, read.complaints.get(key), hot)
-            self._close_if_quiet(key, state, watermark, now_ms, out)
+            self.episodes.close_if_quiet(key, state, watermark, now_ms, out)
             prune(state, watermark, self.retention)
             changes.windows[key] = windows_blob(state)
             if had_episodes or state.episodes:
@@ -343,7 +337,7 @@ class Engine:
         for key, (blob, close_at) in read.due.items():
             state = from_blobs(None, blob)
             state.newest_ms = close_at - self.quiet_ms
-            self._close_if_quiet(key, state, watermark, now_ms, out)
+            self.episodes.close_if_quiet(key, state, watermark, now_ms, out)
             changes.episodes[key] = (episodes_blob(state), close_at if state.episodes else None)
         if self.outbox:
             changes.outbox = {a.alert_id: orjson.dumps(a.to_dict(self.tz)) for a in out.alerts}
@@ -357,29 +351,6 @@ class Engine:
             self._meta[prepared.partition] = prepared.changes.meta
         return prepared.outcome
 
-    def number_class(self, kind: str, subject: str) -> str:
-        if kind == "trunk":
-            return "trunk"
-        if kind == "block":
-            return str(classify(subject + "00", self.numbering))
-        return str(classify(subject, self.numbering))
-
-    def display(self, kind: str, subject: str) -> str:
-        """How an alert names the subject: callees only by pseudonym."""
-        if kind == "callee":
-            return pseudonym(subject, self.pseudonym_key)
-        return subject + "xx" if kind == "block" else subject
-
-    def identity(self, subj: Subject) -> str:
-        """What ids hash: a callee itself, not its pseudonym (a new key changes no id)."""
-        shown = self.display(subj.kind, subj.subject)
-        return "callee:" + subj.subject if subj.kind == "callee" else shown
-
-    def subject_of(self, key: str) -> Subject:
-        kind, subject = split_key(key)
-        number_class = self.number_class(kind, subject)
-        return Subject(kind, subject, key, number_class, self.policy.factor(number_class))
-
     def _apply(
         self,
         key: str,
@@ -390,7 +361,7 @@ class Engine:
         complaints: bytes | None = None,
         hot: Mapping[str, Collection[str]] | None = None,
     ) -> None:
-        subj = self.subject_of(key)
+        subj = self.episodes.subject_of(key)
         plan = self.plans[subj.kind]
         # The same subject with its thresholds tightened, for records with a report in horizon.
         reported = (
@@ -416,7 +387,7 @@ class Engine:
                 continue
             start = obs.start_ms
             if state.episodes and start >= state.newest_ms + self.quiet_ms:
-                self._close(subj, state, state.newest_ms + self.quiet_ms, now_ms, out)
+                self.episodes.close(subj, state, state.newest_ms + self.quiet_ms, now_ms, out)
             seen[h] = start
             other = obs.other
             inc = call_features(
@@ -534,116 +505,11 @@ class Engine:
                         f"{reports.count} complaint report(s), latest: {reports.category}",
                     ),
                 )
-            self._raise(subj, detector.name, finding, state, event_ms, now_ms, out)
+            self.episodes.raise_(subj, detector.name, finding, state, event_ms, now_ms, out)
             for member in finding.members:
                 if member.startswith(UNASSERTED):
                     continue  # a spoofed identity is never intercepted
                 calls = snap.peers.get(member, 0)
-                self._raise_member(
+                self.episodes.raise_member(
                     member, calls, detector.name, finding, state, event_ms, now_ms, out
                 )
-
-    def _raise(
-        self,
-        subj: Subject,
-        name: str,
-        finding: Finding,
-        state: NumberState,
-        event_ms: int,
-        now_ms: int,
-        out: Outcome,
-    ) -> None:
-        episode = state.episodes.get(name)
-        if episode is None:
-            episode = state.episodes[name] = Episode(finding.severity, event_ms)
-            escalated = False
-        elif SEVERITIES.index(finding.severity) > SEVERITIES.index(episode.severity):
-            episode.severity = finding.severity
-            escalated = True
-        else:
-            return
-        shown, identity = self.display(subj.kind, subj.subject), self.identity(subj)
-        out.alerts.append(
-            raise_alert(
-                finding,
-                number=shown,
-                identity=identity,
-                number_class=subj.number_class,
-                episode=episode_id(identity, name, episode.opened_ms),
-                escalated=escalated,
-                event_ms=event_ms,
-                detected_at_ms=now_ms,
-                policy_version=self.policy.version,
-                allowlisted=subj.kind == "number" and subj.subject in self.allowlist,
-                subject=subj.kind,
-            )
-        )
-
-    def _raise_member(
-        self,
-        member: str,
-        calls: int,
-        name: str,
-        finding: Finding,
-        state: NumberState,
-        event_ms: int,
-        now_ms: int,
-        out: Outcome,
-    ) -> None:
-        """A member (``calls`` in the peer window) gets its own episode, as a number."""
-        ep_key = f"{name}{_MEMBER}{member}"
-        if ep_key in state.episodes:
-            return
-        state.episodes[ep_key] = Episode(finding.severity, event_ms)
-        out.alerts.append(
-            raise_alert(
-                finding,
-                number=member,
-                number_class=str(classify(member, self.numbering)),
-                episode=episode_id(member, name, event_ms),
-                escalated=False,
-                event_ms=event_ms,
-                detected_at_ms=now_ms,
-                policy_version=self.policy.version,
-                allowlisted=member in self.allowlist,
-                action=finding.member_action,
-                evidence={**finding.evidence, "member_calls": calls},
-            )
-        )
-
-    def _close_if_quiet(
-        self, key: str, state: NumberState, watermark: int, now_ms: int, out: Outcome
-    ) -> None:
-        close_at = state.newest_ms + self.quiet_ms
-        if state.episodes and close_at <= watermark:
-            self._close(self.subject_of(key), state, close_at, now_ms, out)
-
-    def _close(
-        self, subj: Subject, state: NumberState, close_at: int, now_ms: int, out: Outcome
-    ) -> None:
-        for ep_key, episode in sorted(state.episodes.items()):
-            name, sep, member = ep_key.partition(_MEMBER)
-            if sep:
-                shown, shown_kind, identity = member, "number", member
-                number_class = str(classify(member, self.numbering))
-            else:
-                shown, shown_kind = self.display(subj.kind, subj.subject), subj.kind
-                identity = self.identity(subj)
-                number_class = subj.number_class
-            dpolicy = self.policy.detectors.get(name)
-            out.alerts.append(
-                clear_alert(
-                    number=shown,
-                    identity=identity,
-                    number_class=number_class,
-                    detector=name,
-                    category=dpolicy.category if dpolicy else name,
-                    episode=episode_id(identity, name, episode.opened_ms),
-                    quiet_s=self.settings.episode_quiet_s,
-                    event_ms=close_at,
-                    detected_at_ms=now_ms,
-                    policy_version=self.policy.version,
-                    subject=shown_kind,
-                )
-            )
-        state.episodes.clear()

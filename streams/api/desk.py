@@ -137,7 +137,7 @@ class Desk:
         if not blob and not episodes:
             return None
         state = from_blobs(blob, episodes)
-        subj = engine.subject_of(key)
+        subj = engine.episodes.subject_of(key)
         windows: dict[str, Any] = {}
         if state.newest_ms:
             snap = engine.snapshot(subj, state)

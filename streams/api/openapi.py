@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from streams.api.routes import Route
+from collections.abc import Mapping
+from typing import Any
 
 STR = {"type": "string"}
 INT = {"type": "integer"}
@@ -395,8 +392,8 @@ def _json(schema: Any) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
-def document(routes: Iterable[Route]) -> dict[str, Any]:
-    roles = {(r.path, r.method.lower()): r.role.label for r in routes}
+def document(roles: Mapping[tuple[str, str], str]) -> dict[str, Any]:
+    """The document, given the role each (path, lower-case method) needs."""
     paths: dict[str, Any] = {}
     for path, methods in OPERATIONS.items():
         for method, (summary, params, body, body_required, ok, others) in methods.items():

@@ -15,7 +15,7 @@ from aiohttp import web
 from streams.api.auth import Principal, Role, Tokens
 from streams.api.desk import BadInput, Desk, NotFound
 from streams.api.openapi import document
-from streams.interception.cli import _parse_time
+from streams.instants import instant_ms
 
 log = logging.getLogger("dialwatch.api")
 Handler = Callable[[web.Request, Principal], Awaitable[web.StreamResponse]]
@@ -150,7 +150,7 @@ async def get_audit(request: web.Request, who: Principal) -> web.Response:
     since = request.query.get("since")
     if since is not None:
         try:
-            since_ms = _parse_time(since, desk.ctx.settings.timezone)
+            since_ms = instant_ms(since, desk.ctx.settings.timezone)
         except (ValueError, OverflowError, OSError):
             raise BadInput("since: expected an ISO-8601 time or epoch seconds") from None
         if not 0 <= since_ms < 2**62:
@@ -226,7 +226,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return reply(document(ROUTES))
+    return reply(document(roles()))
 
 
 def add_routes(router: web.UrlDispatcher) -> None:
@@ -238,3 +238,8 @@ def add_routes(router: web.UrlDispatcher) -> None:
             router.add_get(route.path, guarded(route), allow_head=False)
         else:
             router.add_route(route.method, route.path, guarded(route))
+
+
+def roles() -> dict[tuple[str, str], str]:
+    """The role each route needs, as the OpenAPI document takes it."""
+    return {(r.path, r.method.lower()): r.role.label for r in ROUTES}

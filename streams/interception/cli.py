@@ -22,6 +22,7 @@ import orjson
 from config.numbering import normalise, plan_from_setting
 from config.settings import Settings
 from streams.errors import InputError, UsageError
+from streams.instants import instant_ms
 from streams.interception.step import build_store
 from streams.interception.store import Entry, InterceptStore
 
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace, settings: Settings, out: TextIO = sys.stdout) 
     since_ms = 0
     if getattr(args, "since", None):
         try:
-            since_ms = _parse_time(args.since, settings.timezone)
+            since_ms = instant_ms(args.since, settings.timezone)
         except ValueError as exc:
             raise UsageError(f"--since {args.since!r}: expected ISO-8601 or epoch seconds") from exc
     return asyncio.run(_run(args, settings, out, since_ms))
@@ -185,17 +186,6 @@ async def _all(store: InterceptStore, start: str) -> Iterable[tuple[str, dict[st
         if len(chunk) < 1000:
             return rows
         start = f"({chunk[-1][0]}"
-
-
-def _parse_time(text: str, timezone: str) -> int:
-    try:
-        return int(float(text) * 1000)
-    except ValueError:
-        pass
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=ZoneInfo(timezone))
-    return int(moment.timestamp() * 1000)
 
 
 async def release_allowlisted(settings: Settings, numbers: Iterable[str]) -> None:

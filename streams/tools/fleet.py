@@ -4,6 +4,7 @@ state and the topics' ends are."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -18,6 +19,45 @@ import redis
 from kafka import KafkaConsumer, TopicPartition
 
 from streams.tools.services import free_port
+from streams.topics import create_topics
+
+
+def worker_env(
+    kafka: str, redis_url: str, unique: str, partitions: int, **extra: str
+) -> dict[str, str]:
+    """A worker's environment with its own topics (``<name>-<unique>``), group and key prefix
+    (``t<unique>``), the group timings the tests use, and ``extra`` on top; the CDR, alert and
+    dead-letter topics are created."""
+    env = {
+        **os.environ,
+        "DIALWATCH_KAFKA": kafka,
+        "DIALWATCH_REDIS": redis_url,
+        "DIALWATCH_CDR_TOPIC": f"cdrs-{unique}",
+        "DIALWATCH_ALERT_TOPIC": f"alerts-{unique}",
+        "DIALWATCH_DEAD_LETTER_TOPIC": f"dead-{unique}",
+        "DIALWATCH_DERIVED_TOPIC": f"derived-{unique}",
+        "DIALWATCH_REPARTITION_TOPIC": f"repartition-{unique}",
+        "DIALWATCH_COMPLAINT_TOPIC": f"complaints-{unique}",
+        "DIALWATCH_AUDIT_TOPIC": f"audit-{unique}",
+        "DIALWATCH_INTERCEPTION_TOPIC": f"interceptions-{unique}",
+        "DIALWATCH_APP_ID": f"dialwatch-{unique}",
+        "DIALWATCH_KEY_PREFIX": f"t{unique}",
+        "DIALWATCH_TOPIC_PARTITIONS": str(partitions),
+        "DIALWATCH_WEB_PORT": str(free_port()),
+        "DIALWATCH_SESSION_TIMEOUT_S": "6",
+        "DIALWATCH_HEARTBEAT_INTERVAL_S": "1",
+        "DIALWATCH_REBALANCE_TIMEOUT_S": "6",
+        **extra,
+    }
+    create_topics(
+        kafka,
+        {
+            env["DIALWATCH_CDR_TOPIC"]: partitions,
+            env["DIALWATCH_ALERT_TOPIC"]: 1,
+            env["DIALWATCH_DEAD_LETTER_TOPIC"]: 1,
+        },
+    )
+    return env
 
 
 @dataclass

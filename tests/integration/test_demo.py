@@ -101,6 +101,9 @@ def test_keep_keeps_the_files_and_the_worker_log_is_plain_text(tmp_path: Path) -
         timeout=LIMIT_S + 60,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "false intercepts  none" in done.stdout and "PASS" in done.stdout
+    for role in ("bulk_dialler", "sequential_dialler", "one_ring", "bomber", "block_member"):
+        assert re.search(rf"^{role} +(\d+)/\1 intercept", done.stdout, re.MULTILINE), role
     kept = re.search(
         r"^kept the demo's files \(worker log, allowlist\) in (\S+)$", done.stdout, re.M
     )

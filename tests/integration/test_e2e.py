@@ -26,10 +26,9 @@ from streams.cdr import CDR, parse_records
 from streams.observe import derived_obs
 from streams.tools import simulate as sim
 from streams.tools.evaluate import evaluate
+from streams.tools.fleet import worker_env
 from streams.tools.scenario import ScenarioSpec, generate_scenario
-from streams.tools.services import free_port
 from streams.tools.simulate import default_start
-from streams.topics import create_topics
 from tests.factories import dial, record_dict
 
 pytestmark = pytest.mark.e2e
@@ -62,34 +61,18 @@ class Worker:
 
 @pytest.fixture
 def worker(kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path) -> Iterator[Worker]:
-    topics = {"cdr": f"cdrs-{unique}", "alert": f"alerts-{unique}", "dead": f"dead-{unique}"}
-    create_topics(
-        kafka_bootstrap, {topics["cdr"]: PARTITIONS, topics["alert"]: 1, topics["dead"]: 1}
-    )
-    web_port = free_port()
     allowlist = tmp_path / "allowlist.txt"
     allowlist.write_text("\n".join(generate_scenario(SCENARIO).allowlist) + "\n")
-    env = {
-        **os.environ,
-        "DIALWATCH_KAFKA": kafka_bootstrap,
-        "DIALWATCH_REDIS": redis_url,
-        "DIALWATCH_CDR_TOPIC": topics["cdr"],
-        "DIALWATCH_ALERT_TOPIC": topics["alert"],
-        "DIALWATCH_DEAD_LETTER_TOPIC": topics["dead"],
-        "DIALWATCH_DERIVED_TOPIC": f"derived-{unique}",
-        "DIALWATCH_REPARTITION_TOPIC": f"repartition-{unique}",
-        "DIALWATCH_COMPLAINT_TOPIC": f"complaints-{unique}",
-        "DIALWATCH_ALLOWLIST_FILE": str(allowlist),
-        "DIALWATCH_API_TOKEN": f"token-{unique}",
-        "DIALWATCH_ALLOWLIST_REFRESH_S": "1",
-        "DIALWATCH_APP_ID": f"dialwatch-{unique}",
-        "DIALWATCH_KEY_PREFIX": f"t{unique}",
-        "DIALWATCH_TOPIC_PARTITIONS": str(PARTITIONS),
-        "DIALWATCH_WEB_PORT": str(web_port),
-        "DIALWATCH_SESSION_TIMEOUT_S": "6",
-        "DIALWATCH_HEARTBEAT_INTERVAL_S": "1",
-        "DIALWATCH_REBALANCE_TIMEOUT_S": "6",
-    }
+    env = worker_env(
+        kafka_bootstrap,
+        redis_url,
+        unique,
+        PARTITIONS,
+        DIALWATCH_ALLOWLIST_FILE=str(allowlist),
+        DIALWATCH_API_TOKEN=f"token-{unique}",
+        DIALWATCH_ALLOWLIST_REFRESH_S="1",
+    )
+    web_port = int(env["DIALWATCH_WEB_PORT"])
     log = tmp_path / "worker.log"
     with log.open("wb") as fh:
         proc = subprocess.Popen(
@@ -360,18 +343,3 @@ def test_scan_cli_prints_the_dialler_intercept(tmp_path: Path, redis_url: str) -
         alerts = [orjson.loads(line) for line in done.stdout.splitlines()]
         assert intercepted(alerts) == diallers, done.stderr.decode()
         assert f"scanned {len(records):,} records" in done.stderr.decode()
-
-
-def test_demo_runs_and_intercepts_every_dialler(kafka_bootstrap: str, redis_url: str) -> None:
-    env = {**os.environ, "DIALWATCH_KAFKA": kafka_bootstrap, "DIALWATCH_REDIS": redis_url}
-    done = subprocess.run(
-        [sys.executable, "-m", "streams", "demo", "--subscribers", "1000", "--hours", "4"],
-        capture_output=True,
-        env=env,
-        timeout=240,
-    )
-    output = done.stdout.decode() + done.stderr.decode()
-    assert done.returncode == 0, output[-3000:]
-    assert "false intercepts  none" in output and "PASS" in output
-    for role in ("bulk_dialler", "sequential_dialler", "one_ring", "bomber", "block_member"):
-        assert re.search(rf"^{role} +(\d+)/\1 intercept", output, re.MULTILINE), role

@@ -57,10 +57,10 @@ from config.numbering import CHINA, normalise
 from config.settings import Settings
 from streams.cdr import CDR, parse_records
 from streams.observe import derived_obs
+from streams.tools.fleet import worker_env
 from streams.tools.scenario import SCENARIO_FIELDS, Scenario, ScenarioSpec, generate_scenario
-from streams.tools.services import free_port
 from streams.tools.simulate import batch_by_partition, default_start
-from streams.topics import create_topics, partition_for
+from streams.topics import partition_for
 from tests.integration.test_e2e import Worker, read_topic, wait_until_processed
 
 pytestmark = pytest.mark.e2e
@@ -272,31 +272,16 @@ def test_scan_of_every_file_form_gives_the_same_alerts(
 def worker(
     kafka_bootstrap: str, redis_url: str, unique: str, files: Path, tmp_path: Path
 ) -> Iterator[Worker]:
-    topics = {"cdr": f"cdrs-{unique}", "alert": f"alerts-{unique}", "dead": f"dead-{unique}"}
-    create_topics(
-        kafka_bootstrap, {topics["cdr"]: PARTITIONS, topics["alert"]: 1, topics["dead"]: 1}
+    env = worker_env(
+        kafka_bootstrap,
+        redis_url,
+        unique,
+        PARTITIONS,
+        DIALWATCH_ALLOWLIST_FILE=str(files / "allow.txt"),
+        DIALWATCH_API_TOKEN=f"token-{unique}",
+        DIALWATCH_TIMEZONE=str(TZ),
     )
-    web_port = free_port()
-    env = {
-        **os.environ,
-        "DIALWATCH_KAFKA": kafka_bootstrap,
-        "DIALWATCH_REDIS": redis_url,
-        "DIALWATCH_CDR_TOPIC": topics["cdr"],
-        "DIALWATCH_ALERT_TOPIC": topics["alert"],
-        "DIALWATCH_DEAD_LETTER_TOPIC": topics["dead"],
-        "DIALWATCH_DERIVED_TOPIC": f"derived-{unique}",
-        "DIALWATCH_COMPLAINT_TOPIC": f"complaints-{unique}",
-        "DIALWATCH_ALLOWLIST_FILE": str(files / "allow.txt"),
-        "DIALWATCH_API_TOKEN": f"token-{unique}",
-        "DIALWATCH_APP_ID": f"dialwatch-{unique}",
-        "DIALWATCH_KEY_PREFIX": f"t{unique}",
-        "DIALWATCH_TOPIC_PARTITIONS": str(PARTITIONS),
-        "DIALWATCH_TIMEZONE": str(TZ),
-        "DIALWATCH_WEB_PORT": str(web_port),
-        "DIALWATCH_SESSION_TIMEOUT_S": "6",
-        "DIALWATCH_HEARTBEAT_INTERVAL_S": "1",
-        "DIALWATCH_REBALANCE_TIMEOUT_S": "6",
-    }
+    web_port = int(env["DIALWATCH_WEB_PORT"])
     log = tmp_path / "worker.log"
     with log.open("wb") as fh:
         proc = subprocess.Popen(

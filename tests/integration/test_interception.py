@@ -31,10 +31,10 @@ from streams.interception.step import Interception, build_store
 from streams.interception.store import Entry
 from streams.security import redis_acl_rule
 from streams.tools import simulate as sim
+from streams.tools.fleet import worker_env as fleet_env
 from streams.tools.scenario import ScenarioSpec, generate_scenario
 from streams.tools.services import free_port, start_redis_cluster
 from streams.tools.simulate import default_start
-from streams.topics import create_topics
 from tests.integration.test_faults import applied, end_offsets, start, wait_caught_up
 
 pytestmark = pytest.mark.e2e
@@ -285,30 +285,16 @@ def cli(env: dict[str, str], *args: str) -> list[dict[str, Any]]:
 
 
 def worker_env(kafka: str, redis_url: str, unique: str, **extra: str) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "DIALWATCH_KAFKA": kafka,
-        "DIALWATCH_REDIS": redis_url,
-        "DIALWATCH_CDR_TOPIC": f"cdrs-{unique}",
-        "DIALWATCH_ALERT_TOPIC": f"alerts-{unique}",
-        "DIALWATCH_DEAD_LETTER_TOPIC": f"dead-{unique}",
-        "DIALWATCH_DERIVED_TOPIC": f"derived-{unique}",
-        "DIALWATCH_REPARTITION_TOPIC": f"repartition-{unique}",
-        "DIALWATCH_COMPLAINT_TOPIC": f"complaints-{unique}",
-        "DIALWATCH_AUDIT_TOPIC": f"audit-{unique}",
-        "DIALWATCH_INTERCEPTION_TOPIC": f"icpt-{unique}",
-        "DIALWATCH_APP_ID": f"dialwatch-{unique}",
-        "DIALWATCH_KEY_PREFIX": f"w{unique}",
-        "DIALWATCH_TOPIC_PARTITIONS": str(PARTITIONS),
-        "DIALWATCH_WEB_PORT": str(free_port()),
-        "DIALWATCH_SESSION_TIMEOUT_S": "6",
-        "DIALWATCH_HEARTBEAT_INTERVAL_S": "1",
-        "DIALWATCH_REBALANCE_TIMEOUT_S": "6",
-        "DIALWATCH_FETCH_MAX_WAIT_MS": "10",
+    """The fleet's worker environment, under a key prefix apart from the list-only tests'."""
+    return fleet_env(
+        kafka,
+        redis_url,
+        unique,
+        PARTITIONS,
+        DIALWATCH_KEY_PREFIX=f"w{unique}",
+        DIALWATCH_FETCH_MAX_WAIT_MS="10",
         **extra,
-    }
-    create_topics(kafka, {env["DIALWATCH_CDR_TOPIC"]: PARTITIONS, env["DIALWATCH_ALERT_TOPIC"]: 1})
-    return env
+    )
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 import time
@@ -25,8 +24,8 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from config.settings import Settings
 from streams.tools import simulate as sim
+from streams.tools.fleet import worker_env
 from streams.tools.services import free_port, wait_for_port
-from streams.topics import create_topics
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,33 +79,16 @@ class Stack:
 
 @pytest.fixture
 def stack(kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path) -> Iterator[Stack]:
-    topics = {"cdr": f"cdrs-{unique}", "alert": f"alerts-{unique}", "dead": f"dead-{unique}"}
-    create_topics(
-        kafka_bootstrap, {topics["cdr"]: PARTITIONS, topics["alert"]: 1, topics["dead"]: 1}
+    prom_port = free_port()
+    env = worker_env(
+        kafka_bootstrap,
+        redis_url,
+        unique,
+        PARTITIONS,
+        DIALWATCH_METRICS_REFRESH_S="1",
+        DIALWATCH_FETCH_MAX_WAIT_MS="10",
     )
-    web_port, prom_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "DIALWATCH_KAFKA": kafka_bootstrap,
-        "DIALWATCH_REDIS": redis_url,
-        "DIALWATCH_CDR_TOPIC": topics["cdr"],
-        "DIALWATCH_ALERT_TOPIC": topics["alert"],
-        "DIALWATCH_DEAD_LETTER_TOPIC": topics["dead"],
-        "DIALWATCH_DERIVED_TOPIC": f"derived-{unique}",
-        "DIALWATCH_REPARTITION_TOPIC": f"repartition-{unique}",
-        "DIALWATCH_COMPLAINT_TOPIC": f"complaints-{unique}",
-        "DIALWATCH_INTERCEPTION_TOPIC": f"interceptions-{unique}",
-        "DIALWATCH_AUDIT_TOPIC": f"audit-{unique}",
-        "DIALWATCH_APP_ID": f"dialwatch-{unique}",
-        "DIALWATCH_KEY_PREFIX": f"t{unique}",
-        "DIALWATCH_TOPIC_PARTITIONS": str(PARTITIONS),
-        "DIALWATCH_WEB_PORT": str(web_port),
-        "DIALWATCH_METRICS_REFRESH_S": "1",
-        "DIALWATCH_FETCH_MAX_WAIT_MS": "10",
-        "DIALWATCH_SESSION_TIMEOUT_S": "6",
-        "DIALWATCH_HEARTBEAT_INTERVAL_S": "1",
-        "DIALWATCH_REBALANCE_TIMEOUT_S": "6",
-    }
+    web_port = int(env["DIALWATCH_WEB_PORT"])
     log = tmp_path / "worker.log"
     with log.open("wb") as fh:
         worker = subprocess.Popen(

@@ -33,7 +33,7 @@ from streams.state.base import NumberState
 from streams.state.blob import from_blobs, windows_blob
 from streams.state.memory import MemoryStore
 from streams.tools import simulate as sim
-from streams.tools.services import free_port
+from streams.tools.fleet import worker_env
 from streams.tools.simulate import default_start
 from streams.tools.verify import (
     EXPIRED,
@@ -47,7 +47,7 @@ from streams.tools.verify import (
     _id_hash,
     compare,
 )
-from streams.topics import create_topics, partition_for
+from streams.topics import partition_for
 from tests.factories import T0
 
 NOW_MS = (T0 + 30 * 86_400) * 1000
@@ -459,29 +459,8 @@ class Worker:
 @pytest.fixture
 def worker(kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path) -> Iterator[Worker]:
     """The Faust worker with its own topics, group and key prefix (as in test_e2e.py)."""
-    topics = {"cdr": f"cdrs-{unique}", "alert": f"alerts-{unique}", "dead": f"dead-{unique}"}
-    create_topics(
-        kafka_bootstrap, {topics["cdr"]: PARTITIONS, topics["alert"]: 1, topics["dead"]: 1}
-    )
-    web_port = free_port()
-    env = {
-        **os.environ,
-        "DIALWATCH_KAFKA": kafka_bootstrap,
-        "DIALWATCH_REDIS": redis_url,
-        "DIALWATCH_CDR_TOPIC": topics["cdr"],
-        "DIALWATCH_ALERT_TOPIC": topics["alert"],
-        "DIALWATCH_DEAD_LETTER_TOPIC": topics["dead"],
-        "DIALWATCH_DERIVED_TOPIC": f"derived-{unique}",
-        "DIALWATCH_REPARTITION_TOPIC": f"repartition-{unique}",
-        "DIALWATCH_COMPLAINT_TOPIC": f"complaints-{unique}",
-        "DIALWATCH_APP_ID": f"dialwatch-{unique}",
-        "DIALWATCH_KEY_PREFIX": f"t{unique}",
-        "DIALWATCH_TOPIC_PARTITIONS": str(PARTITIONS),
-        "DIALWATCH_WEB_PORT": str(web_port),
-        "DIALWATCH_SESSION_TIMEOUT_S": "6",
-        "DIALWATCH_HEARTBEAT_INTERVAL_S": "1",
-        "DIALWATCH_REBALANCE_TIMEOUT_S": "6",
-    }
+    env = worker_env(kafka_bootstrap, redis_url, unique, PARTITIONS)
+    web_port = int(env["DIALWATCH_WEB_PORT"])
     log = tmp_path / "worker.log"
     with log.open("wb") as fh:
         proc = subprocess.Popen(
