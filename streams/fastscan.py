@@ -4,10 +4,10 @@ Every detector is a threshold on calls per window (detectors.levels; a non-monot
 its kind's plan ``always``, and then every subject of the kind goes to the engine). So a
 subject whose busiest window never reaches the lowest threshold set on that window, after its
 number-class factor, can raise nothing: its records are only counted. The busiest window of
-every subject is found column-wise (numpy): sort by subject and time once, bucket indices as
-integer arrays, and the calls in the window ending at each record's bucket are two binary
-searches. Only the records of subjects that could fire go through the reference engine
-(streams.engine), in the same batches and offsets as :func:`streams.scan.replay_reference`
+every subject is found column-wise, in a first pass over the records in bounded memory
+(streams.fastgate, ``gate_pass``; the records kept in a temporary file, ``Spill``), and the
+replay is the second pass (``replay_fast``). Only the records of subjects that could fire go
+through the reference engine (streams.engine), in the same batches and offsets as :func:`streams.scan.replay_reference`
 would give them; the others move stage 1's watermark (``elsewhere_ms``), and stage 2 gets
 the reference's ``Progress`` after each batch (its watermark and canonical release come from
 it), so pruning and episode closing happen in the same batch as there, and the alerts come
@@ -17,7 +17,7 @@ hold the two paths equal.
 A subject also goes to the engine when something other than its calls could matter: a
 repeated CDR id (duplicates are counted there), a complaint report (it tightens thresholds).
 The path as a whole applies only to a fresh in-memory store (a scan into Redis adds to state
-the gate cannot see) and to records not near the future-skew limit (``usable``).
+the gate cannot see: ``fresh``) and to records not near the future-skew limit (``usable``).
 """
 
 from __future__ import annotations
