@@ -8,11 +8,11 @@ every subject is found column-wise, in a first pass over the records in bounded 
 (streams.fastgate, ``gate_pass``; the records kept in a temporary file, ``Spill``), and the
 replay is the second pass (``replay_fast``). Only the records of subjects that could fire go
 through the reference engine (streams.engine), in the same batches and offsets as
-:func:`streams.scan.replay_reference` would give them; the others move stage 1's watermark (``elsewhere_ms``), and stage 2 gets
-the reference's ``Progress`` after each batch (its watermark and canonical release come from
-it), so pruning and episode closing happen in the same batch as there, and the alerts come
-out identical and in the same order. The differential tests (tests/unit/test_fastscan.py)
-hold the two paths equal.
+:func:`streams.scan.replay_reference` would give them; the others move stage 1's watermark
+(``elsewhere_ms``), and stage 2 gets the reference's ``Progress`` after each batch (its
+watermark and canonical release come from it), so pruning and episode closing happen in the
+same batch as there, and the alerts come out identical and in the same order. The differential
+tests (tests/unit/test_fastscan.py) hold the two paths equal.
 
 A subject also goes to the engine when something other than its calls could matter: a
 repeated CDR id (duplicates are counted there), a complaint report (it tightens thresholds).
