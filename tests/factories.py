@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from streams.cdr import CDR
+from streams.observe import Obs
+from streams.reorder import Progress
 
 T0 = int(datetime(2026, 11, 2, 1, 0, tzinfo=UTC).timestamp())  # 09:00 in Shanghai
 
@@ -43,3 +45,12 @@ def record_dict(c: CDR) -> dict[str, object]:
         "duration_s": c.duration_s,
         "answered": c.answered,
     }
+
+
+def derived_batch(observed: list[Obs], first: int, last: bool) -> list[tuple[int, Obs | Progress]]:
+    """A derived message's items as stage 2 reads them: the observations, then their source's
+    progress (idle after the last batch, so stage 2 releases everything it holds)."""
+    items: list[tuple[int, Obs | Progress]] = [(2 * (first + j), o) for j, o in enumerate(observed)]
+    front = max(o.start_ms for o in observed)
+    items.append((2 * (first + len(observed)) + 1, Progress(observed[0].source, front, last)))
+    return items

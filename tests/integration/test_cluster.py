@@ -36,7 +36,7 @@ from streams.tools import services
 from streams.tools import simulate as sim
 from streams.tools.services import CLUSTER_SLOTS, ClusterService, ServiceError, start_redis_cluster
 from streams.tools.verify import read_state
-from tests.factories import T0, cdr, dial
+from tests.factories import T0, cdr, derived_batch, dial
 from tests.integration import test_store_contract as contract
 
 NOW_MS = contract.NOW_MS
@@ -265,7 +265,10 @@ async def run_derived(store: Store, partitions: list[int]) -> list[tuple[str, st
     for i in range(0, max(len(o) for o in observed.values()), 13):
         for p in partitions:
             batch = observed[p][i : i + 13]
-            out = await engine.process(p, list(enumerate(batch, start=i)))
+            if not batch:
+                continue
+            last = i + 13 >= len(observed[p])
+            out = await engine.process(p, derived_batch(batch, i, last))
             alerts += [(a.alert_id, a.subject, a.action) for a in out.alerts]
     return alerts
 
@@ -316,7 +319,7 @@ async def test_derived_engine_gives_the_same_alerts_on_the_cluster(
         ("callee", "protect"),
         ("number", "intercept"),
     }
-    assert len(expected) == 4 * len(partitions)  # each victim and its three callers
+    assert len(expected) == 8 * len(partitions)  # bombing and debt: each victim, three callers
     assert got == expected
     found = keys_by_node(cluster, prefix)
     assert sum(1 for keys in found.values() if keys) == len(nodes)

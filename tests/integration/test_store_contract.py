@@ -16,7 +16,7 @@ from streams.state.base import Changes, NumberState, PartitionMeta, StaleOffset,
 from streams.state.blob import windows_blob
 from streams.state.memory import MemoryStore
 from streams.state.redis import RedisStore
-from tests.factories import T0, cdr, dial
+from tests.factories import T0, cdr, derived_batch, dial
 
 NOW_MS = (T0 + 30 * 86_400) * 1000
 
@@ -116,12 +116,15 @@ async def test_derived_engine_gives_the_same_alerts_on_both_stores(store: Store)
         engine = Engine(settings, policy, s, clock_ms=lambda: NOW_MS, kinds=DERIVED_KINDS)
         alerts = []
         for i in range(0, len(observed), 13):
-            out = await engine.process(5, list(enumerate(observed[i : i + 13], start=i)))
+            last = i + 13 >= len(observed)
+            out = await engine.process(5, derived_batch(observed[i : i + 13], i, last))
             alerts += out.alerts
         results.append([(a.alert_id, a.subject, a.action) for a in alerts])
     subjects = {(subject, action) for _, subject, action in results[0]}
     assert subjects == {("callee", "protect"), ("number", "intercept")}
-    assert len(results[0]) == 4  # the victim and its three callers
+    # call_bombing and debt_collection (a flood also meets its level), each: the victim and its
+    # three callers
+    assert len(results[0]) == 8
     assert results[0] == results[1]
 
 
