@@ -54,9 +54,11 @@ class Settings:
     allowlist_file: Path | None = None
     # Consumer-group timeouts: a dead worker's partitions move after session_timeout_s
     # (issue 17: detection back within 10 s of a SIGKILL, docs/recovery.md). Faust heartbeats
-    # from its consumer thread, so a long batch does not miss them.
-    session_timeout_s: float = 6.0
-    heartbeat_interval_s: float = 1.0
+    # from its consumer thread, so a long batch does not miss them. Tansu accepts a 4 s
+    # session; an Apache Kafka broker needs group.min.session.timeout.ms <= 4000 (its default
+    # is 6000) or DIALWATCH_SESSION_TIMEOUT_S=6.
+    session_timeout_s: float = 4.0
+    heartbeat_interval_s: float = 0.5
     rebalance_timeout_s: float = 10.0
     # How long a graceful stop (SIGTERM) may take before the worker logs what it waits on and
     # exits with status 1 (streams/shutdown.py); below a pod's termination grace period.
