@@ -30,7 +30,7 @@ from streams.cdr import Reject, decode_message
 from streams.complaints import Complaint, decode_complaints, record
 from streams.context import Context
 from streams.deadletter import dead_letter
-from streams.delivery import Outlet
+from streams.delivery import Confirmed, Outlet
 from streams.derived import decode_derived, derived_messages, progress_messages
 from streams.feed.records import alert_record, canonical
 from streams.items import Outcome
@@ -257,15 +257,24 @@ async def send_raw(alerts: Outlet, alerts_json: list[bytes]) -> list[Any]:
     return pending
 
 
-async def feed_sends(ctx: Context, alerts: Iterable[dict[str, Any]]) -> list[Any]:
+async def feed_sends(
+    ctx: Context, alerts: Iterable[dict[str, Any]], confirmed: Confirmed | None = None
+) -> list[Any]:
     """The regulator feed's records of the alerts that flag a number (streams.feed.records),
-    keyed by the number."""
+    keyed by the number; with ``confirmed``, none whose record id the broker confirmed before
+    (the campaign ticker's retry)."""
     pending = []
     for alert in alerts:
         record = alert_record(alert, ctx.feed_key_id)
         if record is not None:
-            value = canonical(record)
-            pending.append(await ctx.out.feed.send(key=record["number"].encode(), value=value))
+            send = partial(
+                ctx.out.feed.send, key=record["number"].encode(), value=canonical(record)
+            )
+            if confirmed is None:
+                pending.append(await send())
+            else:
+                rid = f"{ctx.out.feed.name} {record['record_id']}"
+                pending.append(await confirmed.once(rid, send))
     return pending
 
 
