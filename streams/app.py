@@ -28,6 +28,7 @@ from streams.context import BrokerHealth, Context
 from streams.delivery import Confirmed, Outlet, Outlets, Refusals
 from streams.derived import decode_derived
 from streams.gauges import Gauges
+from streams.idle import Idle
 from streams.interception.feed import mirror
 from streams.interception.step import Interception, build_store
 from streams.kafka_reads import published_ids, reread
@@ -113,7 +114,7 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
     async def store_audit() -> None:
         await agents.audit_stores(ctx)
 
-    idle = agents.Idle()
+    idle = Idle()
 
     @app.timer(settings.progress_heartbeat_s)  # type: ignore[untyped-decorator]
     async def progress_heartbeat() -> None:
