@@ -467,8 +467,9 @@ class CampaignTicker:
             if before is not None and _s(before) == digest:
                 continue
             changed.add(digest)
-            topic = self.settings.leak_candidates_topic
-            pending.append(await self._once(topic, f"{cid}:{digest}", cid.encode(), value))
+            # Per period: a record that changes back to an earlier one is sent again later.
+            topic, rid = self.settings.leak_candidates_topic, f"{cid}:{digest}:{self.evaluated_ms}"
+            pending.append(await self._once(topic, rid, cid.encode(), value))
             if self.feed_key_id is not None:
                 for feed in leak_records(record, self.feed_key_id):
                     topic, rid = self.settings.feed_topic, str(feed["record_id"])
