@@ -270,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
                 fleet.procs[-1][0].send_signal(signal.SIGUSR2)  # logs every await chain
                 time.sleep(3)
             results.append((with_peer, alone))
+        time.sleep(3)
+        last_port = fleet.procs[-1][1]
+        print(f"the last restarted worker accepted {applied(last_port):.0f} fresh CDRs", flush=True)
     finally:
         stop.set()
         producer.join(timeout=30)
