@@ -54,9 +54,11 @@ class Settings:
     allowlist_file: Path | None = None
     # Consumer-group timeouts: a dead worker's partitions move after session_timeout_s
     # (issue 17: detection back within 10 s of a SIGKILL, docs/recovery.md). Faust heartbeats
-    # from its consumer thread, so a long batch does not miss them.
-    session_timeout_s: float = 6.0
-    heartbeat_interval_s: float = 1.0
+    # from its consumer thread, so a long batch does not miss them. Tansu accepts a 4 s
+    # session; an Apache Kafka broker needs group.min.session.timeout.ms <= 4000 (its default
+    # is 6000) or DIALWATCH_SESSION_TIMEOUT_S=6.
+    session_timeout_s: float = 4.0
+    heartbeat_interval_s: float = 0.5
     rebalance_timeout_s: float = 10.0
     # How long a graceful stop (SIGTERM) may take before the worker logs what it waits on and
     # exits with status 1 (streams/shutdown.py); below a pod's termination grace period.
@@ -180,11 +182,17 @@ class Settings:
     campaign_days: int = 30  # the contact window before a victim's first call
     # Stage 2's canonical order (issue 17 item 4, docs/ordering.md "Idle sources"): a stage-1
     # partition is told idle only after its stored offset stayed at the end of its log this
-    # long; a shorter pause between two inputs keeps holding stage 2 back (its order intact).
+    # long while another partition of the worker still receives input; a shorter pause
+    # between two inputs keeps holding stage 2 back (its order intact). progress_stopped_s
+    # (at the end) is the wait when no partition of the worker receives input.
     progress_idle_s: float = 5.0
     # Recovery (issue 17 item 2, docs/recovery.md): how often Faust commits the offsets of
     # acknowledged batches (Faust's default 2.8 s: a new owner's commits showed up that late).
     commit_interval_s: float = 1.0
+    # Idleness when the input stopped for every partition of the worker (streams.idle): the
+    # stream ended, or a pause for all (a producer's pause, a broker frozen) that must not be
+    # taken for idleness, which would make stage-2 alert ids depend on timing.
+    progress_stopped_s: float = 20.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -200,9 +208,12 @@ class Settings:
             "producer_max_request_bytes",
             "progress_idle_s",
             "commit_interval_s",
+            "progress_stopped_s",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.progress_stopped_s < self.progress_idle_s:
+            raise ValueError("progress_stopped_s must be at least progress_idle_s")
         if self.long_bucket_s % self.bucket_s:
             raise ValueError("long_bucket_s must be a multiple of bucket_s")
         if self.api_token is not None and self.api_token_file is not None:

@@ -18,7 +18,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -30,12 +29,14 @@ from streams.cdr import Reject, decode_message
 from streams.complaints import Complaint, decode_complaints, record
 from streams.context import Context
 from streams.deadletter import dead_letter
-from streams.delivery import Outlet
+from streams.delivery import Confirmed, Outlet
 from streams.derived import decode_derived, derived_messages, progress_messages
 from streams.feed.records import alert_record, canonical
+from streams.idle import Idle, idle_due
 from streams.items import Outcome
 from streams.observe import derived_obs
 from streams.rekey import decode_rekeyed, rekeyed_messages
+from streams.state.base import PartitionMeta
 from streams.topics import partition_for
 
 ADMISSION_REASONS = frozenset({"future", "too_late"})  # decided by the engine, not the parser
@@ -170,27 +171,15 @@ async def forward(ctx: Context, partition: int, outcome: Outcome) -> None:
     await ctx.callers.send_confirmed(partition, partial(send_to, ctx.out.derived, messages))
 
 
-@dataclass
-class Idle:
-    """What the idle heartbeat remembers between rounds (cleared on a rebalance, and on a
-    round the broker or the store did not answer: nothing is known of that time)."""
-
-    # partition -> (offset seen at the end, since when: time.monotonic())
-    caught: dict[int, tuple[int, float]] = field(default_factory=dict)
-    told: dict[int, tuple[int, int]] = field(default_factory=dict)  # -> (offset, front) told
-
-    def clear(self) -> None:
-        self.caught.clear()
-        self.told.clear()
-
-
 async def tell_idle(ctx: Context, consumer: Any, idle: Idle) -> int:
     """Stage 1's heartbeat (docs/ordering.md): each CDR partition this process owns whose
-    stored offset has stayed at the end of its log for ``progress_idle_s`` (seen at every
-    round in between) tells every derived partition that it is idle, with its front, so it
-    stops holding back stage 2's release; once per change. Returns how many partitions told;
-    a broker or store call that fails or hangs skips the round and forgets what was seen (a
-    partition must then be seen at its end for the whole time again)."""
+    stored offset has stayed at the end of its log for ``progress_idle_s`` while another of
+    its partitions receives input, or for ``progress_stopped_s`` when none does
+    (streams.idle.idle_due; seen at every round in between), tells every derived partition
+    that it is idle, with its front, so it stops holding back stage 2's release; once per
+    change. Returns how many partitions told; a broker or store call that fails or hangs skips
+    the round and forgets what was seen (a partition must then be seen at its end for the whole
+    time again)."""
     settings = ctx.settings
     tps = [tp for tp in consumer.assignment() if tp.topic == settings.cdr_topic]
     if not tps:
@@ -201,31 +190,41 @@ async def tell_idle(ctx: Context, consumer: Any, idle: Idle) -> int:
         log.debug("idle heartbeat skipped (%s)", type(exc).__name__)
         idle.caught.clear()
         return 0
-    count = 0
+    quiet: dict[int, float] = {}  # partition -> seconds at its end (0: receiving input)
     for tp in sorted(tps, key=lambda t: t.partition):
         partition, lock = tp.partition, ctx.callers.lock(tp.partition)
         end = ends.get(tp)
-        if end is None or lock.locked():
+        if end is None:
+            continue
+        if lock.locked():  # a batch in flight (or the store audit's short look)
+            quiet[partition] = 0.0
             continue
         async with lock:
-            try:
-                meta = await asyncio.wait_for(
-                    ctx.callers.engine.store.load_meta(partition), IDLE_CALL_TIMEOUT_S
-                )
-            except Exception as exc:
-                log.debug("idle heartbeat skipped (%s)", type(exc).__name__)
-                idle.caught.clear()
+            meta = await idle_meta(ctx, partition, idle)
+        if meta is None:
+            return 0
+        now = time.monotonic()
+        offset, since = idle.caught.get(partition, (None, now))
+        if meta.offset + 1 < end:
+            idle.caught.pop(partition, None)  # input left to read
+            quiet[partition] = 0.0
+        elif offset != meta.offset:
+            idle.caught[partition] = (meta.offset, now)  # at the end from now on
+            quiet[partition] = 0.0
+        else:
+            quiet[partition] = now - since
+    count = 0
+    due = idle_due(quiet, settings.progress_idle_s, settings.progress_stopped_s)
+    for partition in sorted(due):
+        lock = ctx.callers.lock(partition)
+        if lock.locked():
+            continue
+        async with lock:
+            meta = await idle_meta(ctx, partition, idle)
+            if meta is None:
                 return count
-            if meta.offset + 1 < end:
-                idle.caught.pop(partition, None)
-                continue  # input left to read: not idle
-            now = time.monotonic()
-            offset, since = idle.caught.get(partition, (None, now))
-            if offset != meta.offset:
-                idle.caught[partition] = (meta.offset, now)  # at the end from now on
-                continue
-            if now - since < settings.progress_idle_s:
-                continue  # not for long enough: a pause between two inputs is not idleness
+            if meta.offset != idle.caught.get(partition, (None, 0.0))[0]:
+                continue  # a batch applied meanwhile: the next round sees it
             front = dict(meta.sources).get(partition, meta.newest_ms)
             if idle.told.get(partition) == (meta.offset, front):
                 continue
@@ -243,6 +242,19 @@ async def tell_idle(ctx: Context, consumer: Any, idle: Idle) -> int:
     return count
 
 
+async def idle_meta(ctx: Context, partition: int, idle: Idle) -> PartitionMeta | None:
+    """A caller partition's stored meta for the heartbeat, or None (and nothing remembered)
+    when the store does not answer in time."""
+    try:
+        return await asyncio.wait_for(
+            ctx.callers.engine.store.load_meta(partition), IDLE_CALL_TIMEOUT_S
+        )
+    except Exception as exc:
+        log.debug("idle heartbeat skipped (%s)", type(exc).__name__)
+        idle.caught.clear()
+        return None
+
+
 async def send_to(topic: Outlet, messages: list[tuple[int, bytes]]) -> list[Any]:
     """Internal messages (derived, repartition), each to its target partition."""
     return [await topic.send(value=value, partition=target) for target, value in messages]
@@ -257,15 +269,24 @@ async def send_raw(alerts: Outlet, alerts_json: list[bytes]) -> list[Any]:
     return pending
 
 
-async def feed_sends(ctx: Context, alerts: Iterable[dict[str, Any]]) -> list[Any]:
+async def feed_sends(
+    ctx: Context, alerts: Iterable[dict[str, Any]], confirmed: Confirmed | None = None
+) -> list[Any]:
     """The regulator feed's records of the alerts that flag a number (streams.feed.records),
-    keyed by the number."""
+    keyed by the number; with ``confirmed``, none whose record id the broker confirmed before
+    (the campaign ticker's retry)."""
     pending = []
     for alert in alerts:
         record = alert_record(alert, ctx.feed_key_id)
         if record is not None:
-            value = canonical(record)
-            pending.append(await ctx.out.feed.send(key=record["number"].encode(), value=value))
+            send = partial(
+                ctx.out.feed.send, key=record["number"].encode(), value=canonical(record)
+            )
+            if confirmed is None:
+                pending.append(await send())
+            else:
+                rid = f"{ctx.out.feed.name} {record['record_id']}"
+                pending.append(await confirmed.once(rid, send))
     return pending
 
 

@@ -25,9 +25,10 @@ from streams.campaignwork import (
 )
 from streams.cdr import decode_message
 from streams.context import BrokerHealth, Context
-from streams.delivery import Outlet, Outlets, Refusals
+from streams.delivery import Confirmed, Outlet, Outlets, Refusals
 from streams.derived import decode_derived
 from streams.gauges import Gauges
+from streams.idle import Idle
 from streams.interception.feed import mirror
 from streams.interception.step import Interception, build_store
 from streams.kafka_reads import published_ids, reread
@@ -113,7 +114,7 @@ def build_app(settings: Settings, callers: Runtime, subjects: Runtime) -> faust.
     async def store_audit() -> None:
         await agents.audit_stores(ctx)
 
-    idle = agents.Idle()
+    idle = Idle()
 
     @app.timer(settings.progress_heartbeat_s)  # type: ignore[untyped-decorator]
     async def progress_heartbeat() -> None:
@@ -151,6 +152,7 @@ def interception_mirror(app: faust.App, settings: Settings, ctx: Context) -> Non
     }
     names = (settings.audit_topic, settings.interception_topic, settings.alert_topic)
     token = f"{settings.app_id}-{id(app)}-{time.time()}"
+    confirmed = Confirmed()  # a tick retried after the cursor write failed skips these
 
     async def send(topic: str, key: bytes, value: bytes) -> Any:
         return await sinks[topic].send(key=key, value=value)
@@ -166,6 +168,7 @@ def interception_mirror(app: faust.App, settings: Settings, ctx: Context) -> Non
                 token,
                 ctx.callers.engine.policy.version,
                 feed=(settings.feed_topic, ctx.feed_key_id),
+                confirmed=confirmed,
             )
         except (RedisError, OSError) as exc:  # the next tick goes on from the cursor
             log.warning("audit mirror failed (%s); retrying", type(exc).__name__)
@@ -195,12 +198,13 @@ def campaign_timer(app: faust.App, settings: Settings, ctx: Context) -> Campaign
         settings.feed_topic: ctx.out.feed,
     }
     step = ctx.subjects.interception
+    confirmed = Confirmed()  # what a run retried after a Redis failure does not send again
 
     async def send(topic: str, key: bytes, value: bytes) -> Any:
         return await outlets[topic].send(key=key, value=value)
 
     async def intercept(alerts: list[dict[str, Any]]) -> None:
-        await asyncio.gather(*await agents.feed_sends(ctx, alerts))
+        await asyncio.gather(*await agents.feed_sends(ctx, alerts, confirmed))
         await ctx.subjects.intercept(alerts)
 
     async def listed_by_others(number: str) -> bool:
@@ -218,6 +222,7 @@ def campaign_timer(app: faust.App, settings: Settings, ctx: Context) -> Campaign
         listed_by_others,
         ctx.callers.engine.policy.version,
         feed_key_id=ctx.feed_key_id,
+        confirmed=confirmed,
     )
 
     @app.timer(settings.campaign_tick_s)  # type: ignore[untyped-decorator]

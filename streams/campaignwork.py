@@ -64,6 +64,7 @@ from detectors.campaigns import (
 )
 from detectors.leak_sources import DAY_MS, ContactRecord, LeakPolicy, rank
 from streams.contacts import ContactStore
+from streams.delivery import Confirmed
 from streams.feed.records import canonical, leak_records
 from streams.items import Outcome, id_hash
 from streams.leaktrace import BUSINESS_CLASSES, SUBSCRIBER_CLASSES, campaign_record
@@ -260,6 +261,7 @@ class CampaignTicker:
         policy_version: str,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         feed_key_id: str | None = None,
+        confirmed: Confirmed | None = None,
     ) -> None:
         self.recorder = recorder
         self.client = recorder.client
@@ -276,6 +278,9 @@ class CampaignTicker:
         self.policy_version = policy_version
         self.clock_ms = clock_ms
         self.feed_key_id = feed_key_id  # set: leak candidates go to the regulator feed too
+        # What the broker confirmed: a run retried after its Redis record of the sends failed
+        # (the pipeline at the end of _send) does not publish those ids again.
+        self.confirmed = confirmed if confirmed is not None else Confirmed()
         self.grouping = GroupingPolicy()
         self.leak = LeakPolicy(
             days=settings.campaign_days, min_victims=settings.campaign_min_victims
@@ -462,13 +467,13 @@ class CampaignTicker:
             if before is not None and _s(before) == digest:
                 continue
             changed.add(digest)
-            pending.append(
-                await self.send(self.settings.leak_candidates_topic, cid.encode(), value)
-            )
+            # Per period: a record that changes back to an earlier one is sent again later.
+            topic, rid = self.settings.leak_candidates_topic, f"{cid}:{digest}:{self.evaluated_ms}"
+            pending.append(await self._once(topic, rid, cid.encode(), value))
             if self.feed_key_id is not None:
                 for feed in leak_records(record, self.feed_key_id):
-                    topic = self.settings.feed_topic
-                    pending.append(await self.send(topic, cid.encode(), canonical(feed)))
+                    topic, rid = self.settings.feed_topic, str(feed["record_id"])
+                    pending.append(await self._once(topic, rid, cid.encode(), canonical(feed)))
             shown = campaign_alert(campaign, record, before is not None, now, self.policy_version)
             if not await self.client.sismember(sent_alerts, shown.alert_id):
                 pending.append(await self._alert(shown.to_dict(self.tz), sent))
@@ -507,9 +512,16 @@ class CampaignTicker:
         await pipe.execute()
 
     async def _alert(self, alert: dict[str, Any], sent: list[str]) -> Any:
+        """Send an alert not yet in the Redis set of sent ones (``sent`` adds it there after
+        the run), unless the broker confirmed it already (a retry: only Redis missed it)."""
         sent.append(str(alert["alert_id"]))
-        return await self.send(
-            self.settings.alert_topic, str(alert["number"]).encode(), orjson.dumps(alert)
+        topic, key = self.settings.alert_topic, str(alert["number"]).encode()
+        return await self._once(topic, str(alert["alert_id"]), key, orjson.dumps(alert))
+
+    async def _once(self, topic: str, rid: str, key: bytes, value: bytes) -> Any:
+        """Send unless the broker confirmed this id on this topic before."""
+        return await self.confirmed.once(
+            f"{topic} {rid}", functools.partial(self.send, topic, key, value)
         )
 
 
@@ -520,8 +532,9 @@ def intercepted_by_others(entries: Sequence[Any]) -> bool:
 
 async def safe_run(ticker: CampaignTicker) -> int:
     """``CampaignTicker.run`` for a timer: a failure is logged and left to the next run, which
-    goes on from the stored period (a period's sends are repeated then; consumers keep the
-    latest record per campaign id and alert ids stay the same)."""
+    goes on from the stored period. Its sends are not repeated when this process's broker
+    confirmed them (``CampaignTicker.confirmed``); another worker taking over the lock repeats
+    them (consumers keep the latest record per campaign id and alert ids stay the same)."""
     try:
         return await ticker.run()
     except RedisError as exc:

@@ -8,13 +8,19 @@ goes to the dead-letter topic with reason ``send_refused`` (a refused dead lette
 cut, with its own headers); if even that is refused it is counted and logged without its
 content. Any other failure (timeouts, a broker away, a stopped
 producer, authorisation) is raised as before, and the caller retries the batch.
+
+``Confirmed`` keeps the ids whose send the broker confirmed, for the senders that record what
+they sent in Redis only after the sends (the campaign ticker, the audit mirror): when that
+record fails (a Redis timeout), their retry would publish the same ids again; with it, it skips
+them (docs/recovery.md "Idempotent output").
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Mapping
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +32,7 @@ from streams.deadletter import DEAD_LETTER_MAX_BYTES
 
 log = logging.getLogger("dialwatch.worker")
 REFUSED_REASON = "send_refused"
+CONFIRMED_MAX = 100_000  # ids a Confirmed remembers (a few MB): far more than one round sends
 # Errors about the message, not the connection: the same message fails again however often it
 # is sent. aiokafka's ``retriable`` flag is not used: KafkaTimeoutError (a broker away) and
 # ProducerClosed (a stop) are not retriable by it, and dead-lettering them would drain whole
@@ -176,3 +183,47 @@ class Outlets:
     alerts: Outlet
     dead: Outlet
     feed: Outlet
+
+
+class Confirmed:
+    """The newest ``limit`` ids whose send the broker confirmed, in this process's memory.
+
+    ``once(id, send)`` sends unless ``id`` was confirmed before, and records it once the
+    delivery resolves (a failed delivery records nothing, so the retry sends it). A sender that
+    records its progress in Redis after the sends calls it for each id: a retry after that
+    record failed (a Redis timeout) does not publish an id twice. It does not help a retry by
+    another process (the state is not shared) nor a send whose confirmation was lost.
+    """
+
+    def __init__(self, limit: int = CONFIRMED_MAX) -> None:
+        if limit < 1:
+            raise ValueError("limit must be positive")
+        self.limit = limit
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, key: str) -> None:
+        self._ids[key] = None
+        self._ids.move_to_end(key)
+        while len(self._ids) > self.limit:
+            self._ids.popitem(last=False)
+
+    async def once(self, key: str, send: Callable[[], Awaitable[Awaitable[Any]]]) -> Awaitable[Any]:
+        """``await send()`` unless ``key`` is confirmed; a delivery that records ``key`` once it
+        resolves (or one already resolved, to None, when nothing was sent)."""
+        if key in self._ids:
+            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        pending = await send()
+        return asyncio.ensure_future(self._confirm(key, pending))
+
+    async def _confirm(self, key: str, pending: Awaitable[Any]) -> Any:
+        result = await pending
+        self.add(key)
+        return result

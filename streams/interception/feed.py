@@ -4,7 +4,9 @@ The Redis audit stream is the outbox of both topics: ``mirror`` sends every entr
 stored cursor to ``DIALWATCH_AUDIT_TOPIC``, the list changes among them to
 ``DIALWATCH_INTERCEPTION_TOPIC``, and a breaker trip also to the alert topic; only then does it
 move the cursor. Delivery is at least once: consumers drop repeats by ``event_id`` (the stream
-entry id). One worker mirrors at a time (a short lock in Redis).
+entry id). One worker mirrors at a time (a short lock in Redis). With a ``Confirmed``
+(streams.delivery), a tick retried after the cursor write failed (a Redis timeout) skips the
+sends the broker already confirmed, so only a change of mirroring worker repeats entries.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from streams.delivery import Confirmed
 from streams.feed.records import decision_record
 from streams.interception.store import InterceptStore
 
@@ -109,11 +112,13 @@ async def mirror(
     policy_version: str = "",
     limit: int = 500,
     feed: tuple[str, str] | None = None,
+    confirmed: Confirmed | None = None,
 ) -> int:
     """Mirror the audit entries after the cursor; returns how many. ``topics``: audit,
     interceptions, alerts; ``feed``: (regulator feed topic, pseudonym key id), which gets each
     decision about a number (``streams.feed.records.decision_record``). ``send`` returns a
-    future that resolves when the broker confirms."""
+    future that resolves when the broker confirms; ``confirmed``: the (topic, entry) sends
+    confirmed before, not sent again."""
     if not await store.mirror_lock(token):
         return 0
     cursor = await store.mirror_cursor()
@@ -125,18 +130,24 @@ async def mirror(
     for entry_id, fields in rows:
         event = audit_event(entry_id, fields, tz)
         key = str(event.get("number", "")).encode()
-        pending.append(await send(audit_topic, key, orjson.dumps(event)))
+
+        async def once(topic: str, key: bytes, value: bytes, entry: str = entry_id) -> Any:
+            if confirmed is None:
+                return await send(topic, key, value)
+            return await confirmed.once(f"{topic} {entry}", lambda: send(topic, key, value))
+
+        pending.append(await once(audit_topic, key, orjson.dumps(event)))
         change = list_event(event)
         if change is not None:
-            pending.append(await send(list_topic, key, orjson.dumps(change)))
+            pending.append(await once(list_topic, key, orjson.dumps(change)))
         if feed is not None:
             record = decision_record(event, feed[1])
             if record is not None:
                 value = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
-                pending.append(await send(feed[0], key, value))
+                pending.append(await once(feed[0], key, value))
         if event.get("event") == "breaker":
             alert = breaker_alert(event, policy_version)
-            pending.append(await send(alert_topic, b"interception-breaker", orjson.dumps(alert)))
+            pending.append(await once(alert_topic, b"interception-breaker", orjson.dumps(alert)))
     for future in pending:
         await future
     await store.set_mirror_cursor(rows[-1][0])

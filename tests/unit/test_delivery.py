@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
+from datetime import UTC
+from functools import partial
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -14,8 +17,14 @@ from aiokafka import errors as kafka_errors
 from faust.exceptions import ProducerSendError
 from faust.types import TopicT
 from prometheus_client import CollectorRegistry, Counter
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streams.delivery import Outlet, Refusals, permanent
+from config.numbering import NumberingPlan
+from config.settings import Settings
+from streams.campaignwork import CampaignRecorder, CampaignTicker
+from streams.delivery import Confirmed, Outlet, Refusals, permanent
+from streams.interception.feed import mirror
+from streams.interception.store import InterceptStore
 
 NUMBER = b"13800138000"
 
@@ -195,3 +204,142 @@ def test_a_dead_letter_refused_twice_is_dropped() -> None:
     assert asyncio.run(deliver(out, b"z" * 5000, partition=None)) is None
     assert count(counter, "dead", "dropped") == 1
     assert dead.sent == []
+
+
+# Repeated ids (issue 17 item 3): the campaign ticker and the audit mirror record what they
+# sent in Redis after the sends; a retry after that record failed must not send again.
+
+
+class Broker:
+    """A ``(topic, key, value) -> delivery`` send that records what reached the topic;
+    ``fail`` fails the delivery of the values it names (the broker away)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bytes]] = []
+        self.fail: set[bytes] = set()
+
+    async def send(self, topic: str, key: bytes, value: bytes) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if value in self.fail:
+            future.set_exception(kafka_errors.KafkaTimeoutError())
+        else:
+            self.sent.append((topic, key, value))
+            future.set_result(len(self.sent))
+        return future
+
+
+def test_confirmed_sends_an_id_once_and_only_after_its_delivery_resolved() -> None:
+    broker, confirmed = Broker(), Confirmed()
+
+    async def run() -> list[Any]:
+        send = partial(broker.send, "alerts", b"k", b"a")
+        first = await confirmed.once("a", send)
+        assert "a" not in confirmed  # not confirmed before the broker answered
+        got = [await first]
+        got.append(await (await confirmed.once("a", send)))  # the retry
+        return got
+
+    assert asyncio.run(run()) == [1, None]
+    assert broker.sent == [("alerts", b"k", b"a")]
+
+
+def test_confirmed_does_not_record_a_failed_delivery_so_its_retry_sends() -> None:
+    broker, confirmed = Broker(), Confirmed()
+    broker.fail.add(b"a")
+
+    async def run() -> None:
+        send = partial(broker.send, "alerts", b"k", b"a")
+        with pytest.raises(kafka_errors.KafkaTimeoutError):
+            await (await confirmed.once("a", send))
+        assert "a" not in confirmed
+        broker.fail.clear()
+        await (await confirmed.once("a", send))
+
+    asyncio.run(run())
+    assert broker.sent == [("alerts", b"k", b"a")] and "a" in confirmed
+
+
+def test_confirmed_keeps_the_newest_ids_within_its_bound() -> None:
+    confirmed = Confirmed(limit=3)
+    for key in ("a", "b", "c", "a", "d"):  # "a" confirmed again: the newest
+        confirmed.add(key)
+    assert len(confirmed) == 3
+    assert [k in confirmed for k in ("a", "b", "c", "d")] == [True, False, True, True]
+    with pytest.raises(ValueError):
+        Confirmed(limit=0)
+
+
+class MirrorStore:
+    """The audit trail's store as ``mirror`` uses it; ``cursor_fails`` times out that many
+    cursor writes (the Redis timeout after the sends)."""
+
+    def __init__(self, rows: list[tuple[str, dict[str, str]]], cursor_fails: int) -> None:
+        self.rows, self.cursor, self.cursor_fails = rows, "0-0", cursor_fails
+
+    async def mirror_lock(self, token: str) -> bool:
+        return True
+
+    async def mirror_cursor(self) -> str:
+        return self.cursor
+
+    async def audit(self, start: str, count: int) -> list[tuple[str, dict[str, str]]]:
+        after = start.lstrip("(")
+        return [r for r in self.rows if r[0] > after][:count]
+
+    async def set_mirror_cursor(self, entry_id: str) -> None:
+        if self.cursor_fails:
+            self.cursor_fails -= 1
+            raise RedisTimeoutError("timeout")
+        self.cursor = entry_id
+
+
+@pytest.mark.parametrize("with_confirmed", [True, False])
+def test_an_audit_mirror_retried_after_a_redis_timeout_sends_no_entry_twice(
+    with_confirmed: bool,
+) -> None:
+    number = "+8613800138000"
+    rows = [
+        ("1-0", {"event": "add", "number": number, "detector": "robocall", "at_ms": "1000"}),
+        ("2-0", {"event": "breaker", "number": "", "at_ms": "2000", "reason": "r"}),
+        ("3-0", {"event": "release", "number": number, "at_ms": "3000"}),
+    ]
+    store, broker = MirrorStore(rows, cursor_fails=1), Broker()
+    confirmed = Confirmed() if with_confirmed else None
+
+    async def tick() -> int:
+        return await mirror(
+            cast(InterceptStore, store), broker.send, ("au", "ic", "al"), UTC, "t",
+            feed=("fd", "k1"), confirmed=confirmed,
+        )  # fmt: skip
+
+    with pytest.raises(RedisTimeoutError):
+        asyncio.run(tick())
+    first = list(broker.sent)
+    assert {t for t, _, _ in first} == {"au", "ic", "al", "fd"}
+    assert asyncio.run(tick()) == 3  # the retry moves the cursor
+    assert store.cursor == "3-0"
+    if with_confirmed:
+        assert broker.sent == first  # nothing sent twice
+    else:  # without it, the retry repeats every entry: what Confirmed is for
+        assert broker.sent == first + first
+
+
+def test_a_campaign_alert_retried_after_the_redis_record_failed_is_not_sent_again() -> None:
+    broker = Broker()
+    recorder = SimpleNamespace(client=None, prefix="cs", period_ms=86_400_000)
+    ticker = CampaignTicker(
+        cast(CampaignRecorder, recorder), Settings(), cast(NumberingPlan, None), UTC,
+        metas=cast(Any, None), sources=4, send=broker.send, intercept=cast(Any, None),
+        listed_by_others=cast(Any, None), policy_version="p",
+    )  # fmt: skip
+    alert = {"alert_id": "a1", "number": "campaign-1", "detector": "campaign"}
+
+    async def run(sent: list[str]) -> None:
+        await (await ticker._alert(alert, sent))
+
+    first: list[str] = []
+    asyncio.run(run(first))  # sent; then the Redis pipeline recording "a1" timed out
+    again: list[str] = []
+    asyncio.run(run(again))  # the next run: Redis does not know a1, the broker confirmed it
+    assert [t for t, _, _ in broker.sent] == [Settings().alert_topic]
+    assert first == again == ["a1"]  # still recorded in Redis by the retry's pipeline
