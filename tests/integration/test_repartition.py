@@ -35,7 +35,7 @@ from tests.integration.test_e2e import (
     SCENARIO,
     Worker,
     intercepted,
-    read_topic,
+    published_alerts,
     wait_until_processed,
 )
 from tests.integration.test_e2e import worker as worker  # the fixture, re-exported
@@ -208,8 +208,7 @@ def run(worker: Worker, bootstrap: str, variant: str) -> tuple[list[dict[str, ob
     cdrs = [r for r in parse_records([*records, *ticks(records)], CHINA) if isinstance(r, CDR)]
     observed = len(derived_obs(cdrs, Settings().international_trunks, 0, CHINA))
     wait_until_processed(worker, observed, metric="dialwatch_derived_observations_total")
-    time.sleep(1)  # the last batch's alert sends
-    return read_topic(bootstrap, worker.env["DIALWATCH_ALERT_TOPIC"]), records
+    return published_alerts(worker), records
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
