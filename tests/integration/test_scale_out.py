@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import re
 import signal
 import subprocess
@@ -25,13 +24,13 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
-from kafka import KafkaConsumer, TopicPartition
 
 from config.settings import Settings
 from streams.factory import build_engines
 from streams.scan import scan
 from streams.tools import simulate as sim
 from streams.tools.evaluate import evaluate
+from streams.tools.fleet import end_offsets, read_topic, wait_confirmed, worker_env
 from streams.tools.scenario import Scenario, ScenarioSpec, generate_scenario
 from streams.tools.services import free_port
 from streams.tools.simulate import default_start
@@ -147,36 +146,19 @@ def group(
 ) -> Iterator[Group]:
     allowlist = tmp_path / "allowlist.txt"
     allowlist.write_text("\n".join(scenario.allowlist) + "\n")
-    env = {
-        **os.environ,
-        "DIALWATCH_KAFKA": kafka_bootstrap,
-        "DIALWATCH_REDIS": redis_url,
-        "DIALWATCH_CDR_TOPIC": f"cdrs-{unique}",
-        "DIALWATCH_ALERT_TOPIC": f"alerts-{unique}",
-        "DIALWATCH_DEAD_LETTER_TOPIC": f"dead-{unique}",
-        "DIALWATCH_DERIVED_TOPIC": f"derived-{unique}",
-        "DIALWATCH_REPARTITION_TOPIC": f"repartition-{unique}",
-        "DIALWATCH_COMPLAINT_TOPIC": f"complaints-{unique}",
-        "DIALWATCH_ALLOWLIST_FILE": str(allowlist),
-        "DIALWATCH_APP_ID": f"dialwatch-{unique}",
-        "DIALWATCH_KEY_PREFIX": f"so{unique}",
-        "DIALWATCH_TOPIC_PARTITIONS": str(PARTITIONS),
-        "DIALWATCH_SESSION_TIMEOUT_S": "6",
-        "DIALWATCH_HEARTBEAT_INTERVAL_S": "1",
-        "DIALWATCH_REBALANCE_TIMEOUT_S": "6",
-    }
-    g = Group(env, tmp_path)
-    # All created up front: two workers starting together would otherwise race to create the
-    # derived and complaint topics.
-    create_topics(
+    env = worker_env(
         kafka_bootstrap,
-        {
-            g.topic("cdr"): PARTITIONS,
-            g.topic("derived"): PARTITIONS,
-            g.topic("complaint"): PARTITIONS,
-            g.topic("alert"): 1,
-            g.topic("dead_letter"): 1,
-        },
+        redis_url,
+        unique,
+        PARTITIONS,
+        DIALWATCH_ALLOWLIST_FILE=str(allowlist),
+        DIALWATCH_KEY_PREFIX=f"so{unique}",
+    )
+    g = Group(env, tmp_path)
+    # All created up front (worker_env made the CDR, alert and dead-letter topics): two workers
+    # starting together would otherwise race to create the derived and complaint topics.
+    create_topics(
+        kafka_bootstrap, {g.topic("derived"): PARTITIONS, g.topic("complaint"): PARTITIONS}
     )
     yield g
     for worker in g.workers:
@@ -209,15 +191,6 @@ def busy(worker: Worker) -> bool:
         return False
 
 
-def end_offsets(kafka: str, topic: str) -> dict[int, int]:
-    consumer = KafkaConsumer(bootstrap_servers=kafka)
-    try:
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        return {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
-    finally:
-        consumer.close()
-
-
 def applied(client: redis.Redis, prefix: str) -> dict[int, int]:
     """Per partition, the offset its stored state reflects + 1 (comparable to end offsets)."""
     out = {}
@@ -243,16 +216,6 @@ def wait_caught_up(client: redis.Redis, g: Group, live: list[Worker]) -> None:
                     break
             assert time.monotonic() < deadline, f"{topic}: {ends} vs {done}\n{g.logs()}"
             time.sleep(0.5)
-
-
-def read_topic(kafka: str, topic: str) -> list[dict[str, object]]:
-    consumer = KafkaConsumer(
-        topic, bootstrap_servers=kafka, auto_offset_reset="earliest", consumer_timeout_ms=4000
-    )
-    try:
-        return [orjson.loads(m.value) for m in consumer]
-    finally:
-        consumer.close()
 
 
 def flagged(alerts: list[dict[str, object]]) -> set[tuple[str, str, str, str]]:
@@ -288,6 +251,11 @@ def check_results(g: Group, scenario: Scenario) -> None:
     """What must not depend on how many workers there were: the flagged set equals scan's, no
     alert twice, every pattern caught and nobody falsely intercepted, and verify accounts for
     every record in Redis."""
+    client = redis.Redis.from_url(g.env["DIALWATCH_REDIS"])
+    try:  # caught up: the state is written; its last alerts may still be sending
+        wait_confirmed(client, g.prefix, PARTITIONS)
+    finally:
+        client.close()
     alerts = read_topic(g.kafka, g.topic("alert"))
     ids = Counter(str(a["alert_id"]) for a in alerts)
     assert [i for i, n in ids.items() if n > 1] == [], "alerts published twice"
