@@ -59,8 +59,11 @@ class Worker:
         )
 
 
-@pytest.fixture
-def worker(kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path) -> Iterator[Worker]:
+def start_worker(
+    kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path, **extra: str
+) -> Worker:
+    """A worker on its own topics, group and key prefix, with the scenario's allowlist, an API
+    token and ``extra`` settings; its log in ``tmp_path``."""
     allowlist = tmp_path / "allowlist.txt"
     allowlist.write_text("\n".join(generate_scenario(SCENARIO).allowlist) + "\n")
     env = worker_env(
@@ -71,6 +74,7 @@ def worker(kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path) ->
         DIALWATCH_ALLOWLIST_FILE=str(allowlist),
         DIALWATCH_API_TOKEN=f"token-{unique}",
         DIALWATCH_ALLOWLIST_REFRESH_S="1",
+        **extra,
     )
     web_port = int(env["DIALWATCH_WEB_PORT"])
     log = tmp_path / "worker.log"
@@ -81,13 +85,23 @@ def worker(kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path) ->
             stdout=fh,
             stderr=subprocess.STDOUT,
         )
-    yield Worker(proc, env, web_port, log)
-    proc.terminate()
+    return Worker(proc, env, web_port, log)
+
+
+def stop_worker(worker: Worker) -> None:
+    worker.proc.terminate()
     try:
-        proc.wait(timeout=15)
+        worker.proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        worker.proc.kill()
+        worker.proc.wait()
+
+
+@pytest.fixture
+def worker(kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path) -> Iterator[Worker]:
+    started = start_worker(kafka_bootstrap, redis_url, unique, tmp_path)
+    yield started
+    stop_worker(started)
 
 
 def wait_until_processed(
