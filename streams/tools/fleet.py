@@ -186,6 +186,28 @@ def wait_confirmed(
         time.sleep(0.1)
 
 
+def read_published(
+    client: redis.Redis, kafka: str, topic: str, prefix: str, partitions: int, timeout_s: float = 60
+) -> list[dict[str, object]]:
+    """The alert topic once it holds every alert the outboxes under ``prefix`` still list: those
+    being sent, and any a store restored from an older snapshot lists again though it was
+    confirmed (so the outbox need not be empty, as ``wait_confirmed`` wants)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        keys = [f"{p}:{{p{n}}}:outbox" for p in (prefix, f"{prefix}:x") for n in range(partitions)]
+        listed = {
+            k.decode() if isinstance(k, bytes) else str(k)
+            for key in keys
+            for k in client.hkeys(key)
+        }
+        alerts = read_topic(kafka, topic)
+        missing = listed - {str(a["alert_id"]) for a in alerts}
+        if not missing:
+            return alerts
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(missing)} outbox alerts under {prefix} not on {topic}")
+
+
 def read_records(
     kafka: str, topic: str, idle_s: float = 1.0, timeout_s: float = 120.0
 ) -> list[ConsumerRecord]:
