@@ -2,7 +2,8 @@
 
 Two workers in one group split the partitions and together raise exactly what one run over all
 records raises (``scan``); a second worker joining mid-stream, and later the first one leaving
-(SIGTERM), changes nothing either. Each test gets its own topics, consumer group and key prefix.
+(SIGTERM), changes nothing either. Each test gets its own topics, consumer group and key prefix;
+the two run side by side (one module fixture), each test reporting its own.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,10 +144,11 @@ class Group:
         return "\n".join(w.tail() for w in self.workers)
 
 
-@pytest.fixture
-def group(
+@contextmanager
+def group_of(
     kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path, scenario: Scenario
 ) -> Iterator[Group]:
+    """A group's topics, group and key prefix; its workers stopped on the way out."""
     allowlist = tmp_path / "allowlist.txt"
     allowlist.write_text("\n".join(scenario.allowlist) + "\n")
     env = worker_env(
@@ -160,16 +165,18 @@ def group(
     create_topics(
         kafka_bootstrap, {g.topic("derived"): PARTITIONS, g.topic("complaint"): PARTITIONS}
     )
-    yield g
-    for worker in g.workers:
-        if worker.proc.poll() is None:
-            worker.proc.terminate()
-    for worker in g.workers:
-        try:
-            worker.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.proc.kill()
-            worker.proc.wait()
+    try:
+        yield g
+    finally:
+        for worker in g.workers:
+            if worker.proc.poll() is None:
+                worker.proc.terminate()
+        for worker in g.workers:
+            try:
+                worker.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.proc.kill()
+                worker.proc.wait()
 
 
 def wait_for(
@@ -286,10 +293,7 @@ def check_results(g: Group, scenario: Scenario) -> None:
     assert verify.returncode == 0 and "ALL-RECORDS-ACCOUNTED" in output, output[-3000:]
 
 
-@pytest.mark.timeout(600)
-def test_two_workers_share_the_partitions_and_raise_what_one_run_raises(
-    group: Group, redis_url: str, scenario: Scenario
-) -> None:
+def two_workers_share(group: Group, redis_url: str, scenario: Scenario) -> None:
     first, second = group.start(), group.start()
     cdr_topic = group.topic("cdr")
 
@@ -312,10 +316,7 @@ def test_two_workers_share_the_partitions_and_raise_what_one_run_raises(
     check_results(group, scenario)
 
 
-@pytest.mark.timeout(600)
-def test_a_worker_joining_and_another_leaving_mid_stream_change_nothing(
-    group: Group, redis_url: str, scenario: Scenario
-) -> None:
+def one_joins_another_leaves(group: Group, redis_url: str, scenario: Scenario) -> None:
     records = scenario.records
     total = expected_messages(records)
     cdr_topic = group.topic("cdr")
@@ -372,3 +373,43 @@ def test_a_worker_joining_and_another_leaving_mid_stream_change_nothing(
         client.close()
     assert second.assigned(cdr_topic) == set(range(PARTITIONS)), group.logs()
     check_results(group, scenario)
+
+
+SCENARIOS: dict[str, Callable[[Group, str, Scenario], None]] = {
+    "two_workers_share": two_workers_share,
+    "one_joins_another_leaves": one_joins_another_leaves,
+}
+
+
+@pytest.fixture(scope="module")
+def outcomes(
+    kafka_bootstrap: str,
+    redis_url: str,
+    scenario: Scenario,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Future[None]]]:
+    """Both scenarios side by side, each its own group, topics and key prefix; each test takes
+    its scenario's outcome (its assertion error, if any)."""
+
+    def one(name: str) -> None:
+        tmp = tmp_path_factory.mktemp(name)
+        unique = uuid.uuid4().hex[:10]
+        with group_of(kafka_bootstrap, redis_url, unique, tmp, scenario) as g:
+            SCENARIOS[name](g, redis_url, scenario)
+
+    with ThreadPoolExecutor(len(SCENARIOS)) as pool:
+        yield {name: pool.submit(one, name) for name in SCENARIOS}
+
+
+@pytest.mark.timeout(600)
+def test_two_workers_share_the_partitions_and_raise_what_one_run_raises(
+    outcomes: dict[str, Future[None]],
+) -> None:
+    outcomes["two_workers_share"].result(timeout=560)
+
+
+@pytest.mark.timeout(600)
+def test_a_worker_joining_and_another_leaving_mid_stream_change_nothing(
+    outcomes: dict[str, Future[None]],
+) -> None:
+    outcomes["one_joins_another_leaves"].result(timeout=560)
