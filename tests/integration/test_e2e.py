@@ -12,7 +12,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,8 +155,7 @@ def flagged(alerts: list[dict[str, object]]) -> set[tuple[str, str, str, str]]:
     }
 
 
-@pytest.mark.parametrize("batch_size", [1, 200], ids=["one-cdr-per-message", "json-arrays"])
-def test_worker_flags_every_pattern_as_scan_does(
+def flags_every_pattern(
     worker: Worker, kafka_bootstrap: str, batch_size: int, tmp_path: Path
 ) -> None:
     """A small labelled scenario with every pattern and every legitimate class: the worker
@@ -197,6 +198,40 @@ def test_worker_flags_every_pattern_as_scan_does(
     )
     assert counted == len(records)
     assert worker.metric("dialwatch_cdrs_total", '{result="to_trunk"}') > 0
+
+
+BATCH_SIZES = {1: "one-cdr-per-message", 200: "json-arrays"}
+
+
+@pytest.fixture(scope="module")
+def pattern_runs(
+    kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[int, Future[None]]]:
+    """``flags_every_pattern`` for each batch size side by side, each its own worker, topics,
+    group and key prefix; each test takes its run's outcome (its assertion error, if any)."""
+    workers: list[Worker] = []
+
+    def one(batch_size: int) -> None:
+        tmp = tmp_path_factory.mktemp(BATCH_SIZES[batch_size])
+        worker = start_worker(kafka_bootstrap, redis_url, uuid.uuid4().hex[:10], tmp)
+        workers.append(worker)
+        flags_every_pattern(worker, kafka_bootstrap, batch_size, tmp)
+
+    pool = ThreadPoolExecutor(len(BATCH_SIZES))
+    try:
+        yield {size: pool.submit(one, size) for size in BATCH_SIZES}
+    finally:
+        pool.shutdown(wait=True)
+        for worker in workers:
+            stop_worker(worker)
+
+
+@pytest.mark.parametrize("batch_size", list(BATCH_SIZES), ids=list(BATCH_SIZES.values()))
+def test_worker_flags_every_pattern_as_scan_does(
+    pattern_runs: dict[int, Future[None]], batch_size: int
+) -> None:
+    """``flags_every_pattern``, one CDR per message and JSON arrays of 200 (run side by side)."""
+    pattern_runs[batch_size].result(timeout=280)
 
 
 def test_late_out_of_order_mediation_files_give_the_same_intercepts(
