@@ -93,6 +93,14 @@ async def body_of(request: web.Request, required: bool) -> dict[str, Any]:
     return doc
 
 
+def reason_in(body: dict[str, Any]) -> object:
+    """The body's ``reason``: absent is None (the default), but a JSON null is no string (the
+    document's type), so it is refused like any other non-string."""
+    if "reason" in body and body["reason"] is None:
+        raise BadInput("reason must be a string")
+    return body.get("reason")
+
+
 def limit_of(request: web.Request, default: int) -> int:
     raw = request.query.get("limit")
     if raw is None:
@@ -127,7 +135,7 @@ async def approve(request: web.Request, who: Principal) -> web.Response:
     desk = request.app[DESK]
     number = number_of(desk, request.match_info["number"])
     body = await body_of(request, required=False)
-    reason = desk.reason(body.get("reason"), required=False, default="approved")
+    reason = desk.reason(reason_in(body), required=False, default="approved")
     return reply(await desk.approve(number, who, reason))
 
 
@@ -135,7 +143,7 @@ async def release(request: web.Request, who: Principal) -> web.Response:
     desk = request.app[DESK]
     number = number_of(desk, request.match_info["number"])
     body = await body_of(request, required=True)
-    reason = desk.reason(body.get("reason"), required=True)
+    reason = desk.reason(reason_in(body), required=True)
     kind = body.get("kind", "operator")
     if not isinstance(kind, str):
         raise BadInput("kind must be operator or appeal")

@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 import redis
 from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 
 from streams.tools.services import free_port
 from streams.topics import create_topics
@@ -165,15 +166,83 @@ def caught_up(
     return seen == [applied(client, prefix, partitions) for _, prefix in topics]
 
 
-def read_topic(kafka: str, topic: str) -> list[dict[str, object]]:
-    """Every message of a JSON topic, from the start."""
-    consumer = KafkaConsumer(
-        topic, bootstrap_servers=kafka, auto_offset_reset="earliest", consumer_timeout_ms=4000
-    )
+def unconfirmed(client: redis.Redis, prefix: str, partitions: int) -> int:
+    """Alerts in the outboxes of both stages under key prefix ``prefix``: written with their
+    state, not yet confirmed by the broker. A worker counts a batch in its metrics (and stores
+    its offset) once the state is written, so a reader that waited for those waits for this to
+    be 0 too before it reads the alert topic to its end."""
+    keys = [f"{pre}:{{p{p}}}:outbox" for pre in (prefix, f"{prefix}:x") for p in range(partitions)]
+    return sum(int(client.hlen(key)) for key in keys)
+
+
+def wait_confirmed(
+    client: redis.Redis, prefix: str, partitions: int, timeout_s: float = 60.0
+) -> None:
+    """Until every alert written under ``prefix`` is confirmed published (``unconfirmed``)."""
+    deadline = time.monotonic() + timeout_s
+    while (left := unconfirmed(client, prefix, partitions)) > 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{left} alerts under {prefix} still unconfirmed")
+        time.sleep(0.1)
+
+
+def read_published(
+    client: redis.Redis, kafka: str, topic: str, prefix: str, partitions: int, timeout_s: float = 60
+) -> list[dict[str, object]]:
+    """The alert topic once it holds every alert the outboxes under ``prefix`` still list: those
+    being sent, and any a store restored from an older snapshot lists again though it was
+    confirmed (so the outbox need not be empty, as ``wait_confirmed`` wants)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        keys = [f"{p}:{{p{n}}}:outbox" for p in (prefix, f"{prefix}:x") for n in range(partitions)]
+        listed = {
+            k.decode() if isinstance(k, bytes) else str(k)
+            for key in keys
+            for k in client.hkeys(key)
+        }
+        alerts = read_topic(kafka, topic)
+        missing = listed - {str(a["alert_id"]) for a in alerts}
+        if not missing:
+            return alerts
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(missing)} outbox alerts under {prefix} not on {topic}")
+
+
+def read_records(
+    kafka: str, topic: str, idle_s: float = 1.0, timeout_s: float = 120.0
+) -> list[ConsumerRecord]:
+    """Every message of a topic from the start: up to the end offsets it has when called, then
+    on until ``idle_s`` passes without a new one (Tansu may report an end as the first offset
+    of the last batch). A missing topic is empty. Messages still to come are the caller's to
+    wait for (a condition such as ``wait_confirmed``), not an idle timeout's."""
+    consumer = KafkaConsumer(bootstrap_servers=kafka, enable_auto_commit=False)
     try:
-        return [orjson.loads(m.value) for m in consumer]
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        out: list[ConsumerRecord] = []
+        deadline = time.monotonic() + timeout_s
+        last = time.monotonic()
+        while time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=200)
+            for messages in batch.values():
+                out.extend(messages)
+            now = time.monotonic()
+            if batch:
+                last = now
+            elif now - last >= idle_s and all(consumer.position(tp) >= ends[tp] for tp in tps):
+                return out
+        raise TimeoutError(f"{topic}: not read to its end in {timeout_s} s")
     finally:
         consumer.close()
+
+
+def read_topic(kafka: str, topic: str, idle_s: float = 1.0) -> list[dict[str, object]]:
+    """Every message of a JSON topic, from the start (``read_records``)."""
+    return [orjson.loads(m.value) for m in read_records(kafka, topic, idle_s)]
 
 
 def repeated_ids(alerts: list[dict[str, object]]) -> list[str]:

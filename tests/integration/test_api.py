@@ -30,14 +30,20 @@ def test_refusals_are_401_and_403_with_a_json_error(api_worker: ApiWorker) -> No
     assert status == 403 and "operator" in body["error"]
     status, _ = w.call("POST", "/allowlist", "operator", {"number": number})
     assert status == 403  # allowlisting is the admin's
-    assert w.redis().exists(w.key("pend", number))  # nothing changed
     # Bad input: 400 with the reason.
     status, body = w.call("POST", f"/interceptions/{number}/release", "operator", {})
     assert status == 400 and "reason" in body["error"]
+    # A JSON null is no string (the document's type): refused, not taken as "no reason".
+    for path in ("approve", "release"):
+        status, body = w.call(
+            "POST", f"/interceptions/{number}/{path}", "operator", {"reason": None}
+        )
+        assert status == 400 and "reason must be a string" in body["error"]
     status, body = w.call("GET", "/numbers/not-a-number", "read-only")
     assert status == 400 and "number" in body["error"]
     status, body = w.call("GET", "/interceptions?state=bogus", "read-only")
     assert status == 400 and "state" in body["error"]
+    assert w.redis().exists(w.key("pend", number))  # nothing changed
     for path in ("/healthz", "/readyz", "/health"):
         assert w.call("GET", path)[0] == 200
 

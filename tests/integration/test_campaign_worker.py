@@ -33,9 +33,8 @@ from streams.files import read_located
 from streams.observe import derived_obs
 from streams.state.base import PartitionMeta
 from streams.tools import simulate as sim
-from streams.tools.services import free_port
-from streams.topics import create_topics
-from tests.integration.test_faults import start, wait_caught_up, worker_env
+from streams.tools.fleet import worker_env
+from tests.integration.test_faults import start, wait_caught_up
 
 START = "2026-11-01T00:00:00+08:00"
 PARTITIONS = 4
@@ -161,7 +160,7 @@ def test_recorded_campaigns_equal_trace_leaks_whatever_the_batching(
     plan = plan_from_setting(base.numbering_plan)
     tz = ZoneInfo(base.timezone)
     cdrs = [rec for _, rec in read_located(str(leak_file), plan, tz) if isinstance(rec, CDR)]
-    first, _ = asyncio.run(_replay(cdrs, base.with_(key_prefix=f"a{unique}"), 50, 1))
+    first, _ = asyncio.run(_replay(cdrs, base.with_(key_prefix=f"a{unique}"), 200, 1))
     second, _ = asyncio.run(_replay(cdrs, base.with_(key_prefix=f"b{unique}"), 3000, 2))
     topic, alerts = base.leak_candidates_topic, base.alert_topic
     assert_same(first.latest(topic), trace)
@@ -232,16 +231,13 @@ def test_the_worker_gives_the_campaigns_of_trace_leaks(
 ) -> None:
     trace = offline(leak_file, capsys)
     records = [orjson.loads(line) for line in leak_file.read_text().splitlines()]
-    env = worker_env(kafka_bootstrap, redis_url, unique, free_port())
-    env["DIALWATCH_LEAK_CANDIDATES_TOPIC"] = f"leaks-{unique}"
-    env["DIALWATCH_CAMPAIGN_TICK_S"] = "1"
-    create_topics(
+    env = worker_env(
         kafka_bootstrap,
-        {
-            env["DIALWATCH_CDR_TOPIC"]: PARTITIONS,
-            env["DIALWATCH_ALERT_TOPIC"]: 1,
-            env["DIALWATCH_DEAD_LETTER_TOPIC"]: 1,
-        },
+        redis_url,
+        unique,
+        PARTITIONS,
+        DIALWATCH_LEAK_CANDIDATES_TOPIC=f"leaks-{unique}",
+        DIALWATCH_CAMPAIGN_TICK_S="1",
     )
     sim.produce(records, kafka_bootstrap, env["DIALWATCH_CDR_TOPIC"], PARTITIONS, batch_size=200)
     client = redis.Redis.from_url(redis_url)

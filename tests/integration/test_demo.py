@@ -17,7 +17,10 @@ import struct
 import subprocess
 import termios
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,10 +81,40 @@ def _run_in_terminal(columns: int, tmp: Path | None = None) -> tuple[int, float,
     return status, seconds, ESCAPES.sub("", b"".join(chunks).decode(errors="replace"))
 
 
-@pytest.mark.parametrize("columns", [80, 160])
-def test_the_readme_demo_command_passes_within_two_minutes(columns: int, tmp_path: Path) -> None:
+def _keep_run(tmp: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*COMMAND, "--keep", "--subscribers", "1000", "--hours", "4"],
+        cwd=REPO,
+        env=_env(tmp),
+        capture_output=True,
+        text=True,
+        timeout=LIMIT_S + 60,
+    )
+
+
+@pytest.fixture(scope="module")
+def demos(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, tuple[Path, Future[Any]]]]:
+    """The three demo runs side by side (each starts its own broker, Redis and worker): in a
+    terminal of 80 and of 160 columns, and with --keep; a test takes its run's result (or its
+    error) and temporary directory."""
     assert (REPO / COMMAND[0]).is_file(), "run `bash deploy/bootstrap.sh` first (README)"
-    status, seconds, screen = _run_in_terminal(columns, tmp_path)
+    tmp = {name: tmp_path_factory.mktemp(f"demo-{name}") for name in ("80", "160", "keep")}
+    with ThreadPoolExecutor(len(tmp)) as pool:
+        yield {
+            "80": (tmp["80"], pool.submit(_run_in_terminal, 80, tmp["80"])),
+            "160": (tmp["160"], pool.submit(_run_in_terminal, 160, tmp["160"])),
+            "keep": (tmp["keep"], pool.submit(_keep_run, tmp["keep"])),
+        }
+
+
+@pytest.mark.parametrize("columns", [80, 160])
+def test_the_readme_demo_command_passes_within_two_minutes(
+    columns: int, demos: dict[str, tuple[Path, Future[Any]]]
+) -> None:
+    tmp_path, run = demos[str(columns)]
+    status, seconds, screen = run.result(timeout=LIMIT_S + 120)
     tail = screen[-4000:]
     assert status == 0, tail
     assert re.search(r"^\s*PASS\s*$", screen, re.MULTILINE), tail
@@ -91,15 +124,11 @@ def test_the_readme_demo_command_passes_within_two_minutes(columns: int, tmp_pat
     assert not list(tmp_path.glob("dialwatch-demo-*")), "the demo left its files behind"
 
 
-def test_keep_keeps_the_files_and_the_worker_log_is_plain_text(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [*COMMAND, "--keep", "--subscribers", "1000", "--hours", "4"],
-        cwd=REPO,
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=LIMIT_S + 60,
-    )
+def test_keep_keeps_the_files_and_the_worker_log_is_plain_text(
+    demos: dict[str, tuple[Path, Future[Any]]],
+) -> None:
+    tmp_path, run = demos["keep"]
+    done = run.result(timeout=LIMIT_S + 120)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "false intercepts  none" in done.stdout and "PASS" in done.stdout
     for role in ("bulk_dialler", "sequential_dialler", "one_ring", "bomber", "block_member"):

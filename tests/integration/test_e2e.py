@@ -12,13 +12,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 import pytest
-from kafka import KafkaConsumer
+import redis
 
 from config.numbering import CHINA
 from config.settings import Settings
@@ -26,7 +28,7 @@ from streams.cdr import CDR, parse_records
 from streams.observe import derived_obs
 from streams.tools import simulate as sim
 from streams.tools.evaluate import evaluate
-from streams.tools.fleet import worker_env
+from streams.tools.fleet import read_records, read_topic, wait_confirmed, worker_env
 from streams.tools.scenario import ScenarioSpec, generate_scenario
 from streams.tools.simulate import default_start
 from tests.factories import dial, record_dict
@@ -59,8 +61,11 @@ class Worker:
         )
 
 
-@pytest.fixture
-def worker(kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path) -> Iterator[Worker]:
+def start_worker(
+    kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path, **extra: str
+) -> Worker:
+    """A worker on its own topics, group and key prefix, with the scenario's allowlist, an API
+    token and ``extra`` settings; its log in ``tmp_path``."""
     allowlist = tmp_path / "allowlist.txt"
     allowlist.write_text("\n".join(generate_scenario(SCENARIO).allowlist) + "\n")
     env = worker_env(
@@ -71,6 +76,7 @@ def worker(kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path) ->
         DIALWATCH_ALLOWLIST_FILE=str(allowlist),
         DIALWATCH_API_TOKEN=f"token-{unique}",
         DIALWATCH_ALLOWLIST_REFRESH_S="1",
+        **extra,
     )
     web_port = int(env["DIALWATCH_WEB_PORT"])
     log = tmp_path / "worker.log"
@@ -81,13 +87,23 @@ def worker(kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path) ->
             stdout=fh,
             stderr=subprocess.STDOUT,
         )
-    yield Worker(proc, env, web_port, log)
-    proc.terminate()
+    return Worker(proc, env, web_port, log)
+
+
+def stop_worker(worker: Worker) -> None:
+    worker.proc.terminate()
     try:
-        proc.wait(timeout=15)
+        worker.proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        worker.proc.kill()
+        worker.proc.wait()
+
+
+@pytest.fixture
+def worker(kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path) -> Iterator[Worker]:
+    started = start_worker(kafka_bootstrap, redis_url, unique, tmp_path)
+    yield started
+    stop_worker(started)
 
 
 def wait_until_processed(
@@ -115,14 +131,15 @@ def wait_until_processed(
     )
 
 
-def read_topic(bootstrap: str, topic: str) -> list[dict[str, object]]:
-    consumer = KafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=3000
-    )
+def published_alerts(worker: Worker) -> list[dict[str, object]]:
+    """The worker's alert topic, read to its end once every alert it has written with its state
+    is confirmed published: after a wait on its counts, whose last batch may still be sending."""
+    client = redis.Redis.from_url(worker.env["DIALWATCH_REDIS"])
     try:
-        return [orjson.loads(m.value) for m in consumer]
+        wait_confirmed(client, worker.env["DIALWATCH_KEY_PREFIX"], PARTITIONS)
     finally:
-        consumer.close()
+        client.close()
+    return read_topic(worker.env["DIALWATCH_KAFKA"], worker.env["DIALWATCH_ALERT_TOPIC"])
 
 
 def intercepted(alerts: list[dict[str, object]]) -> list[str]:
@@ -138,8 +155,7 @@ def flagged(alerts: list[dict[str, object]]) -> set[tuple[str, str, str, str]]:
     }
 
 
-@pytest.mark.parametrize("batch_size", [1, 200], ids=["one-cdr-per-message", "json-arrays"])
-def test_worker_flags_every_pattern_as_scan_does(
+def flags_every_pattern(
     worker: Worker, kafka_bootstrap: str, batch_size: int, tmp_path: Path
 ) -> None:
     """A small labelled scenario with every pattern and every legitimate class: the worker
@@ -153,7 +169,7 @@ def test_worker_flags_every_pattern_as_scan_does(
     cdrs = [r for r in parse_records(records, CHINA) if isinstance(r, CDR)]
     observed = len(derived_obs(cdrs, settings.international_trunks, 0, CHINA))
     wait_until_processed(worker, observed, metric="dialwatch_derived_observations_total")
-    alerts = read_topic(kafka_bootstrap, worker.env["DIALWATCH_ALERT_TOPIC"])
+    alerts = published_alerts(worker)
 
     path = tmp_path / "scenario.jsonl"
     sim.write_jsonl(path, records)
@@ -184,6 +200,40 @@ def test_worker_flags_every_pattern_as_scan_does(
     assert worker.metric("dialwatch_cdrs_total", '{result="to_trunk"}') > 0
 
 
+BATCH_SIZES = {1: "one-cdr-per-message", 200: "json-arrays"}
+
+
+@pytest.fixture(scope="module")
+def pattern_runs(
+    kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[int, Future[None]]]:
+    """``flags_every_pattern`` for each batch size side by side, each its own worker, topics,
+    group and key prefix; each test takes its run's outcome (its assertion error, if any)."""
+    workers: list[Worker] = []
+
+    def one(batch_size: int) -> None:
+        tmp = tmp_path_factory.mktemp(BATCH_SIZES[batch_size])
+        worker = start_worker(kafka_bootstrap, redis_url, uuid.uuid4().hex[:10], tmp)
+        workers.append(worker)
+        flags_every_pattern(worker, kafka_bootstrap, batch_size, tmp)
+
+    pool = ThreadPoolExecutor(len(BATCH_SIZES))
+    try:
+        yield {size: pool.submit(one, size) for size in BATCH_SIZES}
+    finally:
+        pool.shutdown(wait=True)
+        for worker in workers:
+            stop_worker(worker)
+
+
+@pytest.mark.parametrize("batch_size", list(BATCH_SIZES), ids=list(BATCH_SIZES.values()))
+def test_worker_flags_every_pattern_as_scan_does(
+    pattern_runs: dict[int, Future[None]], batch_size: int
+) -> None:
+    """``flags_every_pattern``, one CDR per message and JSON arrays of 200 (run side by side)."""
+    pattern_runs[batch_size].result(timeout=280)
+
+
 def test_late_out_of_order_mediation_files_give_the_same_intercepts(
     worker: Worker, kafka_bootstrap: str
 ) -> None:
@@ -196,7 +246,7 @@ def test_late_out_of_order_mediation_files_give_the_same_intercepts(
     assert records != in_order  # really delivered out of order
     sim.produce(records, kafka_bootstrap, worker.env["DIALWATCH_CDR_TOPIC"], PARTITIONS, 100)
     wait_until_processed(worker, len(records))
-    alerts = read_topic(kafka_bootstrap, worker.env["DIALWATCH_ALERT_TOPIC"])
+    alerts = published_alerts(worker)
     # The near miss stays just under every intercepting level (README, simulate's roles).
     diallers = sorted(label.number for label in labels if label.role == sim.BULK_DIALLER)
     assert intercepted(alerts) == diallers
@@ -240,7 +290,7 @@ def test_allowlist_entries_added_at_run_time_win_over_every_detector(
     ]
     sim.produce(records, kafka_bootstrap, worker.env["DIALWATCH_CDR_TOPIC"], PARTITIONS, 50)
     wait_until_processed(worker, len(records))
-    alerts = read_topic(kafka_bootstrap, worker.env["DIALWATCH_ALERT_TOPIC"])
+    alerts = published_alerts(worker)
     listed = [a for a in alerts if a["number"] == "17099998888"]
     assert listed and {a["action"] for a in listed} == {"monitor"}
     assert all(a["allowlisted"] for a in listed)
@@ -278,7 +328,7 @@ def test_complaint_reports_tighten_thresholds_and_name_the_category(
     ]
     sim.produce(calls, kafka_bootstrap, worker.env["DIALWATCH_CDR_TOPIC"], PARTITIONS, 1)
     wait_until_processed(worker, len(calls))
-    alerts = read_topic(kafka_bootstrap, worker.env["DIALWATCH_ALERT_TOPIC"])
+    alerts = published_alerts(worker)
     assert [(a["number"], a["action"], a["category"]) for a in alerts] == [
         ("13612345678", "intercept", "debt_collection")
     ]
@@ -314,14 +364,15 @@ def test_bad_messages_are_dead_lettered_and_counted(worker: Worker, kafka_bootst
     assert worker.metric("dialwatch_cdrs_total", '{result="accepted"}') == 1
     assert worker.metric("dialwatch_rejected_cdrs_total", '{reason="malformed_json"}') == 2
     assert worker.metric("dialwatch_rejected_cdrs_total", '{reason="missing_field"}') == 1
-    consumer = KafkaConsumer(
-        worker.env["DIALWATCH_DEAD_LETTER_TOPIC"],
-        bootstrap_servers=kafka_bootstrap,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=3000,
-    )
-    dead = [(m.value, dict(m.headers)) for m in consumer]
-    consumer.close()
+    # Sent after the counts (with the batch's alerts): waited for, up to the three expected.
+    deadline = time.monotonic() + 30
+    while True:
+        dead = [
+            (m.value, dict(m.headers))
+            for m in read_records(kafka_bootstrap, worker.env["DIALWATCH_DEAD_LETTER_TOPIC"])
+        ]
+        if len(dead) >= 3 or time.monotonic() > deadline:
+            break
     assert sorted(v for v, _ in dead) == sorted([b"{not json", b'{"cdr_id": "x"}', b"\xff\xfe"])
     assert {h["reason"] for _, h in dead} == {b"malformed_json", b"missing_field"}
 

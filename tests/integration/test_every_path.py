@@ -42,8 +42,10 @@ import os
 import random
 import subprocess
 import sys
+import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,7 +63,7 @@ from streams.tools.fleet import worker_env
 from streams.tools.scenario import SCENARIO_FIELDS, Scenario, ScenarioSpec, generate_scenario
 from streams.tools.simulate import batch_by_partition, default_start
 from streams.topics import partition_for
-from tests.integration.test_e2e import Worker, read_topic, wait_until_processed
+from tests.integration.test_e2e import Worker, published_alerts, wait_until_processed
 
 pytestmark = pytest.mark.e2e
 PARTITIONS = 4
@@ -268,34 +270,6 @@ def test_scan_of_every_file_form_gives_the_same_alerts(
     assert comparable(scan(files / name, files / "allow.txt")) == comparable(reference)
 
 
-@pytest.fixture
-def worker(
-    kafka_bootstrap: str, redis_url: str, unique: str, files: Path, tmp_path: Path
-) -> Iterator[Worker]:
-    env = worker_env(
-        kafka_bootstrap,
-        redis_url,
-        unique,
-        PARTITIONS,
-        DIALWATCH_ALLOWLIST_FILE=str(files / "allow.txt"),
-        DIALWATCH_API_TOKEN=f"token-{unique}",
-        DIALWATCH_TIMEZONE=str(TZ),
-    )
-    web_port = int(env["DIALWATCH_WEB_PORT"])
-    log = tmp_path / "worker.log"
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streams", "worker"], env=env, stdout=fh, stderr=fh
-        )
-    yield Worker(proc, env, web_port, log)
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def caller_partition(record: Mapping[str, object]) -> tuple[bytes, int]:
     key = str(normalise(str(record["caller"]), CHINA)).encode()
     return key, partition_for(key, PARTITIONS)
@@ -331,7 +305,64 @@ def run(
     observed = len(derived_obs(cdrs, settings.international_trunks, 0, CHINA))
     wait_until_processed(worker, observed, metric="dialwatch_derived_observations_total")
     assert worker.metric("dialwatch_cdrs_total", '{result="rejected"}') == 0
-    return read_topic(bootstrap, worker.env["DIALWATCH_ALERT_TOPIC"])
+    return published_alerts(worker)
+
+
+@dataclass(frozen=True)
+class Run:
+    alerts: list[dict[str, object]]
+    too_late: float  # dialwatch_rejected_cdrs_total{reason="too_late"} at the end
+
+
+ORDERS = ("event-time", "delivery")
+SHAPES = {False: "keyed-single", True: "aligned-arrays"}
+
+
+@pytest.fixture(scope="module")
+def runs(
+    kafka_bootstrap: str, redis_url: str, files: Path, day: Day,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[tuple[str, bool], Future[Run]]]:  # fmt: skip
+    """The four worker runs (event-time and delivery order, keyed single messages and aligned
+    arrays) side by side: each its own worker, topics, group and key prefix. A test takes its
+    run's result (or its error)."""
+    workers: list[Worker] = []
+
+    def one(order: str, arrays: bool) -> Run:
+        unique = uuid.uuid4().hex[:10]
+        env = worker_env(
+            kafka_bootstrap,
+            redis_url,
+            unique,
+            PARTITIONS,
+            DIALWATCH_ALLOWLIST_FILE=str(files / "allow.txt"),
+            DIALWATCH_API_TOKEN=f"token-{unique}",
+            DIALWATCH_TIMEZONE=str(TZ),
+        )
+        log = tmp_path_factory.mktemp(f"{order}-{SHAPES[arrays]}") / "worker.log"
+        with log.open("wb") as fh:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "streams", "worker"], env=env, stdout=fh, stderr=fh
+            )
+        worker = Worker(proc, env, int(env["DIALWATCH_WEB_PORT"]), log)
+        workers.append(worker)
+        records = day.multi if order == "event-time" else day.late
+        alerts = run(worker, kafka_bootstrap, day, records, arrays)
+        return Run(alerts, worker.metric("dialwatch_rejected_cdrs_total", '{reason="too_late"}'))
+
+    pool = ThreadPoolExecutor(len(ORDERS) * len(SHAPES))
+    try:
+        yield {(o, a): pool.submit(one, o, a) for o in ORDERS for a in SHAPES}
+    finally:
+        pool.shutdown(wait=True)
+        for worker in workers:
+            worker.proc.terminate()
+        for worker in workers:
+            try:
+                worker.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker.proc.kill()
+                worker.proc.wait()
 
 
 def intercepted(alerts: Sequence[Mapping[str, object]]) -> list[tuple[str, str]]:
@@ -340,28 +371,20 @@ def intercepted(alerts: Sequence[Mapping[str, object]]) -> list[tuple[str, str]]
     )
 
 
-@pytest.mark.parametrize("arrays", [False, True], ids=["keyed-single", "aligned-arrays"])
+@pytest.mark.parametrize("arrays", list(SHAPES), ids=list(SHAPES.values()))
 def test_worker_gives_scans_alerts_for_records_in_event_time_order(
-    worker: Worker,
-    kafka_bootstrap: str,
-    day: Day,
-    reference: list[dict[str, object]],
-    arrays: bool,
+    runs: dict[tuple[str, bool], Future[Run]], reference: list[dict[str, object]], arrays: bool
 ) -> None:
-    alerts = run(worker, kafka_bootstrap, day, day.multi, arrays)
+    alerts = runs["event-time", arrays].result(timeout=300).alerts
     derived = {a["detector"] for a in reference if a["subject"] != "number"}
     assert derived  # stage 2 raises alerts here, compared in full like stage 1's
     assert comparable(alerts) == comparable(reference)
 
 
-@pytest.mark.parametrize("arrays", [False, True], ids=["keyed-single", "aligned-arrays"])
+@pytest.mark.parametrize("arrays", list(SHAPES), ids=list(SHAPES.values()))
 def test_worker_intercepts_the_same_numbers_when_records_come_late(
-    worker: Worker,
-    kafka_bootstrap: str,
-    day: Day,
-    reference: list[dict[str, object]],
-    arrays: bool,
+    runs: dict[tuple[str, bool], Future[Run]], reference: list[dict[str, object]], arrays: bool
 ) -> None:
-    alerts = run(worker, kafka_bootstrap, day, day.late, arrays)
-    assert intercepted(alerts) == intercepted(reference)
-    assert worker.metric("dialwatch_rejected_cdrs_total", '{reason="too_late"}') == 0
+    done = runs["delivery", arrays].result(timeout=300)
+    assert intercepted(done.alerts) == intercepted(reference)
+    assert done.too_late == 0

@@ -43,7 +43,7 @@ from tests.integration.test_e2e import (
     START,
     Worker,
     intercepted,
-    read_topic,
+    published_alerts,
     wait_until_processed,
     worker,  # noqa: F401  (the fixture)
 )
@@ -473,7 +473,7 @@ def test_hostile_input_is_rejected_counted_dead_lettered_and_leaks_nowhere(
 
     # The flood: counted exactly and intercepted; nobody else intercepted; every good
     # caller's calls counted exactly (short and long windows, from the Redis state).
-    alerts = read_topic(kafka_bootstrap, worker.env["DIALWATCH_ALERT_TOPIC"])
+    alerts = published_alerts(worker)
     check.equal("intercepted numbers", intercepted(alerts), [flood])
     prefix = worker.env["DIALWATCH_KEY_PREFIX"]
     client = redis.Redis.from_url(redis_url)

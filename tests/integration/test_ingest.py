@@ -19,13 +19,13 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
-from kafka import KafkaConsumer
 
 from config.numbering import CHINA
 from streams.cdr import CDR, decode_message
 from streams.files import read_located, read_records
 from streams.formats import get
 from streams.ingest import Position
+from streams.tools import fleet
 from streams.topics import create_topics, partition_for
 
 PARTITIONS = 4
@@ -60,13 +60,9 @@ def asterisk_text(records: list[dict[str, object]], offset: int) -> str:
 
 
 def read_topic(bootstrap: str, topic: str) -> list[tuple[int, bytes]]:
-    consumer = KafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=3000
-    )
-    try:
-        return [(m.partition, m.value or b"") for m in consumer]
-    finally:
-        consumer.close()
+    """(partition, value) of every message, read to the topic's end (``fleet.read_records``):
+    what a shipper still sends is waited for by a condition (``wait_until``)."""
+    return [(m.partition, m.value or b"") for m in fleet.read_records(bootstrap, topic)]
 
 
 def published_ids(bootstrap: str, topic: str) -> Counter[str]:
@@ -119,12 +115,13 @@ def shipper(bootstrap: str, topic: str, *args: str) -> subprocess.Popen[bytes]:
     )
 
 
-def wait_until(check: object, timeout_s: float = 60.0) -> None:
+def wait_until(check: object, timeout_s: float = 60.0, poll_s: float = 0.5) -> None:
+    """Until ``check()``; a check that reads the topic takes a second itself."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if check():  # type: ignore[operator]
             return
-        time.sleep(0.1)
+        time.sleep(poll_s)
     raise AssertionError("timed out")
 
 
@@ -192,7 +189,7 @@ def test_shipper_killed_mid_file_and_rotated_while_down_delivers_every_record(
     )
     procs.append(shipper(kafka_bootstrap, topic, *args))
     size = master.stat().st_size
-    wait_until(lambda: state.exists() and Position.load(state).offset > 0)  # type: ignore[union-attr]
+    wait_until(lambda: state.exists() and Position.load(state).offset > 0, poll_s=0.1)  # type: ignore[union-attr]
     time.sleep(0.3)  # into the file, most likely between a send and its saved position
     procs[0].send_signal(signal.SIGKILL)
     procs[0].wait()
@@ -225,6 +222,7 @@ def test_shipper_killed_mid_file_and_rotated_while_down_delivers_every_record(
     assert len(expected) == len(set(expected)) == 31_500
     wait_until(lambda: set(published_ids(kafka_bootstrap, topic)) >= set(expected), 120)
     procs[1].terminate()
+    procs[1].wait(timeout=30)  # whatever it sends on its way out is on the topic
     ids = published_ids(kafka_bootstrap, topic)
     assert set(ids) == set(expected)
     repeated = {i for i, n in ids.items() if n > 1}

@@ -31,11 +31,12 @@ from streams.interception.step import Interception, build_store
 from streams.interception.store import Entry
 from streams.security import redis_acl_rule
 from streams.tools import simulate as sim
+from streams.tools.fleet import applied, end_offsets, wait_confirmed
 from streams.tools.fleet import worker_env as fleet_env
 from streams.tools.scenario import ScenarioSpec, generate_scenario
 from streams.tools.services import free_port, start_redis_cluster
 from streams.tools.simulate import default_start
-from tests.integration.test_faults import applied, end_offsets, start, wait_caught_up
+from tests.integration.test_faults import start, wait_caught_up
 
 pytestmark = pytest.mark.e2e
 PARTITIONS = 4
@@ -496,7 +497,7 @@ def test_kill_9_leaves_the_list_consistent_with_the_alerts(
     kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path,
     running: list[subprocess.Popen[bytes]],
 ) -> None:  # fmt: skip
-    spec = sim.SimSpec(start=START, seed=21, hours=8, subscribers=6000, bulk_diallers=8)
+    spec = sim.SimSpec(start=START, seed=21, hours=4, subscribers=6000, bulk_diallers=8)
     records, _ = sim.generate(spec)
     env = worker_env(kafka_bootstrap, redis_url, unique)
     sim.produce(records, kafka_bootstrap, env["DIALWATCH_CDR_TOPIC"], PARTITIONS, batch_size=50)
@@ -518,6 +519,7 @@ def test_kill_9_leaves_the_list_consistent_with_the_alerts(
     second = start(env, log)
     running.append(second)
     wait_caught_up(store, env, second, log)
+    wait_confirmed(store, prefix, PARTITIONS)  # the last batches' alerts, still sending
 
     alerts = [a for _, a in read_messages(kafka_bootstrap, env["DIALWATCH_ALERT_TOPIC"])]
     client = r(redis_url)

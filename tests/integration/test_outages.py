@@ -1,7 +1,7 @@
 """Outages of the real services a worker depends on, injected mid-stream.
 
 Each test starts its own Tansu broker and redis-server (not the session fixtures: pausing those
-would disturb other tests), produces about 40,000 CDRs as JSON arrays of 100 on 4 partitions,
+would disturb other tests), produces about 22,000 CDRs as JSON arrays of 100 on 4 partitions,
 starts a worker, and when about 30% is applied takes one service away for a while:
 
 * Redis frozen (SIGSTOP) for 8 s, then thawed (SIGCONT);
@@ -9,9 +9,10 @@ starts a worker, and when about 30% is applied takes one service away for a whil
 * Redis shut down cleanly (``SHUTDOWN``, the AOF complete) and restarted on the same port and
   directory.
 
-The worker must stay up and catch up. Afterwards ``dialwatch verify`` accounts for every record,
-no alert id appears twice on the alert topic, and the caller-stage alert ids equal those of a
-fault-free run of the same records (``scan``).
+The scenarios run side by side (one module fixture, each its own services, worker and
+directory); each test reports its own. The worker must stay up and catch up. Afterwards
+``dialwatch verify`` accounts for every record, no alert id appears twice on the alert topic,
+and the caller-stage alert ids equal those of a fault-free run of the same records (``scan``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,24 +36,21 @@ import redis
 
 from config.settings import Settings
 from streams.tools import simulate as sim
+from streams.tools.fleet import applied, end_offsets, read_published, worker_env
 from streams.tools.services import Service, free_port, start_broker, start_redis
 from streams.tools.simulate import default_start
-from streams.topics import create_topics
 from tests.integration.test_faults import (
     CALLER_DETECTORS,
     PARTITIONS,
-    applied,
-    end_offsets,
     fault_free,
-    read_alerts,
-    worker_env,
 )
 
 pytestmark = pytest.mark.e2e
 SPEC = sim.SimSpec(
-    start=default_start(Settings()), seed=31, hours=12, subscribers=6_000, bulk_diallers=2
+    start=default_start(Settings()), seed=31, hours=12, subscribers=2_500, bulk_diallers=2
 )
 OUTAGE_S = 8.0
+SIDE_BY_SIDE = 5  # scenarios at once
 CATCH_UP_S = 150.0
 
 
@@ -163,7 +164,12 @@ class Rig:
             client.close()
 
     def check(self, records: list[dict[str, object]], ref: list[dict[str, object]]) -> None:
-        alerts = read_alerts(self.env["DIALWATCH_KAFKA"], self.env["DIALWATCH_ALERT_TOPIC"])
+        client = self.client()
+        try:  # caught up: the state is written; its last alerts may still be sending
+            kafka, topic = self.env["DIALWATCH_KAFKA"], self.env["DIALWATCH_ALERT_TOPIC"]
+            alerts = read_published(client, kafka, topic, self.prefix, PARTITIONS)
+        finally:
+            client.close()
         ids = [str(a["alert_id"]) for a in alerts]
         assert len(ids) == len(set(ids)), "an alert was published twice"
 
@@ -186,11 +192,12 @@ class Rig:
         assert verify.returncode == 0 and "ALL-RECORDS-ACCOUNTED" in output, output[-3000:]
 
 
-@pytest.fixture
-def rig(
+@contextmanager
+def rigs(
     records: list[dict[str, object]], unique: str, tmp_path: Path
 ) -> Iterator[Callable[..., Rig]]:
-    """``rig(redis_port=None, redis_extra=None)``: own services, topics produced, worker up."""
+    """``rig(redis_port=None, redis_extra=None)``: own services, topics produced, worker up;
+    all stopped on the way out."""
     made: list[Rig] = []
 
     def make(redis_port: int | None = None, redis_extra: list[str] | None = None) -> Rig:
@@ -200,24 +207,28 @@ def rig(
         except BaseException:
             broker.stop()
             raise
-        env = worker_env(broker.address, store.address, unique, free_port())
-        env["DIALWATCH_RETRY_MAX_BACKOFF_S"] = "1"
+        try:  # the topics are created too
+            env = worker_env(
+                broker.address, store.address, unique, PARTITIONS, DIALWATCH_RETRY_MAX_BACKOFF_S="1"
+            )
+        except BaseException:
+            broker.stop()
+            store.stop()
+            raise
         one = Rig(broker, store, env, tmp_path / "worker.log")
         made.append(one)
-        create_topics(
-            broker.address,
-            {
-                env["DIALWATCH_CDR_TOPIC"]: PARTITIONS,
-                env["DIALWATCH_ALERT_TOPIC"]: 1,
-                env["DIALWATCH_DEAD_LETTER_TOPIC"]: 1,
-            },
-        )
         sim.produce(records, broker.address, env["DIALWATCH_CDR_TOPIC"], PARTITIONS, 100)
         one.total = sum(end_offsets(broker.address, env["DIALWATCH_CDR_TOPIC"]).values())
         one.start_worker()
         return one
 
-    yield make
+    try:
+        yield make
+    finally:
+        stop_all(made)
+
+
+def stop_all(made: list[Rig]) -> None:
     for one in made:
         for service in (one.broker, one.store):
             if service.proc.poll() is None:
@@ -242,11 +253,11 @@ def freeze(service: Service, rig: Rig) -> None:
         os.kill(service.proc.pid, signal.SIGCONT)
 
 
-@pytest.mark.timeout(600)
-def test_redis_frozen_mid_stream_degrades_health_then_catches_up_exactly(
+def redis_frozen(
     rig: Callable[..., Rig],
     records: list[dict[str, object]],
     reference: list[dict[str, object]],
+    tmp_path: Path,
 ) -> None:
     one = rig()
     one.wait_applied(0.3)
@@ -257,11 +268,11 @@ def test_redis_frozen_mid_stream_degrades_health_then_catches_up_exactly(
     one.check(records, reference)
 
 
-@pytest.mark.timeout(600)
-def test_broker_frozen_mid_stream_worker_resumes_exactly(
+def broker_frozen(
     rig: Callable[..., Rig],
     records: list[dict[str, object]],
     reference: list[dict[str, object]],
+    tmp_path: Path,
 ) -> None:
     one = rig()
     one.wait_applied(0.3)
@@ -272,8 +283,7 @@ def test_broker_frozen_mid_stream_worker_resumes_exactly(
     one.check(records, reference)
 
 
-@pytest.mark.timeout(600)
-def test_redis_shut_down_and_restarted_mid_stream_catches_up_exactly(
+def redis_restarted(
     rig: Callable[..., Rig],
     records: list[dict[str, object]],
     reference: list[dict[str, object]],
@@ -316,8 +326,7 @@ def restart_redis(one: Rig, port: int, args: list[str]) -> None:
     one.store = start_redis(port, args)
 
 
-@pytest.mark.timeout(600)
-def test_redis_killed_under_appendfsync_everysec_mid_stream_catches_up_exactly(
+def redis_killed_everysec(
     rig: Callable[..., Rig],
     records: list[dict[str, object]],
     reference: list[dict[str, object]],
@@ -341,8 +350,7 @@ def test_redis_killed_under_appendfsync_everysec_mid_stream_catches_up_exactly(
     one.check(records, reference)
 
 
-@pytest.mark.timeout(600)
-def test_redis_back_from_an_older_snapshot_is_replayed_from_kafka_exactly(
+def redis_from_older_snapshot(
     rig: Callable[..., Rig],
     records: list[dict[str, object]],
     reference: list[dict[str, object]],
@@ -390,3 +398,65 @@ def test_redis_back_from_an_older_snapshot_is_replayed_from_kafka_exactly(
         one.log.read_text(errors="replace")
     )
     one.check(records, reference)
+
+
+SCENARIOS: dict[str, Callable[..., None]] = {
+    "redis_frozen": redis_frozen,
+    "broker_frozen": broker_frozen,
+    "redis_restarted": redis_restarted,
+    "redis_killed_everysec": redis_killed_everysec,
+    "redis_from_older_snapshot": redis_from_older_snapshot,
+}
+
+
+@pytest.fixture(scope="module")
+def outcomes(
+    records: list[dict[str, object]],
+    reference: list[dict[str, object]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Future[None]]]:
+    """The scenarios side by side, each with its own broker, Redis, worker and directory; each
+    test takes its scenario's outcome (its assertion error, if any)."""
+
+    def one(name: str) -> None:
+        tmp = tmp_path_factory.mktemp(name[:40])
+        with rigs(records, uuid.uuid4().hex[:10], tmp) as make:
+            SCENARIOS[name](make, records, reference, tmp)
+
+    with ThreadPoolExecutor(SIDE_BY_SIDE) as pool:
+        yield {name: pool.submit(one, name) for name in SCENARIOS}
+
+
+@pytest.mark.timeout(600)
+def test_redis_frozen_mid_stream_degrades_health_then_catches_up_exactly(
+    outcomes: dict[str, Future[None]],
+) -> None:
+    outcomes["redis_frozen"].result(timeout=560)
+
+
+@pytest.mark.timeout(600)
+def test_broker_frozen_mid_stream_worker_resumes_exactly(
+    outcomes: dict[str, Future[None]],
+) -> None:
+    outcomes["broker_frozen"].result(timeout=560)
+
+
+@pytest.mark.timeout(600)
+def test_redis_shut_down_and_restarted_mid_stream_catches_up_exactly(
+    outcomes: dict[str, Future[None]],
+) -> None:
+    outcomes["redis_restarted"].result(timeout=560)
+
+
+@pytest.mark.timeout(600)
+def test_redis_killed_under_appendfsync_everysec_mid_stream_catches_up_exactly(
+    outcomes: dict[str, Future[None]],
+) -> None:
+    outcomes["redis_killed_everysec"].result(timeout=560)
+
+
+@pytest.mark.timeout(600)
+def test_redis_back_from_an_older_snapshot_is_replayed_from_kafka_exactly(
+    outcomes: dict[str, Future[None]],
+) -> None:
+    outcomes["redis_from_older_snapshot"].result(timeout=560)

@@ -18,16 +18,13 @@ from config.numbering import CHINA
 from config.settings import Settings
 from streams.cdr import Reject, decode_message
 from streams.tools import simulate as sim
-from streams.tools.services import free_port
+from streams.tools.fleet import read_topic, worker_env
 from streams.tools.simulate import default_start
-from streams.topics import create_topics
 from tests.integration.test_faults import (
     PARTITIONS,
     fault_free,
-    read_alerts,
     start,
     wait_caught_up,
-    worker_env,
 )
 from tests.integration.test_hostile_input import dead_letters, produce
 
@@ -52,13 +49,14 @@ def metric(port: int, name: str) -> dict[str, float]:
 def test_an_oversized_dead_letter_is_cut_counted_and_its_partition_goes_on(
     kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path
 ) -> None:
-    env = worker_env(kafka_bootstrap, redis_url, unique, free_port())
-    env["DIALWATCH_PRODUCER_MAX_REQUEST_BYTES"] = str(MAX_REQUEST)
-    topic, dead_topic = env["DIALWATCH_CDR_TOPIC"], env["DIALWATCH_DEAD_LETTER_TOPIC"]
-    create_topics(
+    env = worker_env(
         kafka_bootstrap,
-        {topic: PARTITIONS, env["DIALWATCH_ALERT_TOPIC"]: 1, dead_topic: 1},
+        redis_url,
+        unique,
+        PARTITIONS,
+        DIALWATCH_PRODUCER_MAX_REQUEST_BYTES=str(MAX_REQUEST),
     )
+    topic, dead_topic = env["DIALWATCH_CDR_TOPIC"], env["DIALWATCH_DEAD_LETTER_TOPIC"]
     junk = b'{"cdr_id": "' + b"j" * 600_000 + b'"}'
     (reject,) = decode_message(junk, CHINA)
     assert isinstance(reject, Reject)
@@ -88,7 +86,7 @@ def test_an_oversized_dead_letter_is_cut_counted_and_its_partition_goes_on(
         assert headers["refused"] == b"MessageSizeTooLargeError"
         assert headers["truncated"] == str(len(junk)).encode()
 
-    alerts = read_alerts(kafka_bootstrap, env["DIALWATCH_ALERT_TOPIC"])
+    alerts = read_topic(kafka_bootstrap, env["DIALWATCH_ALERT_TOPIC"])  # the worker stopped
     ids = [str(a["alert_id"]) for a in alerts]
     assert len(ids) == len(set(ids)), "an alert was published twice"
     reference = {str(a["alert_id"]) for a in fault_free(records, tmp_path)}

@@ -11,8 +11,11 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -35,10 +38,11 @@ from tests.integration.test_e2e import (
     SCENARIO,
     Worker,
     intercepted,
-    read_topic,
+    published_alerts,
+    start_worker,
+    stop_worker,
     wait_until_processed,
 )
-from tests.integration.test_e2e import worker as worker  # the fixture, re-exported
 
 pytestmark = pytest.mark.e2e
 Records = list[dict[str, object]]
@@ -47,12 +51,9 @@ MOBILE = re.compile(r"1\d{10}")
 STAGE_2 = frozenset({"call_bombing", "coordinated_block", "spoofed_identity"})
 
 
-@pytest.fixture(autouse=True)
-def quick_hops(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Set before the worker fixture copies the environment: the paced variant waits for two
-    hops (CDR topic, repartition topic) per message, so short fetch waits keep it quick."""
-    monkeypatch.setenv("DIALWATCH_FETCH_MAX_WAIT_MS", "50")
-    monkeypatch.setenv("DIALWATCH_BATCH_WITHIN_S", "0.05")
+# The paced variant waits for two hops (CDR topic, repartition topic) per message: short fetch
+# waits keep it quick.
+QUICK_HOPS = {"DIALWATCH_FETCH_MAX_WAIT_MS": "50", "DIALWATCH_BATCH_WITHIN_S": "0.05"}
 
 
 def in_event_order(records: Records) -> Records:
@@ -208,17 +209,56 @@ def run(worker: Worker, bootstrap: str, variant: str) -> tuple[list[dict[str, ob
     cdrs = [r for r in parse_records([*records, *ticks(records)], CHINA) if isinstance(r, CDR)]
     observed = len(derived_obs(cdrs, Settings().international_trunks, 0, CHINA))
     wait_until_processed(worker, observed, metric="dialwatch_derived_observations_total")
-    time.sleep(1)  # the last batch's alert sends
-    return read_topic(bootstrap, worker.env["DIALWATCH_ALERT_TOPIC"]), records
+    return published_alerts(worker), records
+
+
+@dataclass(frozen=True)
+class Result:
+    alerts: list[dict[str, object]]
+    records: Records
+    counted: float  # dialwatch_cdrs_total accepted + to_trunk
+    moved: float  # dialwatch_repartitioned_cdrs_total
+    took: float
+    reference: list[dict[str, object]]  # scan's
+
+
+@pytest.fixture(scope="module")
+def results(
+    kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Future[Result]]]:
+    """Every variant side by side, each with its own worker, topics, group and key prefix;
+    each test takes its variant's result (or its error)."""
+    workers: list[Worker] = []
+
+    def one(variant: str) -> Result:
+        tmp = tmp_path_factory.mktemp(variant)
+        worker = start_worker(kafka_bootstrap, redis_url, uuid.uuid4().hex[:10], tmp, **QUICK_HOPS)
+        workers.append(worker)
+        started = time.monotonic()
+        alerts, records = run(worker, kafka_bootstrap, variant)
+        took = time.monotonic() - started
+        counted = sum(
+            worker.metric("dialwatch_cdrs_total", f'{{result="{r}"}}')
+            for r in ("accepted", "to_trunk")
+        )
+        moved = worker.metric("dialwatch_repartitioned_cdrs_total")
+        return Result(alerts, records, counted, moved, took, scanned(worker, records, tmp))
+
+    pool = ThreadPoolExecutor(len(VARIANTS))
+    try:
+        yield {variant: pool.submit(one, variant) for variant in VARIANTS}
+    finally:
+        pool.shutdown(wait=True)
+        for worker in workers:
+            stop_worker(worker)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_grouping_and_key_form_do_not_change_the_results(
-    worker: Worker, kafka_bootstrap: str, variant: str, tmp_path: Path
+    results: dict[str, Future[Result]], variant: str
 ) -> None:
-    started = time.monotonic()
-    alerts, records = run(worker, kafka_bootstrap, variant)
-    took = time.monotonic() - started
+    done = results[variant].result(timeout=280)
+    alerts, records, counted, moved = done.alerts, done.records, done.counted, done.moved
     scenario = generate_scenario(SCENARIO)
     report = evaluate(
         records,
@@ -230,21 +270,18 @@ def test_grouping_and_key_form_do_not_change_the_results(
     assert report.false_intercepts == ()
     for pattern in report.patterns:
         assert pattern.detected == pattern.labelled, (variant, pattern)
-    counted = sum(
-        worker.metric("dialwatch_cdrs_total", f'{{result="{r}"}}') for r in ("accepted", "to_trunk")
-    )
     assert counted == len(records) + PARTITIONS**2  # each CDR applied once, wherever it arrived
     assert len({a["alert_id"] for a in alerts}) == len(alerts)
-    moved = worker.metric("dialwatch_repartitioned_cdrs_total")
     if variant in ("keyed-single", "aligned-arrays"):
         assert moved == 0  # the fast path: no extra hop
     else:
         assert moved > 0
     print(
-        f"{variant}: {counted:.0f} CDRs, {moved:.0f} re-keyed, {len(alerts)} alerts, {took:.1f} s"
+        f"{variant}: {counted:.0f} CDRs, {moved:.0f} re-keyed, {len(alerts)} alerts,"
+        f" {done.took:.1f} s"
     )
 
-    reference = scanned(worker, records, tmp_path)
+    reference = done.reference
     assert intercepted(alerts) == intercepted(reference)
     if variant != "unkeyed-arrays-burst-both-forms":
         # Every caller's records reached its state in event-time order: the same alerts.

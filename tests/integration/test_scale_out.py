@@ -2,14 +2,14 @@
 
 Two workers in one group split the partitions and together raise exactly what one run over all
 records raises (``scan``); a second worker joining mid-stream, and later the first one leaving
-(SIGTERM), changes nothing either. Each test gets its own topics, consumer group and key prefix.
+(SIGTERM), changes nothing either. Each test gets its own topics, consumer group and key prefix;
+the two run side by side (one module fixture), each test reporting its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
-import os
 import re
 import signal
 import subprocess
@@ -17,21 +17,24 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 import pytest
 import redis
-from kafka import KafkaConsumer, TopicPartition
 
 from config.settings import Settings
 from streams.factory import build_engines
 from streams.scan import scan
 from streams.tools import simulate as sim
 from streams.tools.evaluate import evaluate
+from streams.tools.fleet import end_offsets, read_topic, wait_confirmed, worker_env
 from streams.tools.scenario import Scenario, ScenarioSpec, generate_scenario
 from streams.tools.services import free_port
 from streams.tools.simulate import default_start
@@ -141,53 +144,39 @@ class Group:
         return "\n".join(w.tail() for w in self.workers)
 
 
-@pytest.fixture
-def group(
+@contextmanager
+def group_of(
     kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path, scenario: Scenario
 ) -> Iterator[Group]:
+    """A group's topics, group and key prefix; its workers stopped on the way out."""
     allowlist = tmp_path / "allowlist.txt"
     allowlist.write_text("\n".join(scenario.allowlist) + "\n")
-    env = {
-        **os.environ,
-        "DIALWATCH_KAFKA": kafka_bootstrap,
-        "DIALWATCH_REDIS": redis_url,
-        "DIALWATCH_CDR_TOPIC": f"cdrs-{unique}",
-        "DIALWATCH_ALERT_TOPIC": f"alerts-{unique}",
-        "DIALWATCH_DEAD_LETTER_TOPIC": f"dead-{unique}",
-        "DIALWATCH_DERIVED_TOPIC": f"derived-{unique}",
-        "DIALWATCH_REPARTITION_TOPIC": f"repartition-{unique}",
-        "DIALWATCH_COMPLAINT_TOPIC": f"complaints-{unique}",
-        "DIALWATCH_ALLOWLIST_FILE": str(allowlist),
-        "DIALWATCH_APP_ID": f"dialwatch-{unique}",
-        "DIALWATCH_KEY_PREFIX": f"so{unique}",
-        "DIALWATCH_TOPIC_PARTITIONS": str(PARTITIONS),
-        "DIALWATCH_SESSION_TIMEOUT_S": "6",
-        "DIALWATCH_HEARTBEAT_INTERVAL_S": "1",
-        "DIALWATCH_REBALANCE_TIMEOUT_S": "6",
-    }
-    g = Group(env, tmp_path)
-    # All created up front: two workers starting together would otherwise race to create the
-    # derived and complaint topics.
-    create_topics(
+    env = worker_env(
         kafka_bootstrap,
-        {
-            g.topic("cdr"): PARTITIONS,
-            g.topic("derived"): PARTITIONS,
-            g.topic("complaint"): PARTITIONS,
-            g.topic("alert"): 1,
-            g.topic("dead_letter"): 1,
-        },
+        redis_url,
+        unique,
+        PARTITIONS,
+        DIALWATCH_ALLOWLIST_FILE=str(allowlist),
+        DIALWATCH_KEY_PREFIX=f"so{unique}",
     )
-    yield g
-    for worker in g.workers:
-        if worker.proc.poll() is None:
-            worker.proc.terminate()
-    for worker in g.workers:
-        try:
-            worker.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.proc.kill()
-            worker.proc.wait()
+    g = Group(env, tmp_path)
+    # All created up front (worker_env made the CDR, alert and dead-letter topics): two workers
+    # starting together would otherwise race to create the derived and complaint topics.
+    create_topics(
+        kafka_bootstrap, {g.topic("derived"): PARTITIONS, g.topic("complaint"): PARTITIONS}
+    )
+    try:
+        yield g
+    finally:
+        for worker in g.workers:
+            if worker.proc.poll() is None:
+                worker.proc.terminate()
+        for worker in g.workers:
+            try:
+                worker.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.proc.kill()
+                worker.proc.wait()
 
 
 def wait_for(
@@ -207,15 +196,6 @@ def busy(worker: Worker) -> bool:
         return worker.cdrs() > 0
     except OSError:
         return False
-
-
-def end_offsets(kafka: str, topic: str) -> dict[int, int]:
-    consumer = KafkaConsumer(bootstrap_servers=kafka)
-    try:
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        return {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
-    finally:
-        consumer.close()
 
 
 def applied(client: redis.Redis, prefix: str) -> dict[int, int]:
@@ -243,16 +223,6 @@ def wait_caught_up(client: redis.Redis, g: Group, live: list[Worker]) -> None:
                     break
             assert time.monotonic() < deadline, f"{topic}: {ends} vs {done}\n{g.logs()}"
             time.sleep(0.5)
-
-
-def read_topic(kafka: str, topic: str) -> list[dict[str, object]]:
-    consumer = KafkaConsumer(
-        topic, bootstrap_servers=kafka, auto_offset_reset="earliest", consumer_timeout_ms=4000
-    )
-    try:
-        return [orjson.loads(m.value) for m in consumer]
-    finally:
-        consumer.close()
 
 
 def flagged(alerts: list[dict[str, object]]) -> set[tuple[str, str, str, str]]:
@@ -288,6 +258,11 @@ def check_results(g: Group, scenario: Scenario) -> None:
     """What must not depend on how many workers there were: the flagged set equals scan's, no
     alert twice, every pattern caught and nobody falsely intercepted, and verify accounts for
     every record in Redis."""
+    client = redis.Redis.from_url(g.env["DIALWATCH_REDIS"])
+    try:  # caught up: the state is written; its last alerts may still be sending
+        wait_confirmed(client, g.prefix, PARTITIONS)
+    finally:
+        client.close()
     alerts = read_topic(g.kafka, g.topic("alert"))
     ids = Counter(str(a["alert_id"]) for a in alerts)
     assert [i for i, n in ids.items() if n > 1] == [], "alerts published twice"
@@ -318,10 +293,7 @@ def check_results(g: Group, scenario: Scenario) -> None:
     assert verify.returncode == 0 and "ALL-RECORDS-ACCOUNTED" in output, output[-3000:]
 
 
-@pytest.mark.timeout(600)
-def test_two_workers_share_the_partitions_and_raise_what_one_run_raises(
-    group: Group, redis_url: str, scenario: Scenario
-) -> None:
+def two_workers_share(group: Group, redis_url: str, scenario: Scenario) -> None:
     first, second = group.start(), group.start()
     cdr_topic = group.topic("cdr")
 
@@ -344,10 +316,7 @@ def test_two_workers_share_the_partitions_and_raise_what_one_run_raises(
     check_results(group, scenario)
 
 
-@pytest.mark.timeout(600)
-def test_a_worker_joining_and_another_leaving_mid_stream_change_nothing(
-    group: Group, redis_url: str, scenario: Scenario
-) -> None:
+def one_joins_another_leaves(group: Group, redis_url: str, scenario: Scenario) -> None:
     records = scenario.records
     total = expected_messages(records)
     cdr_topic = group.topic("cdr")
@@ -404,3 +373,43 @@ def test_a_worker_joining_and_another_leaving_mid_stream_change_nothing(
         client.close()
     assert second.assigned(cdr_topic) == set(range(PARTITIONS)), group.logs()
     check_results(group, scenario)
+
+
+SCENARIOS: dict[str, Callable[[Group, str, Scenario], None]] = {
+    "two_workers_share": two_workers_share,
+    "one_joins_another_leaves": one_joins_another_leaves,
+}
+
+
+@pytest.fixture(scope="module")
+def outcomes(
+    kafka_bootstrap: str,
+    redis_url: str,
+    scenario: Scenario,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Future[None]]]:
+    """Both scenarios side by side, each its own group, topics and key prefix; each test takes
+    its scenario's outcome (its assertion error, if any)."""
+
+    def one(name: str) -> None:
+        tmp = tmp_path_factory.mktemp(name)
+        unique = uuid.uuid4().hex[:10]
+        with group_of(kafka_bootstrap, redis_url, unique, tmp, scenario) as g:
+            SCENARIOS[name](g, redis_url, scenario)
+
+    with ThreadPoolExecutor(len(SCENARIOS)) as pool:
+        yield {name: pool.submit(one, name) for name in SCENARIOS}
+
+
+@pytest.mark.timeout(600)
+def test_two_workers_share_the_partitions_and_raise_what_one_run_raises(
+    outcomes: dict[str, Future[None]],
+) -> None:
+    outcomes["two_workers_share"].result(timeout=560)
+
+
+@pytest.mark.timeout(600)
+def test_a_worker_joining_and_another_leaving_mid_stream_change_nothing(
+    outcomes: dict[str, Future[None]],
+) -> None:
+    outcomes["one_joins_another_leaves"].result(timeout=560)
