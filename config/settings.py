@@ -185,6 +185,10 @@ class Settings:
     # Recovery (issue 17 item 2, docs/recovery.md): how often Faust commits the offsets of
     # acknowledged batches (Faust's default 2.8 s: a new owner's commits showed up that late).
     commit_interval_s: float = 1.0
+    # Contact circles (issue 19, README "Debt collection"): stage 2 keeps, per subscriber and
+    # UTC day, at most 32 keyed hashes of the numbers it called or was called by, for this
+    # many days (0: no circles, and no contacts_of_person_called evidence).
+    circle_days: int = 3
 
     def __post_init__(self) -> None:
         for name in (

@@ -17,6 +17,7 @@ stage-1 partitions interleave (docs/ordering.md): everything below ``prepare``'s
 
 from __future__ import annotations
 
+import math
 import time
 from bisect import bisect_left, insort
 from collections.abc import Callable, Collection, Container, Mapping, Sequence
@@ -30,6 +31,7 @@ from config.numbering import plan_from_setting
 from config.policy import DetectorPolicy, Policy
 from config.settings import Settings
 from detectors.catalogue import load_all
+from detectors.circles import contacts_of_person_called
 from detectors.features import call_features
 from detectors.levels import scaled
 from detectors.registry import Detector, check_policy
@@ -37,7 +39,8 @@ from detectors.selection import kind_plan
 from detectors.snapshot import N_FEATURES, Tally, WindowSnapshot
 from detectors.windows import WindowSpec, bucket_of, busiest_window_end, sum_in_window, window_specs
 from streams.cdr import CDR, Reject
-from streams.complaints import Reports
+from streams.circles import Circles
+from streams.complaints import ComplaintStore, Reports
 from streams.complaints import active as complaint_reports
 from streams.episodes import Episodes, Subject
 from streams.items import (
@@ -62,6 +65,17 @@ SOURCE_IDLE_MS = 60_000  # stage 1: a source silent this long (wall clock) stops
 # window name -> (end bucket, feature sums, spec) of a subject's newest window (Engine._window)
 WindowCache = dict[str, tuple[int, list[int], WindowSpec]]
 NO_REPORTS = Reports(0, None)
+DEBT = "debt_collection"
+
+
+class DebtContext:
+    """What stage 2 read for the callers that may be named by debt collection in one batch:
+    their stage-1 complaint reports and the contact circles of them and of their callees."""
+
+    def __init__(self) -> None:
+        self.candidates: dict[str, set[str]] = {}  # callee subject -> possible members
+        self.complaints: dict[str, bytes] = {}  # caller -> its stored reports
+        self.circles: dict[str, frozenset[int]] = {}  # number -> contacts
 
 
 class Engine:
@@ -128,6 +142,19 @@ class Engine:
         self._loads: dict[int, int] = {}  # partition -> which load of its meta is cached
         self._load_count = 0
         self._hours: dict[int, int] = {}  # quarter hour (epoch s // 900) -> local hour
+        # Stage 2 (set by streams.factory): the stage-1 complaint store, read for the callers a
+        # debt-collection finding may name (reports are stored with the caller's stage-1
+        # partition: partition_for over ``sources`` partitions); and the contact circles.
+        self.reports: ComplaintStore | None = None
+        self.circles: Circles | None = None
+        debt = policy.detector(DEBT)
+        self._debt_least = 0
+        if debt is not None and "callee" in self.kinds:
+            low = min([1.0, *policy.class_factors.values()]) * policy.complaints.factor
+            base = math.ceil(int(debt.params.get("member_min_calls", 1)) * low)
+            self._debt_least = max(
+                1, math.ceil(base / max(1.0, debt.params.get("night_weight", 1)))
+            )
 
     def window_ttl_ms(self) -> int:
         return (
@@ -329,10 +356,12 @@ class Engine:
             {},
             expected_rekeyed=meta.rekeyed,
         )
+        states = {key: from_blobs(read.windows.get(key), read.episodes.get(key)) for key in by_key}
+        debt = await self._debt_context(states, by_key) if self._debt_least else None
         for key, records in by_key.items():
-            state = from_blobs(read.windows.get(key), read.episodes.get(key))
+            state = states[key]
             had_episodes = bool(state.episodes)
-            self._apply(key, state, records, now_ms, out, read.complaints.get(key), hot)
+            self._apply(key, state, records, now_ms, out, read.complaints.get(key), hot, debt)
             self.episodes.close_if_quiet(key, state, watermark, now_ms, out)
             prune(state, watermark, self.retention)
             changes.windows[key] = windows_blob(state)
@@ -346,7 +375,50 @@ class Engine:
             changes.episodes[key] = (episodes_blob(state), close_at if state.episodes else None)
         if self.outbox:
             changes.outbox = {a.alert_id: orjson.dumps(a.to_dict(self.tz)) for a in out.alerts}
-        return Prepared(partition, out, meta.offset, changes, meta.rekeyed)
+        contacts = []
+        if self.circles is not None:
+            contacts = [
+                (o.other, o.subject, o.start_ms // 1000)
+                for o in incoming
+                if o.kind == "callee" and o.other and not o.other.startswith(UNASSERTED)
+            ]
+        return Prepared(partition, out, meta.offset, changes, meta.rekeyed, contacts)
+
+    async def _debt_context(
+        self, states: Mapping[str, NumberState], by_key: Mapping[str, list[Obs]]
+    ) -> DebtContext | None:
+        """The complaints and circles of the batch's possible debt-collection members: callers
+        with at least the fewest attempts that could make a member (reports and night weight
+        included), counting the callee's kept calls and the batch's. One round trip each, and
+        none when no caller comes near."""
+        ctx = DebtContext()
+        for key, records in by_key.items():
+            if not key.startswith("callee:"):
+                continue
+            peers = states[key].peers
+            batch: dict[str, int] = {}
+            for o in records:
+                if o.other and not o.other.startswith(UNASSERTED):
+                    batch[o.other] = batch.get(o.other, 0) + 1
+            near = {c for c, n in batch.items() if n + len(peers.get(c, ())) >= self._debt_least}
+            if near:
+                ctx.candidates[key] = near
+        if not ctx.candidates:
+            return None
+        callers = sorted({c for cs in ctx.candidates.values() for c in cs})
+        if self.reports is not None:
+            by_partition: dict[int, list[str]] = {}
+            for c in callers:
+                by_partition.setdefault(partition_for(c.encode(), self.sources), []).append(c)
+            for p, numbers in sorted(by_partition.items()):
+                for number, blob in (await self.reports.complaint_blobs(p, numbers)).items():
+                    if blob:
+                        ctx.complaints[number] = blob
+        if self.circles is not None:
+            newest = max(o.start_ms for records in by_key.values() for o in records)
+            persons = [self.episodes.subject_of(k).subject for k in ctx.candidates]
+            ctx.circles = await self.circles.read([*persons, *callers], newest // 1000)
+        return ctx
 
     async def commit(self, prepared: Prepared) -> Outcome:
         """Make a prepared batch's fenced write; StaleOffset when the stored offset moved since
@@ -354,6 +426,10 @@ class Engine:
         if prepared.changes is not None:
             await self.store.write(prepared.partition, prepared.expected_offset, prepared.changes)
             self._meta[prepared.partition] = prepared.changes.meta
+            if self.circles is not None and prepared.contacts:
+                for a, b, t_s in prepared.contacts:
+                    self.circles.note(a, b, t_s)
+                await self.circles.flush()
         return prepared.outcome
 
     def _apply(
@@ -365,8 +441,10 @@ class Engine:
         out: Outcome,
         complaints: bytes | None = None,
         hot: Mapping[str, Collection[str]] | None = None,
+        debt: DebtContext | None = None,
     ) -> None:
         subj = self.episodes.subject_of(key)
+        near = debt.candidates.get(key) if debt is not None else None
         plan = self.plans[subj.kind]
         # The same subject with its thresholds tightened, for records with a report in horizon.
         reported = (
@@ -426,7 +504,9 @@ class Engine:
                         complaints, start, self.policy.complaints.horizon_s * 1000
                     )
                     target = reported if reports.count else subj
-                    self._evaluate(target, state, active, start, now_ms, out, reports, cache)
+                    self._evaluate(
+                        target, state, active, start, now_ms, out, reports, cache, debt, near
+                    )
 
     def snapshot(
         self,
@@ -462,6 +542,35 @@ class Engine:
         return WindowSnapshot(
             subj.subject, subj.kind, subj.number_class, at_ms, windows, peers, subj.factor, pairs
         )
+
+    def _with_debt_context(
+        self, snap: WindowSnapshot, debt: DebtContext, near: set[str], event_ms: int
+    ) -> WindowSnapshot:
+        """The snapshot with its possible members' debt-collection reports (active at the
+        call's time) and how many of each one's other callees are in the person's circle."""
+        horizon_ms = self.policy.complaints.horizon_s * 1000
+        factor = self.policy.complaints.factor
+        reported = {}
+        for caller in near:
+            live = complaint_reports(debt.complaints.get(caller), event_ms, horizon_ms)
+            if live.count and live.category == DEBT:
+                reported[caller] = (live.count, factor)
+        hits = {}
+        if debt.circles and self.circles is not None:
+            person = self.circles.hash_of(snap.subject)
+            mine = debt.circles.get(snap.subject, frozenset())
+            for caller in near:
+                n = contacts_of_person_called(
+                    person,
+                    self.circles.hash_of(caller),
+                    mine,
+                    debt.circles.get(caller, frozenset()),
+                )
+                if n:
+                    hits[caller] = n
+        if not reported and not hits:
+            return snap
+        return replace(snap, reported=reported, circle_hits=hits)
 
     def _peer_span(self, state: NumberState, spec: WindowSpec, at_ms: int) -> tuple[int, int]:
         """[since, until) in epoch seconds of the busiest ``spec`` window containing ``at_ms``."""
@@ -512,10 +621,14 @@ class Engine:
         out: Outcome,
         reports: Reports = NO_REPORTS,
         cache: WindowCache | None = None,
+        debt: DebtContext | None = None,
+        near: set[str] | None = None,
     ) -> None:
         plan = self.plans[subj.kind]
         needs = {w for d, _ in active for w in plan.needs[d.name]}
         snap = self.snapshot(subj, state, needs, event_ms, cache)
+        if debt is not None and near:
+            snap = self._with_debt_context(snap, debt, near, event_ms)
         for detector, dpolicy in active:
             finding = detector.fn(snap, dpolicy)
             if finding is None:

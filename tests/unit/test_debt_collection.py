@@ -6,6 +6,7 @@ the busiest window) as the detector receives it."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
@@ -96,6 +97,37 @@ CASES = [
         PROTECT,
         (COLLECTOR,),
     ),
+    # a flood of minutes is call bombing (its own protect), not debt collection: the attempts
+    # must span 15 minutes
+    ("flood", snap(20, pairs={COLLECTOR: attempts(20, every_s=30)}), None, ()),
+    ("fifteen minutes", snap(12, pairs={COLLECTOR: attempts(12, every_s=82)}), PROTECT, None),
+    ("under fifteen", snap(12, pairs={COLLECTOR: attempts(12, every_s=81)}), None, ()),
+    # a caller reported for debt collection needs 9 attempts (12 x 0.7), not 12
+    (
+        "reported nine",
+        replace(snap(9, pairs={COLLECTOR: attempts(9)}), reported={COLLECTOR: (1, 0.7)}),
+        PROTECT,
+        (COLLECTOR,),
+    ),
+    (
+        "reported eight",
+        replace(snap(8, pairs={COLLECTOR: attempts(8)}), reported={COLLECTOR: (1, 0.7)}),
+        None,
+        (),
+    ),
+    (
+        "other caller reported",
+        replace(snap(9, pairs={COLLECTOR: attempts(9)}), reported={OTHER: (1, 0.7)}),
+        None,
+        (),
+    ),
+    # circle evidence is evidence only: it lowers nothing
+    (
+        "circle alone",
+        replace(snap(11, pairs={COLLECTOR: attempts(11)}), circle_hits={COLLECTOR: 5}),
+        None,
+        (),
+    ),
 ]
 
 
@@ -114,7 +146,7 @@ def test_default_policy(
         if members is not None:
             assert finding.members == members
         for m in finding.members:
-            assert finding.member_calls[m] >= 10
+            assert finding.member_calls[m] >= (9 if s.reported else 10)
         # reasons and evidence name no number (the person is shown by pseudonym)
         assert not any(COLLECTOR in r or "13774575215" in r for r in finding.reasons)
 
@@ -132,6 +164,24 @@ def test_default_policy(
 )
 def test_is_night(hour: int, lo: int, hi: int, night: bool) -> None:
     assert is_night(hour, lo, hi) is night
+
+
+def test_evidence_carries_reports_and_circle_contacts() -> None:
+    s = replace(
+        snap(10, pairs={COLLECTOR: attempts(10), OTHER: attempts(2)}),
+        reported={COLLECTOR: (2, 0.7)},
+        circle_hits={COLLECTOR: 4, OTHER: 6},
+    )
+    finding = run(s)
+    assert finding is not None and finding.members == (COLLECTOR,)
+    assert finding.evidence["complaints"] == 2
+    # only members count: OTHER's 6 are not a member's
+    assert finding.evidence["contacts_of_person_called"] == 4
+    assert "2 complaint report(s), latest: debt_collection" in finding.reasons
+    assert "a caller with 10 weighted attempts >= 9" in finding.reasons
+    plain = run(snap(12, pairs={COLLECTOR: attempts(12)}))
+    assert plain is not None and plain.evidence["contacts_of_person_called"] == 0
+    assert "complaints" not in plain.evidence
 
 
 def test_weighted_attempts_rounds_night_weight_up() -> None:

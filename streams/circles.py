@@ -1,0 +1,131 @@
+"""Contact circles in the store: per subscriber and UTC day, at most 32 keyed 64-bit hashes of
+the numbers it called or was called by (detectors.circles), 12 bytes each.
+
+Key ``<prefix>:{p<N>}:cc:<utc day>`` (stage 2's prefix, ``dw:x``; N the subscriber's derived
+partition, crc32 as for its callee subject, so a subscriber's circle shares the hash slot of its
+callee state), a hash: field the subscriber's 8-byte keyed hash, value its contacts. A key
+lives ``days`` + 1 days from its last write (PEXPIRE; a day's key is written during that day
+and its lateness, so it goes ``days`` days after the day it covers; a replay of old CDRs keeps
+its circles as long). Stage 2 notes both ends of every
+callee observation it admits (the callee's circle gets the caller, the caller's the callee) and
+writes them after the batch's state, in one pipelined round trip of ``circle_add.lua`` calls (a
+set union: replaying a batch adds nothing). Reading is one pipelined round trip of HMGETs, made
+only for batches where a debt-collection member is possible. Numbers never reach the store.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from importlib import resources
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+from detectors.circles import CAP, DAY_S, ENTRY, contact_hash, decode, encode, merge
+from streams.derived import derived_partition
+
+DAY_MS = DAY_S * 1000
+
+
+class Circles:
+    """Notes contacts, writes them in one round trip, reads subscribers' recent circles. This
+    base keeps them in memory (scan, tests); ``RedisCircles`` in Redis."""
+
+    def __init__(self, key: bytes, partitions: int, days: int) -> None:
+        self.key = key
+        self.partitions = max(1, partitions)
+        self.days = days
+        self._pending: dict[tuple[int, int], dict[bytes, dict[int, int]]] = defaultdict(dict)
+        self._memory: dict[tuple[int, int], dict[bytes, bytes]] = {}
+        self._hashes: dict[str, int] = {}
+
+    def hash_of(self, number: str) -> int:
+        h = self._hashes.get(number)
+        if h is None:
+            if len(self._hashes) > 200_000:
+                self._hashes.clear()
+            h = self._hashes[number] = contact_hash(number, self.key)
+        return h
+
+    def where(self, number: str) -> int:
+        return derived_partition(number, self.partitions)
+
+    def note(self, a: str, b: str, t_s: int) -> None:
+        """A call between ``a`` and ``b`` at epoch second ``t_s``: each joins the other's circle
+        of that day (written by ``flush``)."""
+        ha, hb = self.hash_of(a), self.hash_of(b)
+        day = t_s // DAY_S
+        for number, h, other in ((a, ha, hb), (b, hb, ha)):
+            slot = self._pending[(self.where(number), day)].setdefault(h.to_bytes(8), {})
+            if slot.get(other, -1) < t_s:
+                slot[other] = t_s
+
+    def pending(self) -> int:
+        return sum(len(v) for v in self._pending.values())
+
+    async def flush(self) -> int:
+        """Write what was noted; returns the keys written."""
+        pending, self._pending = self._pending, defaultdict(dict)
+        for where, fields in pending.items():
+            stored = self._memory.setdefault(where, {})
+            for field, added in fields.items():
+                stored[field] = encode(merge(decode(stored.get(field)), added.items(), CAP))
+        return len(pending)
+
+    async def _blobs(self, wanted: Sequence[tuple[int, int, bytes]]) -> list[bytes | None]:
+        return [self._memory.get((p, d), {}).get(f) for p, d, f in wanted]
+
+    async def read(self, numbers: Iterable[str], until_s: int) -> dict[str, frozenset[int]]:
+        """Each number's contacts over the ``days`` UTC days up to the one of ``until_s``."""
+        last = until_s // DAY_S
+        numbers = sorted(set(numbers))
+        wanted = [
+            (self.where(n), d, self.hash_of(n).to_bytes(8))
+            for n in numbers
+            for d in range(last - self.days + 1, last + 1)
+        ]
+        blobs = await self._blobs(wanted) if wanted else []
+        out: dict[str, set[int]] = {n: set() for n in numbers}
+        per = self.days
+        for i, blob in enumerate(blobs):
+            out[numbers[i // per]].update(decode(blob))
+        return {n: frozenset(v) for n, v in out.items()}
+
+
+class RedisCircles(Circles):
+    def __init__(
+        self,
+        client: aioredis.Redis | RedisCluster,
+        prefix: str,
+        key: bytes,
+        partitions: int,
+        days: int,
+    ) -> None:
+        super().__init__(key, partitions, days)
+        self.client = client
+        self.prefix = prefix
+        self._add = resources.files("streams").joinpath("lua", "circle_add.lua").read_text("utf-8")
+
+    def _key(self, partition: int, day: int) -> str:
+        return f"{self.prefix}:{{p{partition}}}:cc:{day}"
+
+    async def flush(self) -> int:
+        pending, self._pending = self._pending, defaultdict(dict)
+        if not pending:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for (partition, day), fields in sorted(pending.items()):
+            args: list[bytes | int] = [(self.days + 1) * DAY_MS, CAP]
+            for field, added in sorted(fields.items()):
+                cut = sorted(added.items())[:CAP]
+                args += [field, b"".join(ENTRY.pack(h, t) for h, t in cut)]
+            pipe.eval(self._add, 1, self._key(partition, day), *args)
+        await pipe.execute()
+        return len(pending)
+
+    async def _blobs(self, wanted: Sequence[tuple[int, int, bytes]]) -> list[bytes | None]:
+        pipe = self.client.pipeline(transaction=False)  # keys span slots: one HGET each
+        for p, d, f in wanted:
+            pipe.hget(self._key(p, d), f)
+        return [None if v is None else bytes(v) for v in await pipe.execute()]
