@@ -151,6 +151,8 @@ class Engine:
         self._debt_least = 0
         if debt is not None and "callee" in self.kinds:
             low = min([1.0, *policy.class_factors.values()]) * policy.complaints.factor
+            if debt.params.get("contact_min", 0):
+                low *= min(1.0, debt.params.get("contact_factor", 1))
             base = math.ceil(int(debt.params.get("member_min_calls", 1)) * low)
             self._debt_least = max(
                 1, math.ceil(base / max(1.0, debt.params.get("night_weight", 1)))

@@ -121,6 +121,16 @@ CASES = [
         None,
         (),
     ),
+    # rarely answered: 18 calls, at most 15% answered, fire however long the answered ones were
+    ("rarely answered", snap(18, 2, 0, {COLLECTOR: attempts(18)}), PROTECT, (COLLECTOR,)),
+    ("answered 3 of 18", snap(18, 3, 0, {COLLECTOR: attempts(18)}), None, ()),
+    ("answered 2 of 17", snap(17, 2, 0, {COLLECTOR: attempts(17)}), None, ()),
+    (
+        "rarely answered hotline",
+        snap(30, 2, 0, {COLLECTOR: attempts(30)}, number_class="hotline_400"),
+        None,
+        (),
+    ),
     # circle evidence is evidence only: it lowers nothing
     (
         "circle alone",
@@ -222,3 +232,59 @@ async def test_engine_gives_the_detector_local_hours_over_the_pair_window() -> N
     assert raised[1].evidence["member_calls"] == 12  # six night attempts, each counting twice
     assert raised[0].number.startswith("ps:")
     assert raised[0].event_ms == calls[-1].start_ms  # on the sixth attempt
+
+
+@pytest.mark.parametrize(
+    ("category", "attempts_made", "fires"),
+    [
+        ("debt_collection", 9, True),  # 12 x 0.7 -> 9
+        ("debt_collection", 8, False),
+        ("telemarketing", 9, False),  # a report of another category leaves debt's levels alone
+        (None, 9, False),
+    ],
+)
+async def test_stage_two_reads_stage_one_reports_of_the_collector(
+    category: str | None, attempts_made: int, fires: bool
+) -> None:
+    """A debt-collection report about the collector, stored by stage 1 (its caller partition),
+    lowers its member threshold in stage 2 (the person's partition), and from its reported_at
+    only; and its other callees found in the person's circle are counted as evidence."""
+    from config.settings import Settings
+    from streams.complaints import Complaint, record
+    from streams.factory import build_engines
+    from streams.observe import Obs
+    from streams.reorder import Progress
+
+    settings = Settings(timezone="Asia/Shanghai", redis="")
+    callers, derived = build_engines(settings)
+    start = int(datetime(2026, 12, 1, 14, tzinfo=TZ).timestamp() * 1000)
+    clock = start + 86_400_000
+    callers.clock_ms = derived.clock_ms = lambda: clock
+    if category is not None:
+        report = Complaint("r-1", COLLECTOR, category, start - 60_000)
+        await record(callers.store, 0, [report], POLICY.complaints.horizon_s * 1000)
+    person, friend = "13774575215", "13800000042"
+    # the person called a friend earlier; the collector rings the friend, then the person
+    calls = [
+        Obs("callee", friend, "p0", start - 3_600_000, True, 60, 16, person, 0),
+        Obs("callee", friend, "k0", start - 600_000, True, 30, 16, COLLECTOR, 0),
+    ]
+    calls += [
+        Obs("callee", person, f"c{k}", start + k * 300_000, False, 0, 21, COLLECTOR, 0)
+        for k in range(attempts_made)
+    ]
+    outs = []
+    for n, batch in enumerate((calls[:2], calls[2:])):  # circles are read at a batch's start
+        items: list[tuple[int, object]] = [(10 * n + k + 1, o) for k, o in enumerate(batch)]
+        items.append((10 * n + 9, Progress(0, batch[-1].start_ms, n == 1)))
+        outs.append(await derived.process(0, items))  # type: ignore[arg-type]
+    raised = [a for a in outs[1].alerts if a.detector == "debt_collection" and a.state == "raised"]
+    assert bool(raised) is fires
+    if fires:
+        assert [(a.subject, a.action) for a in raised] == [
+            ("callee", "protect"),
+            ("number", "intercept"),
+        ]
+        assert raised[0].evidence["complaints"] == 1
+        assert raised[0].evidence["contacts_of_person_called"] == 1  # the friend
+        assert any("complaint report" in r for r in raised[0].reasons)
