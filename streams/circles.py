@@ -9,21 +9,39 @@ and its lateness, so it goes ``days`` days after the day it covers; a replay of 
 its circles as long). Stage 2 notes both ends of every
 callee observation it admits (the callee's circle gets the caller, the caller's the callee) and
 writes them after the batch's state, in one pipelined round trip of ``circle_add.lua`` calls (a
-set union: replaying a batch adds nothing). Reading is one pipelined round trip of HMGETs, made
-only for batches where a debt-collection member is possible. Numbers never reach the store.
+set union: replaying a batch adds nothing). Reading is one pipelined round trip of HGETs, made
+only for batches where a debt-collection member is possible (``debt_context``, which also
+reads the possible members' stage-1 complaint reports). Numbers never reach the store.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from importlib import resources
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from detectors.circles import CAP, DAY_S, ENTRY, contact_hash, decode, encode, merge
+from config.policy import ComplaintPolicy
+from detectors.circles import (
+    CAP,
+    DAY_S,
+    ENTRY,
+    contact_hash,
+    contacts_of_person_called,
+    decode,
+    encode,
+    merge,
+)
+from detectors.snapshot import WindowSnapshot
+from streams.complaints import ComplaintStore
+from streams.complaints import active as active_reports
 from streams.derived import derived_partition
+from streams.observe import UNASSERTED, Obs
+from streams.state.base import NumberState
+from streams.topics import partition_for
 
 DAY_MS = DAY_S * 1000
 
@@ -129,3 +147,91 @@ class RedisCircles(Circles):
         for p, d, f in wanted:
             pipe.hget(self._key(p, d), f)
         return [None if v is None else bytes(v) for v in await pipe.execute()]
+
+
+DEBT = "debt_collection"
+
+
+class DebtContext:
+    """What stage 2 read for the callers that may be named by debt collection in one batch:
+    their stage-1 complaint reports and the contact circles of them and of their callees."""
+
+    def __init__(self) -> None:
+        self.candidates: dict[str, set[str]] = {}  # callee store key -> possible members
+        self.complaints: dict[str, bytes] = {}  # caller -> its stored reports
+        self.circles: dict[str, frozenset[int]] = {}  # number -> contacts
+
+
+async def debt_context(
+    states: Mapping[str, NumberState],
+    by_key: Mapping[str, list[Obs]],
+    least: int,
+    reports: ComplaintStore | None,
+    partitions: int,
+    circles: Circles | None,
+    subject_of: Callable[[str], str],
+) -> DebtContext | None:
+    """The complaints and circles of a stage-2 batch's possible debt-collection members:
+    callers with at least ``least`` attempts at one callee (the fewest that could make a
+    member, reports and night weight included), counting the callee's kept calls and the
+    batch's. One round trip for each (reports: one per stage-1 partition holding a caller,
+    ``partition_for`` over ``partitions``), and none when no caller comes near."""
+    ctx = DebtContext()
+    for key, records in by_key.items():
+        if not key.startswith("callee:"):
+            continue
+        peers = states[key].peers
+        batch: dict[str, int] = {}
+        for o in records:
+            if o.other and not o.other.startswith(UNASSERTED):
+                batch[o.other] = batch.get(o.other, 0) + 1
+        near = {c for c, n in batch.items() if n + len(peers.get(c, ())) >= least}
+        if near:
+            ctx.candidates[key] = near
+    if not ctx.candidates:
+        return None
+    callers = sorted({c for cs in ctx.candidates.values() for c in cs})
+    if reports is not None:
+        by_partition: dict[int, list[str]] = {}
+        for c in callers:
+            by_partition.setdefault(partition_for(c.encode(), partitions), []).append(c)
+        for p, numbers in sorted(by_partition.items()):
+            for number, blob in (await reports.complaint_blobs(p, numbers)).items():
+                if blob:
+                    ctx.complaints[number] = blob
+    if circles is not None:
+        newest = max(o.start_ms for records in by_key.values() for o in records)
+        persons = [subject_of(k) for k in ctx.candidates]
+        ctx.circles = await circles.read([*persons, *callers], newest // 1000)
+    return ctx
+
+
+def with_debt_context(
+    snap: WindowSnapshot,
+    debt: DebtContext,
+    near: set[str],
+    event_ms: int,
+    complaints: ComplaintPolicy,
+    circles: Circles | None,
+) -> WindowSnapshot:
+    """The snapshot with its possible members' debt-collection reports (active at the call's
+    time) and how many of each one's other callees are in the person's circle."""
+    horizon_ms = complaints.horizon_s * 1000
+    reported = {}
+    for caller in near:
+        live = active_reports(debt.complaints.get(caller), event_ms, horizon_ms)
+        if live.count and live.category == DEBT:
+            reported[caller] = (live.count, complaints.factor)
+    hits = {}
+    if debt.circles and circles is not None:
+        person = circles.hash_of(snap.subject)
+        mine = debt.circles.get(snap.subject, frozenset())
+        for caller in near:
+            n = contacts_of_person_called(
+                person, circles.hash_of(caller), mine, debt.circles.get(caller, frozenset())
+            )
+            if n:
+                hits[caller] = n
+    if not reported and not hits:
+        return snap
+    return replace(snap, reported=reported, circle_hits=hits)

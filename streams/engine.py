@@ -31,7 +31,6 @@ from config.numbering import plan_from_setting
 from config.policy import DetectorPolicy, Policy
 from config.settings import Settings
 from detectors.catalogue import load_all
-from detectors.circles import contacts_of_person_called
 from detectors.features import call_features
 from detectors.levels import scaled
 from detectors.registry import Detector, check_policy
@@ -39,7 +38,7 @@ from detectors.selection import kind_plan
 from detectors.snapshot import N_FEATURES, Tally, WindowSnapshot
 from detectors.windows import WindowSpec, bucket_of, busiest_window_end, sum_in_window, window_specs
 from streams.cdr import CDR, Reject
-from streams.circles import Circles
+from streams.circles import Circles, DebtContext, debt_context, with_debt_context
 from streams.complaints import ComplaintStore, Reports
 from streams.complaints import active as complaint_reports
 from streams.episodes import Episodes, Subject
@@ -66,16 +65,6 @@ SOURCE_IDLE_MS = 60_000  # stage 1: a source silent this long (wall clock) stops
 WindowCache = dict[str, tuple[int, list[int], WindowSpec]]
 NO_REPORTS = Reports(0, None)
 DEBT = "debt_collection"
-
-
-class DebtContext:
-    """What stage 2 read for the callers that may be named by debt collection in one batch:
-    their stage-1 complaint reports and the contact circles of them and of their callees."""
-
-    def __init__(self) -> None:
-        self.candidates: dict[str, set[str]] = {}  # callee subject -> possible members
-        self.complaints: dict[str, bytes] = {}  # caller -> its stored reports
-        self.circles: dict[str, frozenset[int]] = {}  # number -> contacts
 
 
 class Engine:
@@ -389,38 +378,15 @@ class Engine:
     async def _debt_context(
         self, states: Mapping[str, NumberState], by_key: Mapping[str, list[Obs]]
     ) -> DebtContext | None:
-        """The complaints and circles of the batch's possible debt-collection members: callers
-        with at least the fewest attempts that could make a member (reports and night weight
-        included), counting the callee's kept calls and the batch's. One round trip each, and
-        none when no caller comes near."""
-        ctx = DebtContext()
-        for key, records in by_key.items():
-            if not key.startswith("callee:"):
-                continue
-            peers = states[key].peers
-            batch: dict[str, int] = {}
-            for o in records:
-                if o.other and not o.other.startswith(UNASSERTED):
-                    batch[o.other] = batch.get(o.other, 0) + 1
-            near = {c for c, n in batch.items() if n + len(peers.get(c, ())) >= self._debt_least}
-            if near:
-                ctx.candidates[key] = near
-        if not ctx.candidates:
-            return None
-        callers = sorted({c for cs in ctx.candidates.values() for c in cs})
-        if self.reports is not None:
-            by_partition: dict[int, list[str]] = {}
-            for c in callers:
-                by_partition.setdefault(partition_for(c.encode(), self.sources), []).append(c)
-            for p, numbers in sorted(by_partition.items()):
-                for number, blob in (await self.reports.complaint_blobs(p, numbers)).items():
-                    if blob:
-                        ctx.complaints[number] = blob
-        if self.circles is not None:
-            newest = max(o.start_ms for records in by_key.values() for o in records)
-            persons = [self.episodes.subject_of(k).subject for k in ctx.candidates]
-            ctx.circles = await self.circles.read([*persons, *callers], newest // 1000)
-        return ctx
+        return await debt_context(
+            states,
+            by_key,
+            self._debt_least,
+            self.reports,
+            self.sources,
+            self.circles,
+            lambda key: self.episodes.subject_of(key).subject,
+        )
 
     async def commit(self, prepared: Prepared) -> Outcome:
         """Make a prepared batch's fenced write; StaleOffset when the stored offset moved since
@@ -548,31 +514,7 @@ class Engine:
     def _with_debt_context(
         self, snap: WindowSnapshot, debt: DebtContext, near: set[str], event_ms: int
     ) -> WindowSnapshot:
-        """The snapshot with its possible members' debt-collection reports (active at the
-        call's time) and how many of each one's other callees are in the person's circle."""
-        horizon_ms = self.policy.complaints.horizon_s * 1000
-        factor = self.policy.complaints.factor
-        reported = {}
-        for caller in near:
-            live = complaint_reports(debt.complaints.get(caller), event_ms, horizon_ms)
-            if live.count and live.category == DEBT:
-                reported[caller] = (live.count, factor)
-        hits = {}
-        if debt.circles and self.circles is not None:
-            person = self.circles.hash_of(snap.subject)
-            mine = debt.circles.get(snap.subject, frozenset())
-            for caller in near:
-                n = contacts_of_person_called(
-                    person,
-                    self.circles.hash_of(caller),
-                    mine,
-                    debt.circles.get(caller, frozenset()),
-                )
-                if n:
-                    hits[caller] = n
-        if not reported and not hits:
-            return snap
-        return replace(snap, reported=reported, circle_hits=hits)
+        return with_debt_context(snap, debt, near, event_ms, self.policy.complaints, self.circles)
 
     def _peer_span(self, state: NumberState, spec: WindowSpec, at_ms: int) -> tuple[int, int]:
         """[since, until) in epoch seconds of the busiest ``spec`` window containing ``at_ms``."""
