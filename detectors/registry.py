@@ -25,7 +25,8 @@ class Detector:
     # may skip a subject whose calls cannot reach the lowest threshold even if all counted.
     monotone: bool
     conditions: Conditions  # condition name -> predicate, the names its levels may use
-    # Windows it reads besides its levels' thresholds (when the policy defines them).
+    # Windows it reads besides its levels' thresholds (when the policy defines them), only to
+    # confirm a finding: the engine computes them, and calls it again, once it has one.
     reads: tuple[str, ...] = ()
 
 

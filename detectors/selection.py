@@ -98,8 +98,6 @@ def kind_plan(
             for d, dp in detectors
         },
         needs={
-            d.name: frozenset(w for lv in dp.levels for w in lv.thresholds)
-            | frozenset(w for w in d.reads if w in specs)
-            for d, dp in detectors
+            d.name: frozenset(w for lv in dp.levels for w in lv.thresholds) for d, dp in detectors
         },
     )

@@ -67,9 +67,11 @@ VETO_WINDOW = "1h"
 @register(NAME, kind="number", conditions=CONDITIONS, reads=(VETO_WINDOW,))
 def sequential_dialling(snap: WindowSnapshot, policy: DetectorPolicy) -> Finding | None:
     finding = match(NAME, snap, policy, CONDITIONS)
-    hour = snap.windows.get(VETO_WINDOW)
+    if finding is None or finding.action != "intercept":
+        return finding
+    hour = snap.windows.get(VETO_WINDOW)  # the engine adds it once there is a finding
     share = float(policy.params.get("veto_conversation_share", 1))
-    if finding is None or finding.action != "intercept" or hour is None or not hour.calls:
+    if hour is None or not hour.calls:
         return finding
     conversations = hour.answered - hour.short
     if conversations <= share * hour.calls:

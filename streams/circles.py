@@ -32,7 +32,6 @@ from detectors.circles import (
     contact_hash,
     contacts_of_person_called,
     decode,
-    encode,
     merge,
 )
 from detectors.snapshot import WindowSnapshot
@@ -54,29 +53,40 @@ class Circles:
         self.key = key
         self.partitions = max(1, partitions)
         self.days = days
+        # (partition, day) -> subscriber field -> contact hash -> newest second
         self._pending: dict[tuple[int, int], dict[bytes, dict[int, int]]] = defaultdict(dict)
-        self._memory: dict[tuple[int, int], dict[bytes, bytes]] = {}
-        self._hashes: dict[str, int] = {}
+        self._memory: dict[tuple[int, int], dict[bytes, dict[int, int]]] = {}
+        self._names: dict[str, tuple[int, int, bytes]] = {}  # number -> hash, partition, field
+
+    def _name(self, number: str) -> tuple[int, int, bytes]:
+        name = self._names.get(number)
+        if name is None:
+            if len(self._names) > 200_000:
+                self._names.clear()
+            h = contact_hash(number, self.key)
+            where = derived_partition(number, self.partitions) if self.partitions > 1 else 0
+            name = self._names[number] = (h, where, h.to_bytes(8))
+        return name
 
     def hash_of(self, number: str) -> int:
-        h = self._hashes.get(number)
-        if h is None:
-            if len(self._hashes) > 200_000:
-                self._hashes.clear()
-            h = self._hashes[number] = contact_hash(number, self.key)
-        return h
+        return self._name(number)[0]
 
     def where(self, number: str) -> int:
-        return derived_partition(number, self.partitions)
+        return self._name(number)[1]
 
     def note(self, a: str, b: str, t_s: int) -> None:
         """A call between ``a`` and ``b`` at epoch second ``t_s``: each joins the other's circle
         of that day (written by ``flush``)."""
-        ha, hb = self.hash_of(a), self.hash_of(b)
+        ha, pa, fa = self._name(a)
+        hb, pb, fb = self._name(b)
         day = t_s // DAY_S
-        for number, h, other in ((a, ha, hb), (b, hb, ha)):
-            slot = self._pending[(self.where(number), day)].setdefault(h.to_bytes(8), {})
-            if slot.get(other, -1) < t_s:
+        pending = self._pending
+        for where, field, other in ((pa, fa, hb), (pb, fb, ha)):
+            fields = pending[(where, day)]
+            slot = fields.get(field)
+            if slot is None:
+                fields[field] = {other: t_s}
+            elif slot.get(other, -1) < t_s:
                 slot[other] = t_s
 
     def pending(self) -> int:
@@ -88,26 +98,33 @@ class Circles:
         for where, fields in pending.items():
             stored = self._memory.setdefault(where, {})
             for field, added in fields.items():
-                stored[field] = encode(merge(decode(stored.get(field)), added.items(), CAP))
+                circle = stored.get(field)
+                if circle is None:
+                    stored[field] = circle = {}
+                for h, t in added.items():
+                    if circle.get(h, -1) < t:
+                        circle[h] = t
+                if len(circle) > CAP:
+                    stored[field] = merge(circle, (), CAP)
         return len(pending)
 
-    async def _blobs(self, wanted: Sequence[tuple[int, int, bytes]]) -> list[bytes | None]:
-        return [self._memory.get((p, d), {}).get(f) for p, d, f in wanted]
+    async def _circles(self, wanted: Sequence[tuple[int, int, bytes]]) -> list[Iterable[int]]:
+        return [self._memory.get((p, d), {}).get(f, ()) for p, d, f in wanted]
 
     async def read(self, numbers: Iterable[str], until_s: int) -> dict[str, frozenset[int]]:
         """Each number's contacts over the ``days`` UTC days up to the one of ``until_s``."""
         last = until_s // DAY_S
         numbers = sorted(set(numbers))
         wanted = [
-            (self.where(n), d, self.hash_of(n).to_bytes(8))
+            (self.where(n), d, self._name(n)[2])
             for n in numbers
             for d in range(last - self.days + 1, last + 1)
         ]
-        blobs = await self._blobs(wanted) if wanted else []
+        found = await self._circles(wanted) if wanted else []
         out: dict[str, set[int]] = {n: set() for n in numbers}
         per = self.days
-        for i, blob in enumerate(blobs):
-            out[numbers[i // per]].update(decode(blob))
+        for i, circle in enumerate(found):
+            out[numbers[i // per]].update(circle)
         return {n: frozenset(v) for n, v in out.items()}
 
 
@@ -142,11 +159,11 @@ class RedisCircles(Circles):
         await pipe.execute()
         return len(pending)
 
-    async def _blobs(self, wanted: Sequence[tuple[int, int, bytes]]) -> list[bytes | None]:
+    async def _circles(self, wanted: Sequence[tuple[int, int, bytes]]) -> list[Iterable[int]]:
         pipe = self.client.pipeline(transaction=False)  # keys span slots: one HGET each
         for p, d, f in wanted:
             pipe.hget(self._key(p, d), f)
-        return [None if v is None else bytes(v) for v in await pipe.execute()]
+        return [decode(None if v is None else bytes(v)) for v in await pipe.execute()]
 
 
 DEBT = "debt_collection"

@@ -577,6 +577,13 @@ class Engine:
             finding = detector.fn(snap, dpolicy)
             if finding is None:
                 continue
+            more = {w for w in detector.reads if w in self.specs and w not in snap.windows}
+            if more:  # the windows it reads to confirm a finding, computed only now
+                full = self.snapshot(subj, state, needs | more, event_ms, cache)
+                snap = replace(snap, windows=full.windows)
+                finding = detector.fn(snap, dpolicy)
+                if finding is None:
+                    continue
             if reports.count and reports.category is not None:
                 finding = replace(
                     finding,

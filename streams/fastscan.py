@@ -209,6 +209,7 @@ async def replay_fast(
     observed: list[list[Obs]] = []
     gate2: set[str] = set()
     hot2: dict[str, frozenset[str]] = {}
+    read_circles: set[str] = set()
     if derived is not None:
         observed = [
             derived_obs(records[i : i + batch], trunks, partition, plan)
@@ -224,6 +225,16 @@ async def replay_fast(
             reported,
         )
         del flat
+        if derived.circles is not None:
+            # The numbers whose circles stage 2 may read: the callees that can fire and their
+            # callers (streams.circles.debt_context reads no other). Only calls with one end
+            # among them need noting outside the engine: the circles read are the reference's.
+            read_circles = {split_key(k)[1] for k in gate2 if split_key(k)[0] == "callee"}
+            persons = frozenset(read_circles)
+            for chunk in observed:
+                read_circles.update(
+                    o.other for o in chunk if o.subject in persons and o.kind == "callee"
+                )
         if reference_forces(callers, observed, batch, derived.settings.reorder_max_held):
             return False
     for n, i in enumerate(range(0, len(records), batch)):
@@ -258,10 +269,12 @@ async def replay_fast(
             second += len(obs_chunk) + 1
             if derived.circles is not None:
                 # The contacts of the observations left out, as the reference notes them after
-                # its batch (streams.circles): every call joins its two ends' circles.
+                # its batch (streams.circles): a call joins its two ends' circles; only those
+                # of numbers whose circles can be read are kept here.
                 for o in obs_chunk:
                     if (
                         o.kind == "callee"
+                        and (o.subject in read_circles or o.other in read_circles)
                         and o.other
                         and not o.other.startswith(UNASSERTED)
                         and _key(o) not in gate2
