@@ -348,7 +348,17 @@ class Engine:
             expected_rekeyed=meta.rekeyed,
         )
         states = {key: from_blobs(read.windows.get(key), read.episodes.get(key)) for key in by_key}
-        debt = await self._debt_context(states, by_key) if self._debt_least else None
+        debt = None
+        if self._debt_least:
+            debt = await debt_context(
+                states,
+                by_key,
+                self._debt_least,
+                self.reports,
+                self.sources,
+                self.circles,
+                lambda key: self.episodes.subject_of(key).subject,
+            )
         for key, records in by_key.items():
             state = states[key]
             had_episodes = bool(state.episodes)
@@ -374,19 +384,6 @@ class Engine:
                 if o.kind == "callee" and o.other and not o.other.startswith(UNASSERTED)
             ]
         return Prepared(partition, out, meta.offset, changes, meta.rekeyed, contacts)
-
-    async def _debt_context(
-        self, states: Mapping[str, NumberState], by_key: Mapping[str, list[Obs]]
-    ) -> DebtContext | None:
-        return await debt_context(
-            states,
-            by_key,
-            self._debt_least,
-            self.reports,
-            self.sources,
-            self.circles,
-            lambda key: self.episodes.subject_of(key).subject,
-        )
 
     async def commit(self, prepared: Prepared) -> Outcome:
         """Make a prepared batch's fenced write; StaleOffset when the stored offset moved since
@@ -511,11 +508,6 @@ class Engine:
             subj.subject, subj.kind, subj.number_class, at_ms, windows, peers, subj.factor, pairs
         )
 
-    def _with_debt_context(
-        self, snap: WindowSnapshot, debt: DebtContext, near: set[str], event_ms: int
-    ) -> WindowSnapshot:
-        return with_debt_context(snap, debt, near, event_ms, self.policy.complaints, self.circles)
-
     def _peer_span(self, state: NumberState, spec: WindowSpec, at_ms: int) -> tuple[int, int]:
         """[since, until) in epoch seconds of the busiest ``spec`` window containing ``at_ms``."""
         end = busiest_window_end(
@@ -572,7 +564,9 @@ class Engine:
         needs = {w for d, _ in active for w in plan.needs[d.name]}
         snap = self.snapshot(subj, state, needs, event_ms, cache)
         if debt is not None and near:
-            snap = self._with_debt_context(snap, debt, near, event_ms)
+            snap = with_debt_context(
+                snap, debt, near, event_ms, self.policy.complaints, self.circles
+            )
         for detector, dpolicy in active:
             finding = detector.fn(snap, dpolicy)
             if finding is None:

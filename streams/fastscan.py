@@ -231,9 +231,9 @@ async def replay_fast(
             # among them need noting outside the engine: the circles read are the reference's.
             read_circles = {split_key(k)[1] for k in gate2 if split_key(k)[0] == "callee"}
             persons = frozenset(read_circles)
-            for chunk in observed:
+            for part in observed:
                 read_circles.update(
-                    o.other for o in chunk if o.subject in persons and o.kind == "callee"
+                    o.other for o in part if o.subject in persons and o.kind == "callee"
                 )
         if reference_forces(callers, observed, batch, derived.settings.reorder_max_held):
             return False
