@@ -8,10 +8,11 @@ lives ``days`` + 1 days from its last write (PEXPIRE; a day's key is written dur
 and its lateness, so it goes ``days`` days after the day it covers; a replay of old CDRs keeps
 its circles as long). Stage 2 notes both ends of every
 callee observation it admits (the callee's circle gets the caller, the caller's the callee) and
-writes them after the batch's state, in one pipelined round trip of ``circle_add.lua`` calls (a
-set union: replaying a batch adds nothing). Reading is one pipelined round trip of HGETs, made
-only for batches where a debt-collection member is possible (``debt_context``, which also
-reads the possible members' stage-1 complaint reports). Numbers never reach the store.
+writes them just before the batch's fenced state write, in one pipelined round trip of
+``circle_add.lua`` calls (a set union: a batch replayed after a crash adds nothing). Reading
+is one pipelined round trip of HGETs, made only for batches where a debt-collection member is
+possible (``debt_context``, which also reads the possible members' stage-1 complaint
+reports). Numbers never reach the store.
 """
 
 from __future__ import annotations

@@ -389,12 +389,14 @@ class Engine:
         """Make a prepared batch's fenced write; StaleOffset when the stored offset moved since
         ``prepare`` read it. Returns the batch's outcome."""
         if prepared.changes is not None:
-            await self.store.write(prepared.partition, prepared.expected_offset, prepared.changes)
-            self._meta[prepared.partition] = prepared.changes.meta
             if self.circles is not None and prepared.contacts:
+                # Before the fenced write, as a set union: a crash in between replays the batch,
+                # which adds nothing new (streams.circles).
                 for a, b, t_s in prepared.contacts:
                     self.circles.note(a, b, t_s)
                 await self.circles.flush()
+            await self.store.write(prepared.partition, prepared.expected_offset, prepared.changes)
+            self._meta[prepared.partition] = prepared.changes.meta
         return prepared.outcome
 
     def _apply(

@@ -76,7 +76,7 @@ class Prepared:
     changes: Changes | None
     expected_rekeyed: int = -1  # and the stored repartition-input offset (fenced as well)
     # Stage 2: the (caller, callee, epoch s) of the batch's callee observations, noted in the
-    # contact circles once the write succeeded (streams.circles).
+    # contact circles just before the batch's fenced write (streams.circles).
     contacts: list[tuple[str, str, int]] = field(default_factory=list)
 
 
