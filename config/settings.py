@@ -193,6 +193,10 @@ class Settings:
     # stream ended, or a pause for all (a producer's pause, a broker frozen) that must not be
     # taken for idleness, which would make stage-2 alert ids depend on timing.
     progress_stopped_s: float = 20.0
+    # Contact circles (issue 19, README "Debt collection"): stage 2 keeps, per subscriber and
+    # UTC day, at most 32 keyed hashes of the numbers it called or was called by, for this
+    # many days (0: no circles, and no contacts_of_person_called evidence).
+    circle_days: int = 3
 
     def __post_init__(self) -> None:
         for name in (

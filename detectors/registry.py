@@ -25,6 +25,9 @@ class Detector:
     # may skip a subject whose calls cannot reach the lowest threshold even if all counted.
     monotone: bool
     conditions: Conditions  # condition name -> predicate, the names its levels may use
+    # Windows it reads besides its levels' thresholds (when the policy defines them), only to
+    # confirm a finding: the engine computes them, and calls it again, once it has one.
+    reads: tuple[str, ...] = ()
 
 
 DETECTORS: dict[str, Detector] = {}
@@ -36,6 +39,7 @@ def register(
     kind: str,
     conditions: Conditions = MappingProxyType({}),
     monotone: bool = True,
+    reads: tuple[str, ...] = (),
 ) -> Callable[[DetectorFn], DetectorFn]:
     if kind not in KINDS:
         raise ValueError(f"detector {name!r}: unknown subject kind {kind!r}")
@@ -43,7 +47,9 @@ def register(
     def wrap(fn: DetectorFn) -> DetectorFn:
         if name in DETECTORS:
             raise ValueError(f"detector {name!r} registered twice")
-        DETECTORS[name] = Detector(name, fn, kind, monotone, MappingProxyType(dict(conditions)))
+        DETECTORS[name] = Detector(
+            name, fn, kind, monotone, MappingProxyType(dict(conditions)), reads
+        )
         return fn
 
     return wrap

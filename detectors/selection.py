@@ -65,6 +65,7 @@ def kind_plan(
         (registry[name], dp) for name, dp in policy.detectors.items() if registry[name].kind == kind
     )
     names = {w for _, dp in detectors for lv in dp.levels for w in lv.thresholds}
+    names |= {w for d, _ in detectors for w in d.reads if w in specs}
     peer = policy.features.peer_windows.get(kind)
     if peer is not None:
         names.add(peer)

@@ -46,6 +46,7 @@ class Tally:
 
 EMPTY: Mapping[str, int] = MappingProxyType({})
 EMPTY_PAIRS: Mapping[str, tuple[tuple[int, int], ...]] = MappingProxyType({})
+EMPTY_REPORTED: Mapping[str, tuple[int, float]] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,13 @@ class WindowSnapshot:
     # Counterparts -> (epoch s, local hour 0-23 in DIALWATCH_TIMEZONE) of each of their calls
     # within the pair window (features.pair_windows), oldest first.
     pairs: Mapping[str, tuple[tuple[int, int], ...]] = field(default_factory=lambda: EMPTY_PAIRS)
+    # Counterparts with an active complaint report that applies here -> (the report count, the
+    # factor their member thresholds are multiplied by): stage 2 reads the stage-1 complaint
+    # store for the callers it may name (debt collection).
+    reported: Mapping[str, tuple[int, float]] = field(default_factory=lambda: EMPTY_REPORTED)
+    # Counterparts -> how many of their other callees are in the subject's contact circle
+    # (detectors.circles), for the callers the engine looked up.
+    circle_hits: Mapping[str, int] = field(default_factory=lambda: EMPTY)
 
     @property
     def number(self) -> str:

@@ -17,6 +17,7 @@ stage-1 partitions interleave (docs/ordering.md): everything below ``prepare``'s
 
 from __future__ import annotations
 
+import math
 import time
 from bisect import bisect_left, insort
 from collections.abc import Callable, Collection, Container, Mapping, Sequence
@@ -37,7 +38,8 @@ from detectors.selection import kind_plan
 from detectors.snapshot import N_FEATURES, Tally, WindowSnapshot
 from detectors.windows import WindowSpec, bucket_of, busiest_window_end, sum_in_window, window_specs
 from streams.cdr import CDR, Reject
-from streams.complaints import Reports
+from streams.circles import Circles, DebtContext, debt_context, with_debt_context
+from streams.complaints import ComplaintStore, Reports
 from streams.complaints import active as complaint_reports
 from streams.episodes import Episodes, Subject
 from streams.items import (
@@ -62,6 +64,7 @@ SOURCE_IDLE_MS = 60_000  # stage 1: a source silent this long (wall clock) stops
 # window name -> (end bucket, feature sums, spec) of a subject's newest window (Engine._window)
 WindowCache = dict[str, tuple[int, list[int], WindowSpec]]
 NO_REPORTS = Reports(0, None)
+DEBT = "debt_collection"
 
 
 class Engine:
@@ -128,6 +131,21 @@ class Engine:
         self._loads: dict[int, int] = {}  # partition -> which load of its meta is cached
         self._load_count = 0
         self._hours: dict[int, int] = {}  # quarter hour (epoch s // 900) -> local hour
+        # Stage 2 (set by streams.factory): the stage-1 complaint store, read for the callers a
+        # debt-collection finding may name (reports are stored with the caller's stage-1
+        # partition: partition_for over ``sources`` partitions); and the contact circles.
+        self.reports: ComplaintStore | None = None
+        self.circles: Circles | None = None
+        debt = policy.detector(DEBT)
+        self._debt_least = 0
+        if debt is not None and "callee" in self.kinds:
+            low = min([1.0, *policy.class_factors.values()]) * policy.complaints.factor
+            if debt.params.get("contact_min", 0):
+                low *= min(1.0, debt.params.get("contact_factor", 1))
+            base = math.ceil(int(debt.params.get("member_min_calls", 1)) * low)
+            self._debt_least = max(
+                1, math.ceil(base / max(1.0, debt.params.get("night_weight", 1)))
+            )
 
     def window_ttl_ms(self) -> int:
         return (
@@ -329,10 +347,22 @@ class Engine:
             {},
             expected_rekeyed=meta.rekeyed,
         )
+        states = {key: from_blobs(read.windows.get(key), read.episodes.get(key)) for key in by_key}
+        debt = None
+        if self._debt_least:
+            debt = await debt_context(
+                states,
+                by_key,
+                self._debt_least,
+                self.reports,
+                self.sources,
+                self.circles,
+                lambda key: self.episodes.subject_of(key).subject,
+            )
         for key, records in by_key.items():
-            state = from_blobs(read.windows.get(key), read.episodes.get(key))
+            state = states[key]
             had_episodes = bool(state.episodes)
-            self._apply(key, state, records, now_ms, out, read.complaints.get(key), hot)
+            self._apply(key, state, records, now_ms, out, read.complaints.get(key), hot, debt)
             self.episodes.close_if_quiet(key, state, watermark, now_ms, out)
             prune(state, watermark, self.retention)
             changes.windows[key] = windows_blob(state)
@@ -346,12 +376,25 @@ class Engine:
             changes.episodes[key] = (episodes_blob(state), close_at if state.episodes else None)
         if self.outbox:
             changes.outbox = {a.alert_id: orjson.dumps(a.to_dict(self.tz)) for a in out.alerts}
-        return Prepared(partition, out, meta.offset, changes, meta.rekeyed)
+        contacts = []
+        if self.circles is not None:
+            contacts = [
+                (o.other, o.subject, o.start_ms // 1000)
+                for o in incoming
+                if o.kind == "callee" and o.other and not o.other.startswith(UNASSERTED)
+            ]
+        return Prepared(partition, out, meta.offset, changes, meta.rekeyed, contacts)
 
     async def commit(self, prepared: Prepared) -> Outcome:
         """Make a prepared batch's fenced write; StaleOffset when the stored offset moved since
         ``prepare`` read it. Returns the batch's outcome."""
         if prepared.changes is not None:
+            if self.circles is not None and prepared.contacts:
+                # Before the fenced write, as a set union: a crash in between replays the batch,
+                # which adds nothing new (streams.circles).
+                for a, b, t_s in prepared.contacts:
+                    self.circles.note(a, b, t_s)
+                await self.circles.flush()
             await self.store.write(prepared.partition, prepared.expected_offset, prepared.changes)
             self._meta[prepared.partition] = prepared.changes.meta
         return prepared.outcome
@@ -365,8 +408,10 @@ class Engine:
         out: Outcome,
         complaints: bytes | None = None,
         hot: Mapping[str, Collection[str]] | None = None,
+        debt: DebtContext | None = None,
     ) -> None:
         subj = self.episodes.subject_of(key)
+        near = debt.candidates.get(key) if debt is not None else None
         plan = self.plans[subj.kind]
         # The same subject with its thresholds tightened, for records with a report in horizon.
         reported = (
@@ -426,7 +471,9 @@ class Engine:
                         complaints, start, self.policy.complaints.horizon_s * 1000
                     )
                     target = reported if reports.count else subj
-                    self._evaluate(target, state, active, start, now_ms, out, reports, cache)
+                    self._evaluate(
+                        target, state, active, start, now_ms, out, reports, cache, debt, near
+                    )
 
     def snapshot(
         self,
@@ -512,14 +559,27 @@ class Engine:
         out: Outcome,
         reports: Reports = NO_REPORTS,
         cache: WindowCache | None = None,
+        debt: DebtContext | None = None,
+        near: set[str] | None = None,
     ) -> None:
         plan = self.plans[subj.kind]
         needs = {w for d, _ in active for w in plan.needs[d.name]}
         snap = self.snapshot(subj, state, needs, event_ms, cache)
+        if debt is not None and near:
+            snap = with_debt_context(
+                snap, debt, near, event_ms, self.policy.complaints, self.circles
+            )
         for detector, dpolicy in active:
             finding = detector.fn(snap, dpolicy)
             if finding is None:
                 continue
+            more = {w for w in detector.reads if w in self.specs and w not in snap.windows}
+            if more:  # the windows it reads to confirm a finding, computed only now
+                full = self.snapshot(subj, state, needs | more, event_ms, cache)
+                snap = replace(snap, windows=full.windows)
+                finding = detector.fn(snap, dpolicy)
+                if finding is None:
+                    continue
             if reports.count and reports.category is not None:
                 finding = replace(
                     finding,

@@ -8,6 +8,7 @@ from config.numbering import plan_from_setting
 from config.policy import load_policy
 from config.settings import Settings
 from streams.allowlist import Allowlist
+from streams.circles import Circles, RedisCircles
 from streams.engine import Engine
 from streams.items import CALLER_KINDS, DERIVED_KINDS
 from streams.security import redis_client
@@ -46,13 +47,20 @@ def build_engine(
         sources=sources,
         outbox=outbox,
     )
+    key = settings.pseudonym_key.encode()
     if url:
+        client = redis_client(settings, url)
         engine.store = RedisStore(
-            redis_client(settings, url),
+            client,
             prefix=key_prefix(settings, kinds),
             window_ttl_ms=max(1000, int(engine.window_ttl_ms() * settings.key_ttl_scale)),
             partition_ttl_ms=PARTITION_KEYS_TTL_MS,
         )
+        if settings.circle_days > 0 and set(kinds) != CALLER_KINDS:
+            prefix = key_prefix(settings, kinds)
+            engine.circles = RedisCircles(client, prefix, key, sources, settings.circle_days)
+    elif settings.circle_days > 0 and set(kinds) != CALLER_KINDS:
+        engine.circles = Circles(key, sources, settings.circle_days)
     return engine
 
 
@@ -64,7 +72,8 @@ def build_engines(
     ``sources``: stage-1 partitions feeding stage 2 (the worker: the CDR topic's partitions;
     scan: its one partition). ``outbox``: keep alerts in the store until confirmed sent."""
     allowlist = Allowlist(settings.allowlist_file, plan_from_setting(settings.numbering_plan))
-    return (
-        build_engine(settings, redis_url, CALLER_KINDS, allowlist, outbox=outbox),
-        build_engine(settings, redis_url, DERIVED_KINDS, allowlist, sources, outbox),
-    )
+    callers = build_engine(settings, redis_url, CALLER_KINDS, allowlist, outbox=outbox)
+    derived = build_engine(settings, redis_url, DERIVED_KINDS, allowlist, sources, outbox)
+    # Stage 2 reads the complaint reports stage 1 stores (debt collection's members).
+    derived.reports = callers.store
+    return callers, derived

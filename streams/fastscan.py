@@ -33,7 +33,7 @@ from detectors.windows import WindowSpec
 from streams.cdr import CDR
 from streams.engine import Engine
 from streams.items import Item, Outcome, split_key, store_key
-from streams.observe import Obs, caller_obs, derived_obs
+from streams.observe import UNASSERTED, Obs, caller_obs, derived_obs
 from streams.reorder import Progress
 from streams.state.memory import MemoryStore
 
@@ -209,6 +209,7 @@ async def replay_fast(
     observed: list[list[Obs]] = []
     gate2: set[str] = set()
     hot2: dict[str, frozenset[str]] = {}
+    read_circles: set[str] = set()
     if derived is not None:
         observed = [
             derived_obs(records[i : i + batch], trunks, partition, plan)
@@ -224,6 +225,16 @@ async def replay_fast(
             reported,
         )
         del flat
+        if derived.circles is not None:
+            # The numbers whose circles stage 2 may read: the callees that can fire and their
+            # callers (streams.circles.debt_context reads no other). Only calls with one end
+            # among them need noting outside the engine: the circles read are the reference's.
+            read_circles = {split_key(k)[1] for k in gate2 if split_key(k)[0] == "callee"}
+            persons = frozenset(read_circles)
+            for part in observed:
+                read_circles.update(
+                    o.other for o in part if o.subject in persons and o.kind == "callee"
+                )
         if reference_forces(callers, observed, batch, derived.settings.reorder_max_held):
             return False
     for n, i in enumerate(range(0, len(records), batch)):
@@ -256,6 +267,20 @@ async def replay_fast(
             items.append((second + len(obs_chunk), Progress(partition, outcome.front_ms, last)))
             emit(await derived.process(partition, items, hot=hot2), 2)
             second += len(obs_chunk) + 1
+            if derived.circles is not None:
+                # The contacts of the observations left out, as the reference notes them after
+                # its batch (streams.circles): a call joins its two ends' circles; only those
+                # of numbers whose circles can be read are kept here.
+                for o in obs_chunk:
+                    if (
+                        o.kind == "callee"
+                        and (o.subject in read_circles or o.other in read_circles)
+                        and o.other
+                        and not o.other.startswith(UNASSERTED)
+                        and _key(o) not in gate2
+                    ):
+                        derived.circles.note(o.other, o.subject, o.start_ms // 1000)
+                await derived.circles.flush()
         if progress is not None:
             progress(i + len(chunk))
     return True

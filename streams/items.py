@@ -75,6 +75,9 @@ class Prepared:
     expected_offset: int  # the stored offset the batch was computed from (the write's fence)
     changes: Changes | None
     expected_rekeyed: int = -1  # and the stored repartition-input offset (fenced as well)
+    # Stage 2: the (caller, callee, epoch s) of the batch's callee observations, noted in the
+    # contact circles just before the batch's fenced write (streams.circles).
+    contacts: list[tuple[str, str, int]] = field(default_factory=list)
 
 
 def id_hash(cdr_id: str) -> int:

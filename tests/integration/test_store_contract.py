@@ -9,6 +9,7 @@ import pytest
 from config.numbering import CHINA
 from config.policy import load_policy
 from config.settings import Settings
+from streams.circles import Circles, RedisCircles
 from streams.engine import Engine
 from streams.items import DERIVED_KINDS
 from streams.observe import derived_obs
@@ -122,9 +123,10 @@ async def test_derived_engine_gives_the_same_alerts_on_both_stores(store: Store)
         results.append([(a.alert_id, a.subject, a.action) for a in alerts])
     subjects = {(subject, action) for _, subject, action in results[0]}
     assert subjects == {("callee", "protect"), ("number", "intercept")}
-    # call_bombing and debt_collection (a flood also meets its level), each: the victim and its
-    # three callers
-    assert len(results[0]) == 8
+    # call_bombing only: the victim and its three callers. The flood (40 calls in 400 s) is
+    # not also debt collection, whose members' attempts must span 15 minutes (policy
+    # 2026.12.3): one protect per flood
+    assert len(results[0]) == 4
     assert results[0] == results[1]
 
 
@@ -163,3 +165,55 @@ async def test_outbox_holds_alerts_until_confirmed(store: Store) -> None:
     assert set(await store.pending_alerts(7)) == {"a2"}
     await store.confirm_alerts(7, ["a2", "never-there"])
     assert await store.pending_alerts(7) == {}
+
+
+async def test_contact_circles_agree_on_both_stores_and_their_memory(
+    redis_url: str, unique: str
+) -> None:
+    """The same contacts, noted in pieces and another order, give the same circles in memory
+    and in Redis (circle_add.lua: a set union cut to the 32 smallest hashes), and a replay
+    changes nothing. Memory per subscriber and day, measured with MEMORY USAGE: printed."""
+    prefix = f"t{unique}:x"
+    redis_store = RedisStore.from_url(
+        redis_url, prefix=prefix, window_ttl_ms=90_000_000, partition_ttl_ms=600_000_000
+    )
+    day_s = (T0 // 86_400) * 86_400
+    person, friends = "13900000000", [f"1380000{i:04d}" for i in range(60)]
+    calls = [(person, f, day_s + 100 + i) for i, f in enumerate(friends)]
+    calls += [("13700000001", f, day_s + 50) for f in friends[:5]]
+    try:
+        memory = Circles(b"k", 8, 3)
+        redis = RedisCircles(redis_store.client, prefix, b"k", 8, 3)
+        for c in (memory, redis):
+            for n, part in enumerate((calls[::2], calls[1::2][::-1], calls[:7])):  # a replay
+                for a, b, t in part:
+                    c.note(a, b, t)
+                assert await c.flush() > 0, n
+        numbers = [person, "13700000001", *friends[:3]]
+        expected = await memory.read(numbers, day_s + 3600)
+        assert await redis.read(numbers, day_s + 3600) == expected
+        assert len(expected[person]) == 32 and len(expected["13700000001"]) == 5
+        # expiry: days + 1 days from the last write
+        key = f"{prefix}:{{p{redis.where(person)}}}:cc:{day_s // 86_400}"
+        ttl = await redis_store.client.pttl(key)
+        assert 4 * 86_400_000 - 60_000 < ttl <= 4 * 86_400_000
+        # MEMORY USAGE per subscriber and day: 1,000 subscribers' circles in one partition's
+        # day key (a hash table, as for any real partition), divided by 1,000
+        for n in (5, 32):
+            lone = RedisCircles(redis_store.client, f"{prefix}m{n}", b"k", 1, 3)
+            day = day_s // 86_400
+            for s in range(1000):
+                field = s.to_bytes(8)
+                lone._pending[(0, day)][field] = {s * 1000 + i: day_s + i for i in range(n)}
+            await lone.flush()
+            key = f"{prefix}m{n}:{{p0}}:cc:{day}"
+            assert len(await redis_store.client.hget(key, (7).to_bytes(8)) or b"") == 12 * n
+            used = await redis_store.client.memory_usage(key, samples=0)
+            assert used is not None
+            print(f"circle of {n} contacts: {used / 1000:.0f} B per subscriber and day")
+            assert used / 1000 <= 12 * n + 140
+    finally:
+        keys = [k async for k in redis_store.client.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await redis_store.client.delete(*keys)
+        await redis_store.close()

@@ -16,7 +16,7 @@ from config.settings import DEFAULT_POLICY_FILE, Settings
 
 def test_bundled_default_policy_loads() -> None:
     policy = load_policy(DEFAULT_POLICY_FILE)
-    assert policy.version == "2026.12.2"
+    assert policy.version == "2026.12.3"
     assert dict(policy.windows) == {
         "5m": 300,
         "10m": 600,

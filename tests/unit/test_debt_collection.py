@@ -6,6 +6,7 @@ the busiest window) as the detector receives it."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
@@ -96,6 +97,47 @@ CASES = [
         PROTECT,
         (COLLECTOR,),
     ),
+    # a flood of minutes is call bombing (its own protect), not debt collection: the attempts
+    # must span 15 minutes
+    ("flood", snap(20, pairs={COLLECTOR: attempts(20, every_s=30)}), None, ()),
+    ("fifteen minutes", snap(12, pairs={COLLECTOR: attempts(12, every_s=82)}), PROTECT, None),
+    ("under fifteen", snap(12, pairs={COLLECTOR: attempts(12, every_s=81)}), None, ()),
+    # a caller reported for debt collection needs 9 attempts (12 x 0.7), not 12
+    (
+        "reported nine",
+        replace(snap(9, pairs={COLLECTOR: attempts(9)}), reported={COLLECTOR: (1, 0.7)}),
+        PROTECT,
+        (COLLECTOR,),
+    ),
+    (
+        "reported eight",
+        replace(snap(8, pairs={COLLECTOR: attempts(8)}), reported={COLLECTOR: (1, 0.7)}),
+        None,
+        (),
+    ),
+    (
+        "other caller reported",
+        replace(snap(9, pairs={COLLECTOR: attempts(9)}), reported={OTHER: (1, 0.7)}),
+        None,
+        (),
+    ),
+    # rarely answered: 18 calls, at most 15% answered, fire however long the answered ones were
+    ("rarely answered", snap(18, 2, 0, {COLLECTOR: attempts(18)}), PROTECT, (COLLECTOR,)),
+    ("answered 3 of 18", snap(18, 3, 0, {COLLECTOR: attempts(18)}), None, ()),
+    ("answered 2 of 17", snap(17, 2, 0, {COLLECTOR: attempts(17)}), None, ()),
+    (
+        "rarely answered hotline",
+        snap(30, 2, 0, {COLLECTOR: attempts(30)}, number_class="hotline_400"),
+        None,
+        (),
+    ),
+    # circle evidence is evidence only: it lowers nothing
+    (
+        "circle alone",
+        replace(snap(11, pairs={COLLECTOR: attempts(11)}), circle_hits={COLLECTOR: 5}),
+        None,
+        (),
+    ),
 ]
 
 
@@ -114,7 +156,7 @@ def test_default_policy(
         if members is not None:
             assert finding.members == members
         for m in finding.members:
-            assert finding.member_calls[m] >= 10
+            assert finding.member_calls[m] >= (9 if s.reported else 10)
         # reasons and evidence name no number (the person is shown by pseudonym)
         assert not any(COLLECTOR in r or "13774575215" in r for r in finding.reasons)
 
@@ -132,6 +174,24 @@ def test_default_policy(
 )
 def test_is_night(hour: int, lo: int, hi: int, night: bool) -> None:
     assert is_night(hour, lo, hi) is night
+
+
+def test_evidence_carries_reports_and_circle_contacts() -> None:
+    s = replace(
+        snap(10, pairs={COLLECTOR: attempts(10), OTHER: attempts(2)}),
+        reported={COLLECTOR: (2, 0.7)},
+        circle_hits={COLLECTOR: 4, OTHER: 6},
+    )
+    finding = run(s)
+    assert finding is not None and finding.members == (COLLECTOR,)
+    assert finding.evidence["complaints"] == 2
+    # only members count: OTHER's 6 are not a member's
+    assert finding.evidence["contacts_of_person_called"] == 4
+    assert "2 complaint report(s), latest: debt_collection" in finding.reasons
+    assert "a caller with 10 weighted attempts >= 9" in finding.reasons
+    plain = run(snap(12, pairs={COLLECTOR: attempts(12)}))
+    assert plain is not None and plain.evidence["contacts_of_person_called"] == 0
+    assert "complaints" not in plain.evidence
 
 
 def test_weighted_attempts_rounds_night_weight_up() -> None:
@@ -172,3 +232,59 @@ async def test_engine_gives_the_detector_local_hours_over_the_pair_window() -> N
     assert raised[1].evidence["member_calls"] == 12  # six night attempts, each counting twice
     assert raised[0].number.startswith("ps:")
     assert raised[0].event_ms == calls[-1].start_ms  # on the sixth attempt
+
+
+@pytest.mark.parametrize(
+    ("category", "attempts_made", "fires"),
+    [
+        ("debt_collection", 9, True),  # 12 x 0.7 -> 9
+        ("debt_collection", 8, False),
+        ("telemarketing", 9, False),  # a report of another category leaves debt's levels alone
+        (None, 9, False),
+    ],
+)
+async def test_stage_two_reads_stage_one_reports_of_the_collector(
+    category: str | None, attempts_made: int, fires: bool
+) -> None:
+    """A debt-collection report about the collector, stored by stage 1 (its caller partition),
+    lowers its member threshold in stage 2 (the person's partition), and from its reported_at
+    only; and its other callees found in the person's circle are counted as evidence."""
+    from config.settings import Settings
+    from streams.complaints import Complaint, record
+    from streams.factory import build_engines
+    from streams.observe import Obs
+    from streams.reorder import Progress
+
+    settings = Settings(timezone="Asia/Shanghai", redis="")
+    callers, derived = build_engines(settings)
+    start = int(datetime(2026, 12, 1, 14, tzinfo=TZ).timestamp() * 1000)
+    clock = start + 86_400_000
+    callers.clock_ms = derived.clock_ms = lambda: clock
+    if category is not None:
+        report = Complaint("r-1", COLLECTOR, category, start - 60_000)
+        await record(callers.store, 0, [report], POLICY.complaints.horizon_s * 1000)
+    person, friend = "13774575215", "13800000042"
+    # the person called a friend earlier; the collector rings the friend, then the person
+    calls = [
+        Obs("callee", friend, "p0", start - 3_600_000, True, 60, 16, person, 0),
+        Obs("callee", friend, "k0", start - 600_000, True, 30, 16, COLLECTOR, 0),
+    ]
+    calls += [
+        Obs("callee", person, f"c{k}", start + k * 300_000, False, 0, 21, COLLECTOR, 0)
+        for k in range(attempts_made)
+    ]
+    outs = []
+    for n, batch in enumerate((calls[:2], calls[2:])):  # circles are read at a batch's start
+        items: list[tuple[int, object]] = [(10 * n + k + 1, o) for k, o in enumerate(batch)]
+        items.append((10 * n + 9, Progress(0, batch[-1].start_ms, n == 1)))
+        outs.append(await derived.process(0, items))  # type: ignore[arg-type]
+    raised = [a for a in outs[1].alerts if a.detector == "debt_collection" and a.state == "raised"]
+    assert bool(raised) is fires
+    if fires:
+        assert [(a.subject, a.action) for a in raised] == [
+            ("callee", "protect"),
+            ("number", "intercept"),
+        ]
+        assert raised[0].evidence["complaints"] == 1
+        assert raised[0].evidence["contacts_of_person_called"] == 1  # the friend
+        assert any("complaint report" in r for r in raised[0].reasons)

@@ -125,6 +125,24 @@ CASES = [
         ("warning", "monitor"),
     ),
     ("sequential_dialling", snap({"10m": dialler(2, sequential=2)}), None),
+    # a call to an unallocated number makes the profile robocall-like (2026.12.3) ...
+    (
+        "sequential_dialling",
+        snap({"10m": dialler(5, 0.4, sequential=4, short_share=0.5, unallocated=1)}),
+        INTERCEPT,
+    ),
+    # ... and a last hour of mostly conversations vetoes the intercept: a line check's quiet
+    # stretch of unanswered lines is monitored
+    (
+        "sequential_dialling",
+        snap({"10m": dialler(5, 0.0, sequential=5), "1h": Tally(30, 24, 2)}),
+        ("warning", "monitor"),
+    ),
+    (
+        "sequential_dialling",
+        snap({"10m": dialler(5, 0.0, sequential=5), "1h": Tally(30, 16, 2)}),
+        INTERCEPT,
+    ),
     # two neighbouring numbers called in turn: steps, but not different callees
     ("sequential_dialling", snap({"10m": dialler(4, sequential=3, repeats=2)}), None),
     # one-ring calls: international callers only
