@@ -238,6 +238,15 @@ async def tell_idle(ctx: Context, consumer: Any, idle: Idle) -> int:
                 log.debug("idle heartbeat not sent (%s)", type(exc).__name__)
                 return count
             idle.told[partition] = (meta.offset, front)
+            # Logged so a chaos run's differing stage-2 episode can be matched with the idle
+            # tellings around it (docs/recovery.md): partition, offset and front only.
+            log.info(
+                "told idle: caller partition %d at offset %d, front %d, after %.1f s quiet",
+                partition,
+                meta.offset,
+                front,
+                quiet[partition],
+            )
             count += 1
     return count
 

@@ -1,8 +1,8 @@
-"""The chaos loop in CI (issue 17 item 4): ``python -m benchmarks.chaos`` for 3 minutes (the issue's CI
-run) with a fixed seed, whose plan holds 13 faults of all six kinds (SIGKILL, SIGTERM, Redis
-frozen, broker frozen, Redis restarted from its AOF, a worker added), all applied. Every record
-accounted for by ``dialwatch verify``, the alert ids exactly the fault-free worker run's, none
-published twice. A failure names the seed:
+"""The chaos loop in CI (issue 17 item 4): ``python -m benchmarks.chaos`` for 3 minutes (the
+issue's CI run) with a fixed seed, whose plan holds 13 faults of all six kinds (SIGKILL,
+SIGTERM, Redis frozen, broker frozen, Redis restarted from its AOF, a worker added), all
+applied. Every record accounted for by ``dialwatch verify``, the alert ids exactly the
+fault-free worker run's, none published twice. A failure names the seed:
 ``python -m benchmarks.chaos --minutes 3 --seed <seed>`` replays it."""
 
 from __future__ import annotations
