@@ -9,7 +9,7 @@ import pytest
 from config.settings import Settings
 from streams.idle import Idle, idle_due
 
-IDLE_S, STOPPED_S = 5.0, 20.0
+IDLE_S, STOPPED_S = 5.0, 20.0  # the two waits apart, to tell the cases apart
 
 
 @pytest.mark.parametrize(
@@ -37,8 +37,9 @@ def test_a_partition_is_told_idle_after_the_wait_its_workers_input_calls_for(
 
 def test_the_waits_are_the_settings_and_the_stop_wait_is_never_the_shorter() -> None:
     shipped = Settings()
-    assert (shipped.progress_idle_s, shipped.progress_stopped_s) == (IDLE_S, STOPPED_S)
-    assert Settings.from_env({"DIALWATCH_PROGRESS_STOPPED_S": "7.5"}).progress_stopped_s == 7.5
+    assert (shipped.progress_idle_s, shipped.progress_stopped_s) == (20.0, 20.0)
+    env = {"DIALWATCH_PROGRESS_IDLE_S": "5", "DIALWATCH_PROGRESS_STOPPED_S": "7.5"}
+    assert Settings.from_env(env).progress_stopped_s == 7.5
     with pytest.raises(ValueError, match="progress_stopped_s"):
         Settings(progress_idle_s=10.0, progress_stopped_s=5.0)
     with pytest.raises(ValueError, match="progress_stopped_s"):
