@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -54,6 +55,9 @@ NOW_MS = (T0 + 30 * 86_400) * 1000
 RULES = Rules(CHINA, now_ms=NOW_MS)
 PARTITIONS = 4
 START = default_start(Settings())
+# The in-process engine runs on the fixed clock NOW_MS, so its traffic starts at a fixed time
+# two days before it (09:00 local), never at "yesterday" of the wall clock.
+ENGINE_START = datetime.fromtimestamp(T0 + 28 * 86_400, ZoneInfo(Settings().timezone))
 A, B, C = "13800000001", "13800000002", "13800000003"
 
 
@@ -223,7 +227,7 @@ def late_traffic() -> list[tuple[int, CDR | Reject]]:
     """Simulated traffic delivered late and out of order (some beyond the allowed lateness),
     with repeated ids and a few rejects, keyed to partitions as the producer does."""
     spec = sim.SimSpec(
-        start=START, seed=5, hours=3, subscribers=300, bulk_diallers=1,
+        start=ENGINE_START, seed=5, hours=3, subscribers=300, bulk_diallers=1,
         late_fraction=0.2, max_late_s=2400,
     )  # fmt: skip
     records, _ = sim.generate(spec)
