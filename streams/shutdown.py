@@ -3,7 +3,9 @@ its group and flush; if it is still running then, it logs what every unfinished 
 waiting on (the whole await chain, which asyncio's own stack dump cuts at the first frame) and
 exits with status 1 (SIGUSR2 logs the same chains at any time). Leaving at that point is safe:
 a batch is acknowledged only after its fenced state write and its sends, so the next owner
-re-applies whatever was in flight."""
+re-applies whatever was in flight. An actor still running 5 s into the stop is cancelled again
+(``cancel_stragglers``: Faust restarts an actor a rebalance cancelled, and the stop then waits
+for the restarted one, which it never cancels)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import gc
 import logging
 import os
 import signal
+from collections.abc import Iterable
 from types import CoroutineType, FrameType
 from typing import Any
 
@@ -19,6 +22,27 @@ import faust
 
 log = logging.getLogger("dialwatch.worker")
 STALLED_EXIT = 1
+RECANCEL_AFTER_S = 5.0  # into the stop, an actor still running is cancelled again ...
+RECANCEL_EVERY_S = 2.0  # ... and again until the stop ends
+
+
+def cancel_stragglers(agents: Iterable[Any]) -> list[str]:
+    """Cancel the actor tasks still running of every agent that has begun to stop; return the
+    agents' names. Faust cancels an agent's actors once, when it stops the agent; an actor
+    that a rebalance had cancelled just before (Faust's "Restarting on rebalance") is started
+    again by the supervisor and, started after that one cancel, is never cancelled: the agent's
+    stop then waits for it for ever inside ``take_events``. An agent not yet stopping is left
+    alone: Faust would take the cancel for a rebalance and restart it."""
+    names: list[str] = []
+    for agent in agents:
+        if not agent.should_stop:
+            continue
+        for aref in list(getattr(agent, "_actors", ())):
+            task = getattr(aref, "actor_task", None)
+            if task is not None and not task.done():
+                task.cancel()
+                names.append(str(getattr(agent, "name", agent)))
+    return names
 
 
 def await_chain(coro: Any) -> list[str]:
@@ -70,7 +94,18 @@ class Worker(faust.Worker):
     def _schedule_shutdown(self, signal: signal.Signals) -> None:
         if not self._signal_stop_time:
             self.loop.call_later(self.stop_timeout_s, self._stalled)
+            self.loop.call_later(RECANCEL_AFTER_S, self._recancel)
         super()._schedule_shutdown(signal)
+
+    def _recancel(self) -> None:
+        stragglers = cancel_stragglers(self.app.agents.values())
+        if stragglers:
+            log.warning(
+                "stop: %d actor(s) of a stopping agent still running (%s); cancelled again",
+                len(stragglers),
+                ", ".join(sorted(set(stragglers))),
+            )
+        self.loop.call_later(RECANCEL_EVERY_S, self._recancel)
 
     def _on_sigusr2(self) -> None:
         # mode enters pdb on SIGUSR2, which would stop a worker with no terminal: log the await

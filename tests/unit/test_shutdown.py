@@ -1,5 +1,6 @@
-"""The bounded graceful stop: its diagnostics (the await chain of a stuck task, down to the line
-it waits on), and a revocation's bounded wait for a partition's lock."""
+"""The bounded graceful stop: a stopping agent's actors cancelled again, its diagnostics (the
+await chain of a stuck task, down to the line it waits on), and a revocation's bounded wait
+for a partition's lock."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import logging
 import pytest
 
 from streams.runtime import acquire_within
-from streams.shutdown import await_chain, log_unfinished
+from streams.shutdown import await_chain, cancel_stragglers, log_unfinished
 
 
 async def innermost(event: asyncio.Event) -> None:
@@ -76,3 +77,39 @@ async def test_a_cancelled_acquire_within_never_holds_the_lock() -> None:
         await waiter
     await asyncio.sleep(0)
     assert not lock.locked()
+
+
+class Actor:
+    def __init__(self, task: asyncio.Task[None] | None) -> None:
+        self.actor_task = task
+
+
+class Agent:
+    def __init__(self, name: str, should_stop: bool, *tasks: asyncio.Task[None] | None) -> None:
+        self.name, self.should_stop = name, should_stop
+        self._actors = [Actor(t) for t in tasks]
+
+
+@pytest.mark.parametrize(
+    ("stopping", "running", "cancelled"),
+    [
+        (True, True, True),  # restarted after the stop's one cancel: cancelled again
+        (False, True, False),  # not stopping: a cancel would be taken for a rebalance
+        (True, False, False),  # finished: nothing to do
+    ],
+)
+async def test_only_a_stopping_agents_running_actors_are_cancelled(
+    stopping: bool, running: bool, cancelled: bool
+) -> None:
+    event = asyncio.Event()
+    task = asyncio.create_task(outer(event))
+    if not running:
+        event.set()
+        await task
+    names = cancel_stragglers([Agent("stage2", stopping, task, None)])
+    assert names == (["stage2"] if cancelled else [])
+    await asyncio.sleep(0)
+    assert task.cancelled() is cancelled
+    event.set()
+    if not task.done():
+        await task
