@@ -300,8 +300,9 @@ async def feed_sends(
 
 
 async def send_feed(ctx: Context, alerts_json: list[bytes]) -> list[Any]:
-    """``Runtime.feed``: the feed records of alerts as the outbox stored them."""
-    return await feed_sends(ctx, [orjson.loads(value) for value in alerts_json])
+    """``Runtime.feed``: the feed records of alerts as the outbox stored them (none that this
+    worker's broker already confirmed: the outbox lists an alert until its confirm is written)."""
+    return await feed_sends(ctx, [orjson.loads(value) for value in alerts_json], ctx.sent)
 
 
 async def batch_sends(
@@ -312,16 +313,20 @@ async def batch_sends(
     raw: dict[tuple[int, int], bytes],
     internal: bool = False,
 ) -> list[Any]:
-    """The alerts and dead letters of a batch. ``internal`` (the derived topic): a stage-2
-    admission reject is only counted; its record's dead letter, if any, came from stage 1,
-    and the derived message holds a whole batch of other calls."""
+    """The alerts, feed records and dead letters of a batch; an alert or feed record the broker
+    confirmed before (this batch's earlier try) is not sent again. ``internal`` (the derived
+    topic): a stage-2 admission reject is only counted; its record's dead letter, if any, came
+    from stage 1, and the derived message holds a whole batch of other calls."""
     alerts, dead = ctx.out.alerts, ctx.out.dead
     shown = [alert.to_dict(ctx.tz) for alert in outcome.alerts]
     pending = [
-        await alerts.send(key=str(alert["number"]).encode(), value=orjson.dumps(alert))
+        await ctx.sent.once(
+            f"{alerts.name} {alert['alert_id']}",
+            partial(alerts.send, key=str(alert["number"]).encode(), value=orjson.dumps(alert)),
+        )
         for alert in shown
     ]
-    pending.extend(await feed_sends(ctx, shown))
+    pending.extend(await feed_sends(ctx, shown, ctx.sent))
     for offset, reject in outcome.rejects:
         if internal and reject.reason in ADMISSION_REASONS:
             continue

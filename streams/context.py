@@ -13,7 +13,7 @@ from config.settings import Settings
 from detectors.pseudonym import key_id
 from streams.allowlist import Allowlist, shared_key
 from streams.campaignwork import CampaignRecorder
-from streams.delivery import Outlets
+from streams.delivery import Confirmed, Outlets
 from streams.runtime import Links, Runtime
 from streams.state.redis import RedisStore
 from streams.topics import WorkerTopics
@@ -46,6 +46,9 @@ class Context:
     out: Outlets  # the output topics, refused sends dead-lettered (streams.delivery)
     broker: BrokerHealth = field(default_factory=BrokerHealth)
     campaigns: CampaignRecorder | None = None  # stage 2's campaign sketches (campaignwork)
+    # The alert and feed-record ids of batches the broker confirmed: a batch whose sends are
+    # retried after one of them failed (a timeout under load) sends only the unconfirmed ones.
+    sent: Confirmed = field(default_factory=Confirmed)
 
     @property
     def plan(self) -> NumberingPlan:

@@ -12,6 +12,7 @@ from functools import partial
 from types import SimpleNamespace
 from typing import Any, cast
 
+import orjson
 import pytest
 from aiokafka import errors as kafka_errors
 from faust.exceptions import ProducerSendError
@@ -21,10 +22,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from config.numbering import NumberingPlan
 from config.settings import Settings
+from detectors.alerts import Alert
+from streams.agents import batch_sends
 from streams.campaignwork import CampaignRecorder, CampaignTicker
+from streams.context import Context
 from streams.delivery import Confirmed, Outlet, Refusals, permanent
 from streams.interception.feed import mirror
 from streams.interception.store import InterceptStore
+from streams.items import Outcome
+from streams.runtime import Runtime
 
 NUMBER = b"13800138000"
 
@@ -343,3 +349,65 @@ def test_a_campaign_alert_retried_after_the_redis_record_failed_is_not_sent_agai
     asyncio.run(run(again))  # the next run: Redis does not know a1, the broker confirmed it
     assert [t for t, _, _ in broker.sent] == [Settings().alert_topic]
     assert first == again == ["a1"]  # still recorded in Redis by the retry's pipeline
+
+
+class FlakyTopic(FakeTopic):
+    """Fails the delivery of the values in ``fail_once`` the first time each is sent."""
+
+    def __init__(self, name: str, fail_once: set[bytes]) -> None:
+        super().__init__(name)
+        self.fail_once = fail_once
+
+    async def send(self, **kwargs: Any) -> Awaitable[Any]:
+        if kwargs["value"] in self.fail_once:
+            self.fail_once.discard(kwargs["value"])
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            future.set_exception(kafka_errors.KafkaTimeoutError())
+            return future
+        return await super().send(**kwargs)
+
+
+def intercept_alert(n: int) -> Alert:
+    return Alert(
+        alert_id=f"a{n}", episode_id=f"e{n}", number=f"1380013800{n}", number_class="mobile",
+        subject="number", detector="bulk_dialling", state="raised", severity="high",
+        action="intercept", category="telemarketing", event_ms=1_000, detected_at_ms=2_000,
+        evidence={"calls": 3}, reasons=("r",), policy_version="p",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("with_confirmed", [True, False])
+def test_a_batch_retried_after_one_send_timed_out_sends_no_alert_twice(
+    with_confirmed: bool,
+) -> None:
+    """A batch of three alerts whose second delivery times out: the retry of the lot
+    (``Runtime.send_confirmed``) sends only the unconfirmed alert, and its feed record."""
+    alerts = [intercept_alert(n) for n in range(3)]
+    second = orjson.dumps(alerts[1].to_dict(UTC))
+    topic, feed, dead = FlakyTopic("al", {second}), FakeTopic("fd"), FakeTopic("dl")
+    counter = Counter("refused", "test", ["topic", "outcome"], registry=CollectorRegistry())
+    refusals = Refusals(cast(TopicT, dead), dead.name, counter, 1000)
+    ctx = SimpleNamespace(
+        out=SimpleNamespace(
+            alerts=Outlet(cast(TopicT, topic), refusals),
+            feed=Outlet(cast(TopicT, feed), refusals),
+            dead=Outlet(cast(TopicT, dead), refusals),
+        ),
+        tz=UTC, feed_key_id="k1", sent=Confirmed() if with_confirmed else _Forgetful(),
+    )  # fmt: skip
+    runtime = Runtime(Settings(), cast(Any, None), cast(Any, None), "callers")
+    sends = partial(batch_sends, cast(Context, ctx), "cdrs", 0, Outcome(alerts=alerts), {})
+    asyncio.run(runtime.send_confirmed(0, sends))
+    ids = [orjson.loads(m["value"])["alert_id"] for m in topic.sent]
+    if with_confirmed:
+        assert sorted(ids) == ["a0", "a1", "a2"]
+        assert len(feed.sent) == 3  # every alert intercepts: one feed record each, once
+    else:  # without it, the retry repeats the two that were confirmed
+        assert sorted(ids) == ["a0", "a0", "a1", "a2", "a2"]
+
+
+class _Forgetful(Confirmed):
+    """Remembers nothing: the batch sends as they were before ``Context.sent``."""
+
+    def add(self, key: str) -> None:
+        pass
