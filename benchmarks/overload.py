@@ -10,8 +10,8 @@ worker's RSS, Redis's used memory, the state lag of the CDR topic from /metrics
 (``dialwatch_state_lag_messages``) and from /health's ``lag``. At the end: peak RSS and when it
 was reached, peak lag, the catch-up time and ``dialwatch verify`` (ALL-RECORDS-ACCOUNTED).
 Exit 0 when verify accounts for every record, the worker caught up, /health showed the lag and
-the RSS of the second half of the overload stayed within 20% of the first half's peak (memory
-bounded while the backlog grows)."""
+the worker's RSS stayed under ``--rss-bound-mb`` over the whole run (the stated bound: it is set
+by Faust's stream buffers, counted in messages, not by the backlog; docs/recovery.md)."""
 
 from __future__ import annotations
 
@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--probe", type=int, default=30_000)
     parser.add_argument("--sample-s", type=float, default=5.0)
+    parser.add_argument("--rss-bound-mb", type=float, default=768.0)
     args = parser.parse_args(argv)
     parts = args.partitions
     logs = Path(tempfile.mkdtemp(prefix="dialwatch-overload-"))
@@ -249,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"redis {s.redis_mb:6.1f} MB  lag (metrics) {s.metrics_lag}  "
                 f"lag (/health) {s.health_lag}"
             )
-        bounded = second_peak <= 1.2 * first_peak
+        bounded = peak.rss_kb <= args.rss_bound_mb * 1024
         achieved = total / produced_s
         print(
             f"overload: {total:,} CDRs in {produced_s:.0f} s, {achieved:,.0f} CDRs/s "
@@ -258,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"peak worker RSS: {peak.rss_kb / 1024:.0f} MB at {peak.at_s:.0f} s")
         print(
             f"RSS peak, first / second half of the overload: {first_peak / 1024:.0f} / "
-            f"{second_peak / 1024:.0f} MB (bounded: {bounded})"
+            f"{second_peak / 1024:.0f} MB; within {args.rss_bound_mb:g} MB: {bounded}"
         )
         print(f"peak state lag: {lag_peak:,} messages; /health showed the lag: {health_seen}")
         print(f"caught up: {finished}, {caught_s - produced_s:.0f} s after the input stopped")
